@@ -1,0 +1,48 @@
+# facepipe: developer entry points. Every target is idempotent.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+SHARED_MODELS ?= ../shared/models
+STAMP := $(VENV)/.installed
+export BUF_CACHE_DIR := $(CURDIR)/.buf-cache
+
+.PHONY: setup run test lint proto bench clean models system-deps images kind-up kind-down
+
+setup: $(STAMP) models system-deps
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Installs the bundled research-only model pack when ../shared/models is present.
+models: $(STAMP)
+	@if [ -d "$(SHARED_MODELS)" ]; then \
+	  $(BIN)/facepipe models install local --from "$(SHARED_MODELS)"; \
+	else echo "no $(SHARED_MODELS); run 'facepipe models pull buffalo_l'"; fi
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+proto: $(STAMP)
+	$(PY) -m facepipe.protogen
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cd proto && ../$(BIN)/buf lint
+
+test: setup
+	$(BIN)/pytest -q -ra
+
+bench: setup
+	$(PY) -m bench
+
+run: setup
+	@bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .buf-cache

@@ -1,0 +1,1 @@
+"""The runtime every facepipe service shares: config, logs, gRPC server, health, metrics, tracing."""

@@ -1,0 +1,47 @@
+"""Prometheus metrics. Every facepipe metric is defined here, once, with the
+``facepipe_`` prefix, so dashboards and alerts have one list to match."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+BUILD_INFO = Gauge("facepipe_build_info", "Build information.", ["service", "version"])
+READY = Gauge("facepipe_ready", "1 when the service is ready to serve.", ["service"])
+
+GRPC_REQUESTS = Counter(
+    "facepipe_grpc_requests_total", "gRPC calls handled.", ["service", "method", "code"]
+)
+GRPC_LATENCY = Histogram(
+    "facepipe_grpc_request_seconds", "gRPC call latency.", ["service", "method"], buckets=LATENCY_BUCKETS
+)
+
+MODEL_PROVIDER = Gauge(
+    "facepipe_model_provider_info",
+    "ONNX Runtime execution provider in use per model (value 1).",
+    ["service", "model", "provider"],
+)
+INFERENCE_LATENCY = Histogram(
+    "facepipe_inference_seconds",
+    "Model inference time per batch, per node ('local' for in-process).",
+    ["service", "model", "node"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "facepipe_batch_size", "Items per inference batch.", ["service", "model"], buckets=BATCH_BUCKETS
+)
+BATCH_LIMIT = Gauge("facepipe_batch_limit", "Current max batch size after backoff.", ["service", "model"])
+BACKOFFS = Counter(
+    "facepipe_backoffs_total", "Batch-size halvings after provider errors.", ["service", "model"]
+)
+IMAGES = Counter(
+    "facepipe_images_total", "Images handled, by outcome (ok or an error code).", ["service", "outcome"]
+)
+FACES = Counter(
+    "facepipe_faces_total",
+    "Faces seen by the detector, accepted or rejected with a reason.",
+    ["service", "outcome", "reason"],
+)
+EMBEDDINGS = Counter("facepipe_embeddings_total", "Embeddings computed.", ["service", "model"])

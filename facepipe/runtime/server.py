@@ -1,0 +1,249 @@
+"""The service skeleton: a grpc.aio server with health and reflection, an HTTP
+side port for /metrics, /healthz, /readyz and /stats, tracing, and a graceful
+drain on SIGTERM. A service only says what it registers and how it starts."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from facepipe import __version__
+from facepipe.config import Settings
+from facepipe.runtime import metrics
+from facepipe.runtime.logs import setup_logging
+from facepipe.runtime.tracing import extract, setup_tracing, shutdown_tracing, tracer
+
+log = logging.getLogger("facepipe.runtime")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+ReadyCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+class Service(abc.ABC):
+    """What a facepipe service provides to the runtime."""
+
+    name: str
+
+    @abc.abstractmethod
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        """Adds servicers; returns their full service names."""
+
+    async def start(self, runtime: ServiceRuntime) -> None:
+        """Loads models and connects to dependencies; the service is SERVING after it returns."""
+
+    async def drain(self) -> None:
+        """Stops taking new work (consumers) before the gRPC server drains."""
+
+    async def stop(self) -> None:
+        """Releases resources after the server stopped."""
+
+    def ready_checks(self) -> dict[str, ReadyCheck]:
+        return {}
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+
+class _ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every RPC in a span (parented on incoming trace context) and records metrics."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if method.startswith(("/grpc.health", "/grpc.reflection")):
+            return handler
+        parent = extract(handler_call_details.invocation_metadata or ())
+        service = self.service
+
+        def observe(start: float, code: str) -> None:
+            metrics.GRPC_REQUESTS.labels(service, method, code).inc()
+            metrics.GRPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):
+                start = time.perf_counter()
+                with tracer().start_as_current_span(method, context=parent, kind=_SERVER):
+                    try:
+                        resp = await inner(request, context)
+                    except BaseException:
+                        observe(start, _code(context, "INTERNAL"))
+                        raise
+                observe(start, _code(context, "OK"))
+                return resp
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_stream:
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(request_iterator, context):
+                start = time.perf_counter()
+                with tracer().start_as_current_span(method, context=parent, kind=_SERVER):
+                    try:
+                        async for item in inner_ss(request_iterator, context):
+                            yield item
+                    except BaseException:
+                        observe(start, _code(context, "INTERNAL"))
+                        raise
+                observe(start, _code(context, "OK"))
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+
+def _code(context: grpc.aio.ServicerContext, default: str) -> str:
+    try:
+        code = context.code()
+    except Exception:  # noqa: BLE001 - older grpc versions lack code()
+        code = None
+    if code is None:
+        return default
+    return code.name if hasattr(code, "name") else str(code)
+
+
+from opentelemetry.trace import SpanKind  # noqa: E402
+
+_SERVER = SpanKind.SERVER
+
+
+class ServiceRuntime:
+    def __init__(self, service: Service, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.http: asyncio.AbstractServer | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self.ready = False
+        self._stop = asyncio.Event()
+        self._service_names: list[str] = []
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        setup_tracing(self.service.name, s.otlp_endpoint)
+        metrics.BUILD_INFO.labels(self.service.name, __version__).set(1)
+        metrics.READY.labels(self.service.name).set(0)
+        self.server = grpc.aio.server(interceptors=[_ObservingInterceptor(self.service.name)], options=GRPC_OPTIONS)
+        self._service_names = self.service.register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.grpc_port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        await self.server.start()
+        self.http = await asyncio.start_server(self._handle_http, s.grpc_host, s.http_port)
+        self.http_port = self.http.sockets[0].getsockname()[1]
+        log.info("listening", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
+        await self.service.start(self)
+        self.ready = True
+        metrics.READY.labels(self.service.name).set(1)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"services": self._service_names})
+
+    async def stop(self) -> None:
+        """Graceful drain: NOT_SERVING, stop consumers, finish in-flight RPCs, then close."""
+        log.info("draining", extra={"grace_s": self.settings.drain_seconds})
+        self.ready = False
+        metrics.READY.labels(self.service.name).set(0)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.service.drain()
+        if self.server is not None:
+            await self.server.stop(self.settings.drain_seconds)
+        await self.service.stop()
+        if self.http is not None:
+            self.http.close()
+        shutdown_tracing()
+        log.info("stopped")
+
+    async def run_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _set_health(self, status: int) -> None:
+        for name in ["", *self._service_names]:
+            await self.health.set(name, status)
+
+    # -- HTTP side port --------------------------------------------------
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        results: dict[str, str] = {"started": "ok" if self.ready else "starting"}
+        ok = self.ready
+        for name, check in self.service.ready_checks().items():
+            try:
+                good, detail = await asyncio.wait_for(check(), timeout=3)
+            except Exception as exc:  # noqa: BLE001 - a failing check is a result, not a crash
+                good, detail = False, f"{type(exc).__name__}: {exc}"
+            results[name] = "ok" if good else (detail or "failed")
+            ok = ok and good
+        return ok, results
+
+    async def _handle_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), timeout=5)
+            while (await asyncio.wait_for(reader.readline(), timeout=5)) not in (b"\r\n", b"\n", b""):
+                pass
+            parts = request_line.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else "/"
+            status, ctype, body = await self._route(path)
+            head = f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _route(self, path: str) -> tuple[str, str, bytes]:
+        if path == "/metrics":
+            return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+        if path in ("/healthz", "/livez"):
+            return "200 OK", "application/json", b'{"status":"ok"}'
+        if path == "/readyz":
+            ok, checks = await self.readiness()
+            body = json.dumps({"ready": ok, "checks": checks}).encode()
+            return ("200 OK" if ok else "503 Service Unavailable"), "application/json", body
+        if path == "/stats":
+            body = json.dumps({"service": self.service.name, **self.service.stats()}, default=str).encode()
+            return "200 OK", "application/json", body
+        return "404 Not Found", "text/plain", b"not found\n"
+
+
+def run_service(service: Service, settings: Settings) -> None:
+    """Process entrypoint: logs, then serve until SIGTERM."""
+    setup_logging(service.name, settings.log_level)
+    asyncio.run(ServiceRuntime(service, settings).run_until_signal())
