@@ -11,9 +11,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 BUILD_INFO = Gauge("facepipe_build_info", "Build information.", ["service", "version"])
 READY = Gauge("facepipe_ready", "1 when the service is ready to serve.", ["service"])
 
-GRPC_REQUESTS = Counter(
-    "facepipe_grpc_requests_total", "gRPC calls handled.", ["service", "method", "code"]
-)
+GRPC_REQUESTS = Counter("facepipe_grpc_requests_total", "gRPC calls handled.", ["service", "method", "code"])
 GRPC_LATENCY = Histogram(
     "facepipe_grpc_request_seconds", "gRPC call latency.", ["service", "method"], buckets=LATENCY_BUCKETS
 )

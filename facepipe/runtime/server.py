@@ -151,7 +151,9 @@ class ServiceRuntime:
         setup_tracing(self.service.name, s.otlp_endpoint)
         metrics.BUILD_INFO.labels(self.service.name, __version__).set(1)
         metrics.READY.labels(self.service.name).set(0)
-        self.server = grpc.aio.server(interceptors=[_ObservingInterceptor(self.service.name)], options=GRPC_OPTIONS)
+        self.server = grpc.aio.server(
+            interceptors=[_ObservingInterceptor(self.service.name)], options=GRPC_OPTIONS
+        )
         self._service_names = self.service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

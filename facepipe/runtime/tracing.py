@@ -63,10 +63,14 @@ def setup_tracing(service: str, otlp_endpoint: str = "") -> None:
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=True)))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=True))
+        )
     trace_file = os.environ.get("FACEPIPE_TRACE_FILE")
     if trace_file:
-        provider.add_span_processor(BatchSpanProcessor(JsonFileSpanExporter(trace_file), schedule_delay_millis=200))
+        provider.add_span_processor(
+            BatchSpanProcessor(JsonFileSpanExporter(trace_file), schedule_delay_millis=200)
+        )
     trace.set_tracer_provider(provider)
 
 

@@ -1,0 +1,1 @@
+"""Model layer: ONNX Runtime sessions, model packs, SCRFD and ArcFace."""

