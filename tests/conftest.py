@@ -135,7 +135,7 @@ def start_service(tmp_path, facepipe_home) -> Iterator:
                 str(http_port),
             ],
             env=full_env,
-            stdout=open(log_path, "wb"),
+            stdout=open(log_path, "wb"),  # noqa: SIM115 - closed with the process
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
