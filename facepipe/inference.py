@@ -98,8 +98,8 @@ class NodeClient:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
-        self.stub = inference_pb2_grpc.InferenceNodeStub(self.channel)
+        # Channels bind to the running event loop, so they are made on first use.
+        self.channel: grpc.aio.Channel | None = None
         self._call = None
         self._pending: collections.deque[asyncio.Future] = collections.deque()
         self._lock = asyncio.Lock()
@@ -118,7 +118,9 @@ class NodeClient:
         async with self._lock:
             try:
                 if self._call is None:
-                    self._call = self.stub.Infer()
+                    if self.channel is None:
+                        self.channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
+                    self._call = inference_pb2_grpc.InferenceNodeStub(self.channel).Infer()
                     self._reader = asyncio.create_task(self._read(self._call))
                 self._pending.append(fut)
                 await self._call.write(request)
@@ -159,7 +161,8 @@ class NodeClient:
             self._call.cancel()
         if self._reader is not None:
             self._reader.cancel()
-        await self.channel.close()
+        if self.channel is not None:
+            await self.channel.close()
 
 
 class RemoteInference:
