@@ -39,7 +39,9 @@ class DetectParams:
 
 
 def make_inference(settings: Settings, pack: PackFiles, service: str) -> Inference:
-    local = LocalInference(pack.directory, settings.providers, settings.intra_op_threads, service)
+    local = LocalInference(
+        pack.directory, settings.providers, settings.intra_op_threads, service, settings.workers
+    )
     if settings.inference_nodes:
         return RemoteInference(list(settings.inference_nodes), local, service)
     return local

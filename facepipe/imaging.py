@@ -73,6 +73,9 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000, max_bytes: int | Non
                 raise UndecodableImage(f"invalid image size {w}x{h}")
             if w * h > max_pixels:
                 raise ImageTooLarge(f"image is {w}x{h} = {w * h} pixels, over the {max_pixels}-pixel limit")
+            fast = _decode_plain_jpeg(data, img)
+            if fast is not None:
+                return DecodedImage(bgr=fast, format=fmt)
             img.seek(0)  # first frame of animations
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -85,6 +88,17 @@ def decode_image(data: bytes, max_pixels: int = 50_000_000, max_bytes: int | Non
         raise UndecodableImage(f"corrupt or truncated image: {exc}") from None
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     return DecodedImage(bgr=bgr, format=fmt)
+
+
+def _decode_plain_jpeg(data: bytes, img: Image.Image) -> np.ndarray | None:
+    """OpenCV decodes complete 8-bit RGB/grey JPEGs 2-3x faster than Pillow and
+    applies EXIF orientation itself; everything else takes the Pillow path."""
+    if img.format != "JPEG" or img.mode not in ("RGB", "L") or not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return bgr if bgr is not None and bgr.ndim == 3 else None
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

@@ -56,11 +56,17 @@ class LocalInference:
     """In-process ONNX Runtime over the files of one model pack."""
 
     def __init__(
-        self, directory: Path, providers, intra_op_threads: int = 0, service: str = "facepipe"
+        self,
+        directory: Path,
+        providers,
+        intra_op_threads: int = 0,
+        service: str = "facepipe",
+        workers: int = 0,
     ) -> None:
         self.directory = Path(directory)
         self.providers = tuple(providers)
         self.intra_op_threads = intra_op_threads
+        self.workers = workers
         self.service = service
         self._models: dict[str, OnnxModel] = {}
 
@@ -70,7 +76,9 @@ class LocalInference:
             path = self.directory / name
             if "/" in name or not path.is_file():
                 raise FileNotFoundError(f"model {name!r} is not in {self.directory}")
-            m = self._models[name] = OnnxModel(path, self.providers, self.intra_op_threads, self.service)
+            m = self._models[name] = OnnxModel(
+                path, self.providers, self.intra_op_threads, self.service, self.workers
+            )
         return m
 
     @property

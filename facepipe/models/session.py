@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +45,16 @@ class OnnxModel:
         providers: tuple[str, ...] | list[str] = DEFAULT_PROVIDERS,
         intra_op_threads: int = 0,
         service: str = "facepipe",
+        workers: int = 0,
     ) -> None:
         self.path = Path(path)
         self.name = self.path.name
         self.service = service
-        self._lock = threading.Lock()
+        cores = os.cpu_count() or 2
+        # Fixed-batch models run items concurrently; the cores are split between them.
+        self.workers = workers or max(1, cores // 2)
+        if not intra_op_threads:
+            intra_op_threads = max(1, cores // self.workers)
         self.session, self.provider = self._create(providers, intra_op_threads)
         self.inputs = [TensorInfo(i.name, tuple(i.shape)) for i in self.session.get_inputs()]
         self.outputs = [TensorInfo(o.name, tuple(o.shape)) for o in self.session.get_outputs()]
@@ -58,9 +62,8 @@ class OnnxModel:
         self.batch_dynamic = self.inputs[0].batch_dynamic
         # Fixed-batch models declare outputs either with a leading 1 or with no batch axis.
         self._out_has_batch = [isinstance(o.shape[0], int) and o.shape[0] == 1 for o in self.outputs]
-        # With a fixed batch of 1, items run concurrently on their own threads.
-        workers = 1 if self.batch_dynamic else max(1, (os.cpu_count() or 2))
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"ort-{self.name}")
+        pool_size = 1 if self.batch_dynamic else self.workers
+        self._pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"ort-{self.name}")
         metrics.MODEL_PROVIDER.labels(service, self.name, self.provider).set(1)
         log.info(
             "model loaded",

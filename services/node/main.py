@@ -29,7 +29,7 @@ class NodeService(Service):
     async def start(self, runtime) -> None:
         s = self.settings
         pack = await asyncio.to_thread(load_pack, s.resolved_models_dir, s.detector_model, s.recognizer_model)
-        local = LocalInference(pack.directory, s.providers, s.intra_op_threads, self.name)
+        local = LocalInference(pack.directory, s.providers, s.intra_op_threads, self.name, s.workers)
         for path in (pack.detector, pack.recognizer):
             await asyncio.to_thread(local.model, path.name)
         self.inference = local

@@ -1,0 +1,51 @@
+"""Object (blob) and vector storage behind small interfaces, chosen by configuration."""
+
+from facepipe.storage.objects import (
+    BUCKETS,
+    FACE_CROPS_BUCKET,
+    FACE_THUMBS_BUCKET,
+    RAW_IMAGES_BUCKET,
+    LocalObjectStore,
+    ObjectNotFound,
+    ObjectStore,
+    S3ObjectStore,
+    object_store_from_env,
+)
+from facepipe.storage.vectors import (
+    DEFAULT_COLLECTION,
+    INDEXED_FIELDS,
+    CollectionMissing,
+    DimensionMismatch,
+    EdgeVectorStore,
+    FacePoint,
+    QdrantServerVectorStore,
+    SearchHit,
+    StoredPoint,
+    StoreLocked,
+    VectorStore,
+    vector_store_from_env,
+)
+
+__all__ = [
+    "BUCKETS",
+    "DEFAULT_COLLECTION",
+    "FACE_CROPS_BUCKET",
+    "FACE_THUMBS_BUCKET",
+    "INDEXED_FIELDS",
+    "RAW_IMAGES_BUCKET",
+    "CollectionMissing",
+    "DimensionMismatch",
+    "EdgeVectorStore",
+    "FacePoint",
+    "LocalObjectStore",
+    "ObjectNotFound",
+    "ObjectStore",
+    "QdrantServerVectorStore",
+    "S3ObjectStore",
+    "SearchHit",
+    "StoreLocked",
+    "StoredPoint",
+    "VectorStore",
+    "object_store_from_env",
+    "vector_store_from_env",
+]
