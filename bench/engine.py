@@ -36,7 +36,10 @@ def reference_app(models_dir: Path):
     (root / "models").mkdir()
     os.symlink(models_dir.resolve(), root / "models" / "local")
     app = FaceAnalysis(
-        name="local", root=str(root), allowed_modules=["detection", "recognition"], providers=["CPUExecutionProvider"]
+        name="local",
+        root=str(root),
+        allowed_modules=["detection", "recognition"],
+        providers=["CPUExecutionProvider"],
     )
     app.prepare(ctx_id=-1, det_size=(640, 640))
     return app
@@ -143,5 +146,7 @@ def report(r: dict) -> str:
         "DetectBatch latency per batch size:",
     ]
     for batch, (p50, p99) in r["latency_ms"].items():
-        lines.append(f"  batch {batch:3d}: p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   ({p50 / batch:6.1f} ms/img at p50)")
+        lines.append(
+            f"  batch {batch:3d}: p50 {p50:8.1f} ms   p99 {p99:8.1f} ms   ({p50 / batch:6.1f} ms/img at p50)"
+        )
     return "\n".join(lines)
