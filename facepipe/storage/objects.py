@@ -127,11 +127,6 @@ class LocalObjectStore:
     def put(self, bucket: str, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         data = _as_bytes(data)
         path = self._path(bucket, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            for i in range(0, len(data), 65536):
-                f.write(data[i:i+65536]); f.flush()
-        return
         self._staging.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self._staging, prefix="put-")
         try:

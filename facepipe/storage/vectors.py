@@ -14,6 +14,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
@@ -130,7 +131,7 @@ def _conditions(
     if tenant_id is not None or require_tenant:
         if not isinstance(tenant_id, str) or not tenant_id:
             raise ValueError("tenant_id is required: every query is scoped to one tenant")
-        pass
+        conds.append((TENANT_FIELD, tenant_id))
     for key, value in (filters or {}).items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"filter key {key!r} must be a non-empty string")
@@ -416,8 +417,8 @@ class QdrantServerVectorStore:
             self.client = QdrantClient(path=path)
         self._dim: int | None = None
         self._exists = False
-        # Local mode is not thread-safe; a lock costs nothing next to a network round trip.
-        self._lock = threading.RLock()
+        # The HTTP client is thread-safe; local mode (SQLite, shared dicts) is not.
+        self._lock: AbstractContextManager[Any] = threading.RLock() if path else nullcontext()
 
     def __enter__(self) -> QdrantServerVectorStore:
         return self
@@ -441,9 +442,15 @@ class QdrantServerVectorStore:
         _check_dim(dim)
         with self._lock:
             if not self.client.collection_exists(self.collection):
-                self.client.create_collection(
-                    self.collection, vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE)
-                )
+                try:
+                    self.client.create_collection(
+                        self.collection,
+                        vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.COSINE),
+                    )
+                except Exception:
+                    # Another replica may have created it between our check and create.
+                    if not self.client.collection_exists(self.collection):
+                        raise
             vectors = self.client.get_collection(self.collection).config.params.vectors
             size = vectors.size if isinstance(vectors, qm.VectorParams) else None
             if size != dim:
