@@ -82,6 +82,15 @@ class Settings:
     max_yaw: float = 60.0
     max_roll: float = 45.0
 
+    # Pipeline: NATS JetStream (empty: gRPC only, no stage consumer).
+    nats_url: str = ""
+    # Messages a stage handles at once; model calls among them are batched.
+    max_inflight: int = 16
+    dedup_ttl_seconds: float = 30 * 24 * 3600.0
+    # Global near-duplicate face dedup (also read from DEDUP_MAX_HAMMING / ENABLE_GLOBAL_DEDUP).
+    dedup_max_hamming: int = 8
+    enable_global_dedup: bool = True
+
     # Tracing: OTLP/gRPC endpoint, e.g. http://otel-collector:4317. Empty disables export.
     otlp_endpoint: str = ""
 
@@ -92,6 +101,12 @@ class Settings:
             raw = os.environ.get(f"FACEPIPE_{f.name.upper()}")
             if raw is not None and raw != "" and f.name != "service":
                 values[f.name] = _parse(raw, f.type)
+        for name, env in (
+            ("dedup_max_hamming", "DEDUP_MAX_HAMMING"),
+            ("enable_global_dedup", "ENABLE_GLOBAL_DEDUP"),
+        ):
+            if os.environ.get(env) and f"FACEPIPE_{env}" not in os.environ:
+                values[name] = _parse(os.environ[env], cls.__dataclass_fields__[name].type)
         if not values.get("otlp_endpoint") and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
             values["otlp_endpoint"] = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
         values.update({k: v for k, v in overrides.items() if v is not None})

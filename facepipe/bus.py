@@ -1,0 +1,376 @@
+"""NATS JetStream: the topology (defined once, created idempotently), publishing
+with trace context, and the durable stage worker with retries and dead letters.
+
+Every stage is one durable pull consumer on the work-queue stream ``FACEPIPE``;
+replicas of a service bind to the same consumer and share its messages, so
+running more replicas scales a stage. Messages that fail ``max_deliver`` times,
+and malformed ones at once, go to ``facepipe.dlq.<stage>`` with headers naming
+the stage, the error and the delivery count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from facepipe.runtime import metrics
+from facepipe.runtime.tracing import extract, inject, tracer
+
+log = logging.getLogger("facepipe.bus")
+
+STREAM = "FACEPIPE"
+DLQ_STREAM = "FACEPIPE_DLQ"
+EVENTS_STREAM = "FACEPIPE_EVENTS"
+
+SUBJECT_INGEST = "facepipe.ingest"
+SUBJECT_STORED = "facepipe.images.stored"
+SUBJECT_DETECTED = "facepipe.faces.detected"
+SUBJECT_EMBEDDED = "facepipe.faces.embedded"
+SUBJECT_DONE = "facepipe.events.done"
+SUBJECT_DLQ = "facepipe.dlq"
+
+IMAGES_KV = "facepipe-images"  # exact dedup and per-image state: <tenant>.<sha256>
+FACES_KV = "facepipe-faces"  # near-duplicate face hashes, per-key TTL
+
+HDR_STAGE = "Facepipe-Stage"
+HDR_ERROR = "Facepipe-Error"
+HDR_REASON = "Facepipe-Reason"
+HDR_DELIVERIES = "Facepipe-Deliveries"
+HDR_SUBJECT = "Facepipe-Subject"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str  # durable consumer name, also the service name
+    subject: str
+    ack_wait: float = 60.0
+    max_deliver: int = 5
+    max_ack_pending: int = 256
+
+
+STAGES: dict[str, StageSpec] = {
+    "extractor": StageSpec("extractor", SUBJECT_INGEST),
+    "detector": StageSpec("detector", SUBJECT_STORED),
+    "embedder": StageSpec("embedder", SUBJECT_DETECTED),
+    "indexer": StageSpec("indexer", SUBJECT_EMBEDDED),
+}
+
+
+class PermanentError(Exception):
+    """A message that can never succeed (malformed, invalid): dead-lettered at once."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def connect(url: str, name: str) -> NATS:
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error", extra={"error": str(exc)})
+
+    async def on_disconnect() -> None:
+        log.warning("nats disconnected")
+
+    async def on_reconnect() -> None:
+        log.info("nats reconnected")
+
+    return await nats.connect(
+        url,
+        name=f"facepipe-{name}",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+    )
+
+
+async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600) -> None:
+    """Creates or updates streams, stage consumers and KV buckets. Safe to run from every replica."""
+    await _ensure_stream(
+        js,
+        js_api.StreamConfig(
+            name=STREAM,
+            subjects=[SUBJECT_INGEST, "facepipe.images.>", "facepipe.faces.>"],
+            retention=js_api.RetentionPolicy.WORK_QUEUE,
+            storage=js_api.StorageType.FILE,
+            duplicate_window=300.0,
+            max_msg_size=8 * 1024 * 1024,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        js_api.StreamConfig(
+            name=DLQ_STREAM,
+            subjects=[f"{SUBJECT_DLQ}.>"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            storage=js_api.StorageType.FILE,
+            max_age=14 * 24 * 3600.0,
+        ),
+    )
+    await _ensure_stream(
+        js,
+        js_api.StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[f"{SUBJECT_DONE}.>"],
+            retention=js_api.RetentionPolicy.LIMITS,
+            storage=js_api.StorageType.FILE,
+            max_age=24 * 3600.0,
+        ),
+    )
+    for stage in STAGES.values():
+        config = js_api.ConsumerConfig(
+            durable_name=stage.name,
+            filter_subject=stage.subject,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            deliver_policy=js_api.DeliverPolicy.ALL,
+            ack_wait=stage.ack_wait,
+            max_deliver=stage.max_deliver,
+            max_ack_pending=stage.max_ack_pending,
+        )
+        await js.add_consumer(STREAM, config)
+    await _ensure_kv(js, js_api.KeyValueConfig(bucket=IMAGES_KV, history=1, storage=js_api.StorageType.FILE))
+    await _ensure_kv(
+        js,
+        js_api.KeyValueConfig(bucket=FACES_KV, history=1, storage=js_api.StorageType.FILE, ttl=dedup_ttl),
+    )
+
+
+async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        with contextlib.suppress(BadRequestError):  # another replica created it first
+            await js.add_stream(config)
+        return
+    with contextlib.suppress(BadRequestError):
+        await js.update_stream(config)
+
+
+async def _ensure_kv(js: JetStreamContext, config: js_api.KeyValueConfig) -> None:
+    try:
+        await js.key_value(config.bucket)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        with contextlib.suppress(BadRequestError):
+            await js.create_key_value(config)
+
+
+async def publish(
+    js: JetStreamContext, subject: str, data: bytes, msg_id: str | None = None, headers: dict | None = None
+) -> None:
+    """Publishes with the current trace context; ``msg_id`` makes republishing idempotent."""
+    hdrs = inject(dict(headers or {}))
+    if msg_id:
+        hdrs["Nats-Msg-Id"] = msg_id
+    await js.publish(subject, data, headers=hdrs)
+
+
+@dataclass
+class StageStats:
+    """Counters and timings for /stats."""
+
+    counters: dict[str, int] = field(
+        default_factory=lambda: {
+            "msgs_acked": 0,
+            "msgs_retried": 0,
+            "msgs_dlq": 0,
+            "faces_processed": 0,
+            "faces_rejected": 0,
+            "faces_dup_skipped": 0,
+        }
+    )
+    _timings: deque = field(default_factory=lambda: deque(maxlen=2048))
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def observe(self, seconds: float) -> None:
+        self._timings.append(seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        t = sorted(self._timings)
+
+        def pct(q: float) -> float:
+            return round(t[min(len(t) - 1, int(q * len(t)))] * 1000, 2) if t else 0.0
+
+        timing = {"count": len(t), "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99)}
+        return {**self.counters, "timings": timing}
+
+
+@dataclass
+class Delivery:
+    msg: Msg
+    payload: Any
+    deliveries: int
+
+
+Decoder = Callable[[Msg], Any]
+Handler = Callable[[Delivery], Awaitable[None]]
+DeadHandler = Callable[[Msg, Any, str, str], Awaitable[None]]
+
+
+class StageWorker:
+    """Pulls from a stage's durable consumer and handles messages concurrently.
+
+    ``handler`` raising :class:`PermanentError` dead-letters the message at once;
+    any other exception is retried with a growing delay until ``max_deliver``,
+    then dead-lettered. Long work keeps its message with in-progress heartbeats.
+    """
+
+    def __init__(
+        self,
+        nc: NATS,
+        stage: StageSpec,
+        decode: Decoder,
+        handler: Handler,
+        on_dead: DeadHandler | None = None,
+        max_inflight: int = 16,
+        service: str | None = None,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.stage = stage
+        self.decode = decode
+        self.handler = handler
+        self.on_dead = on_dead
+        self.max_inflight = max_inflight
+        self.service = service or stage.name
+        self.stats = StageStats()
+        self._sub = None
+        self._task: asyncio.Task | None = None
+        self._lag_task: asyncio.Task | None = None
+        self._inflight: set[asyncio.Task] = set()
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        self._sub = await self.js.pull_subscribe_bind(durable=self.stage.name, stream=STREAM)
+        self._task = asyncio.create_task(self._run(), name=f"stage-{self.stage.name}")
+        self._lag_task = asyncio.create_task(self._watch_lag())
+
+    async def drain(self, grace: float = 30.0) -> None:
+        """Stops fetching and waits for in-flight messages to be acked or nak'ed."""
+        self._stopping.set()
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=5)
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=grace)
+        if self._lag_task:
+            self._lag_task.cancel()
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=2)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            free = self.max_inflight - len(self._inflight)
+            if free <= 0:
+                await asyncio.wait(list(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            try:
+                msgs = await self._sub.fetch(free, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception as exc:  # noqa: BLE001 - connection trouble: back off and retry
+                if self._stopping.is_set():
+                    break
+                log.warning("fetch failed", extra={"stage": self.stage.name, "error": str(exc)})
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._process(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _process(self, msg: Msg) -> None:
+        start = time.perf_counter()
+        deliveries = msg.metadata.num_delivered if msg.metadata else 1
+        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        payload = None
+        span_name = f"{self.stage.name} {msg.subject}"
+        try:
+            with tracer().start_as_current_span(span_name, context=extract(msg.headers or {})) as span:
+                span.set_attribute("messaging.delivery_count", deliveries)
+                try:
+                    payload = self.decode(msg)
+                    await self.handler(Delivery(msg=msg, payload=payload, deliveries=deliveries))
+                except PermanentError as exc:
+                    await self._dead_letter(msg, payload, str(exc), exc.reason, deliveries)
+                    return
+                except Exception as exc:  # noqa: BLE001 - transient until max_deliver
+                    if deliveries >= self.stage.max_deliver:
+                        await self._dead_letter(
+                            msg, payload, f"{type(exc).__name__}: {exc}", "max_deliver", deliveries
+                        )
+                    else:
+                        log.warning(
+                            "retrying message",
+                            extra={"stage": self.stage.name, "deliveries": deliveries, "error": str(exc)},
+                        )
+                        self.stats.add("msgs_retried")
+                        metrics.MESSAGES.labels(self.service, self.stage.name, "retried").inc()
+                        await msg.nak(delay=min(30.0, 0.5 * 2 ** (deliveries - 1)))
+                    return
+                await msg.ack_sync()
+                self.stats.add("msgs_acked")
+                metrics.MESSAGES.labels(self.service, self.stage.name, "acked").inc()
+                elapsed = time.perf_counter() - start
+                self.stats.observe(elapsed)
+                metrics.STAGE_LATENCY.labels(self.service, self.stage.name).observe(elapsed)
+        except Exception:  # noqa: BLE001 - an ack/nak that failed is redelivered by JetStream
+            log.exception("message handling failed", extra={"stage": self.stage.name})
+        finally:
+            heartbeat.cancel()
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        interval = max(1.0, self.stage.ack_wait / 3)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            while True:
+                await asyncio.sleep(interval)
+                await msg.in_progress()
+
+    async def _dead_letter(self, msg: Msg, payload: Any, error: str, reason: str, deliveries: int) -> None:
+        headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
+        headers.update(
+            {
+                HDR_STAGE: self.stage.name,
+                HDR_ERROR: error[:1000].replace("\r", " ").replace("\n", " "),
+                HDR_REASON: reason,
+                HDR_DELIVERIES: str(deliveries),
+                HDR_SUBJECT: msg.subject,
+            }
+        )
+        await self.js.publish(f"{SUBJECT_DLQ}.{self.stage.name}", msg.data, headers=headers)
+        await msg.term()
+        self.stats.add("msgs_dlq")
+        metrics.MESSAGES.labels(self.service, self.stage.name, "dead_lettered").inc()
+        metrics.DLQ.labels(self.service, self.stage.name, reason).inc()
+        log.error(
+            "dead-lettered",
+            extra={"stage": self.stage.name, "reason": reason, "error": error, "deliveries": deliveries},
+        )
+        if self.on_dead is not None:
+            with contextlib.suppress(Exception):
+                await self.on_dead(msg, payload, error, reason)
+
+    async def _watch_lag(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                info = await self.js.consumer_info(STREAM, self.stage.name)
+                metrics.CONSUMER_PENDING.labels(self.service, self.stage.name).set(info.num_pending or 0)
+                metrics.CONSUMER_ACK_PENDING.labels(self.service, self.stage.name).set(
+                    info.num_ack_pending or 0
+                )
+            await asyncio.sleep(5)

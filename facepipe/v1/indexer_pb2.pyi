@@ -1,0 +1,129 @@
+from facepipe.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SearchFilter(_message.Message):
+    __slots__ = ("site", "url", "image_sha256")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    url: str
+    image_sha256: str
+    def __init__(self, site: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("tenant_id", "image", "vector", "top_k", "min_score", "filter")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    image: bytes
+    vector: _common_pb2.Embedding
+    top_k: int
+    min_score: float
+    filter: SearchFilter
+    def __init__(self, tenant_id: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ...) -> None: ...
+
+class SearchMatch(_message.Message):
+    __slots__ = ("point_id", "score", "tenant_id", "site", "url", "page_url", "image_sha256", "bbox", "det_score", "quality", "crop", "thumb", "model", "face_index", "indexed_at_ms")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    BBOX_FIELD_NUMBER: _ClassVar[int]
+    DET_SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    THUMB_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    score: float
+    tenant_id: str
+    site: str
+    url: str
+    page_url: str
+    image_sha256: str
+    bbox: _common_pb2.BoundingBox
+    det_score: float
+    quality: float
+    crop: _common_pb2.ObjectRef
+    thumb: _common_pb2.ObjectRef
+    model: str
+    face_index: int
+    indexed_at_ms: int
+    def __init__(self, point_id: _Optional[str] = ..., score: _Optional[float] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., bbox: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., det_score: _Optional[float] = ..., quality: _Optional[float] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., face_index: _Optional[int] = ..., indexed_at_ms: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("matches", "query_face", "query_faces_found")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FACE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FACES_FOUND_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[SearchMatch]
+    query_face: _common_pb2.Face
+    query_faces_found: int
+    def __init__(self, matches: _Optional[_Iterable[_Union[SearchMatch, _Mapping]]] = ..., query_face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., query_faces_found: _Optional[int] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class GetStatsResponse(_message.Message):
+    __slots__ = ("points", "dim", "model", "vector_store", "object_store", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_STORE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_STORE_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    points: int
+    dim: int
+    model: str
+    vector_store: str
+    object_store: str
+    counters: _containers.ScalarMap[str, int]
+    def __init__(self, points: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., vector_store: _Optional[str] = ..., object_store: _Optional[str] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class DeleteFacesRequest(_message.Message):
+    __slots__ = ("tenant_id", "image_sha256", "url", "site", "all")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    image_sha256: str
+    url: str
+    site: str
+    all: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., image_sha256: _Optional[str] = ..., url: _Optional[str] = ..., site: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class DeleteFacesResponse(_message.Message):
+    __slots__ = ("points_deleted", "objects_deleted")
+    POINTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    points_deleted: int
+    objects_deleted: int
+    def __init__(self, points_deleted: _Optional[int] = ..., objects_deleted: _Optional[int] = ...) -> None: ...

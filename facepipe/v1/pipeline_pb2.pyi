@@ -1,0 +1,160 @@
+from facepipe.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ImageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_STATUS_UNSPECIFIED: _ClassVar[ImageStatus]
+    IMAGE_STATUS_INDEXED: _ClassVar[ImageStatus]
+    IMAGE_STATUS_DUPLICATE: _ClassVar[ImageStatus]
+    IMAGE_STATUS_FAILED: _ClassVar[ImageStatus]
+IMAGE_STATUS_UNSPECIFIED: ImageStatus
+IMAGE_STATUS_INDEXED: ImageStatus
+IMAGE_STATUS_DUPLICATE: ImageStatus
+IMAGE_STATUS_FAILED: ImageStatus
+
+class FaceHint(_message.Message):
+    __slots__ = ("box", "landmarks", "score")
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    LANDMARKS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    box: _common_pb2.BoundingBox
+    landmarks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point]
+    score: float
+    def __init__(self, box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class IngestRequest(_message.Message):
+    __slots__ = ("image_sha256", "bucket", "key", "tenant_id", "site", "url", "image_phash", "face_hints", "page_url", "alt_text", "batch_id", "message_id")
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PHASH_FIELD_NUMBER: _ClassVar[int]
+    FACE_HINTS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    ALT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    image_sha256: str
+    bucket: str
+    key: str
+    tenant_id: str
+    site: str
+    url: str
+    image_phash: str
+    face_hints: _containers.RepeatedCompositeFieldContainer[FaceHint]
+    page_url: str
+    alt_text: str
+    batch_id: str
+    message_id: str
+    def __init__(self, image_sha256: _Optional[str] = ..., bucket: _Optional[str] = ..., key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., image_phash: _Optional[str] = ..., face_hints: _Optional[_Iterable[_Union[FaceHint, _Mapping]]] = ..., page_url: _Optional[str] = ..., alt_text: _Optional[str] = ..., batch_id: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
+
+class ImageRecord(_message.Message):
+    __slots__ = ("tenant_id", "site", "url", "page_url", "alt_text", "image_sha256", "phash", "raw", "content_type", "width", "height", "size_bytes", "batch_id", "message_id", "face_hints", "ingested_at_ms")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_URL_FIELD_NUMBER: _ClassVar[int]
+    ALT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PHASH_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_HINTS_FIELD_NUMBER: _ClassVar[int]
+    INGESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    site: str
+    url: str
+    page_url: str
+    alt_text: str
+    image_sha256: str
+    phash: str
+    raw: _common_pb2.ObjectRef
+    content_type: str
+    width: int
+    height: int
+    size_bytes: int
+    batch_id: str
+    message_id: str
+    face_hints: _containers.RepeatedCompositeFieldContainer[FaceHint]
+    ingested_at_ms: int
+    def __init__(self, tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., alt_text: _Optional[str] = ..., image_sha256: _Optional[str] = ..., phash: _Optional[str] = ..., raw: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., face_hints: _Optional[_Iterable[_Union[FaceHint, _Mapping]]] = ..., ingested_at_ms: _Optional[int] = ...) -> None: ...
+
+class DetectedImage(_message.Message):
+    __slots__ = ("image", "faces", "detector_model", "faces_rejected")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    DETECTOR_MODEL_FIELD_NUMBER: _ClassVar[int]
+    FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    image: ImageRecord
+    faces: _containers.RepeatedCompositeFieldContainer[_common_pb2.Face]
+    detector_model: str
+    faces_rejected: int
+    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ..., detector_model: _Optional[str] = ..., faces_rejected: _Optional[int] = ...) -> None: ...
+
+class EmbeddedFace(_message.Message):
+    __slots__ = ("face_index", "face", "embedding", "crop", "thumb", "face_phash")
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FACE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
+    THUMB_FIELD_NUMBER: _ClassVar[int]
+    FACE_PHASH_FIELD_NUMBER: _ClassVar[int]
+    face_index: int
+    face: _common_pb2.Face
+    embedding: _common_pb2.Embedding
+    crop: _common_pb2.ObjectRef
+    thumb: _common_pb2.ObjectRef
+    face_phash: str
+    def __init__(self, face_index: _Optional[int] = ..., face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., face_phash: _Optional[str] = ...) -> None: ...
+
+class EmbeddedImage(_message.Message):
+    __slots__ = ("image", "faces", "faces_rejected", "faces_dup_skipped")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    FACES_DUP_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    image: ImageRecord
+    faces: _containers.RepeatedCompositeFieldContainer[EmbeddedFace]
+    faces_rejected: int
+    faces_dup_skipped: int
+    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[EmbeddedFace, _Mapping]]] = ..., faces_rejected: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ...) -> None: ...
+
+class ImageDone(_message.Message):
+    __slots__ = ("batch_id", "message_id", "tenant_id", "url", "image_sha256", "status", "faces_indexed", "faces_dup_skipped", "faces_rejected", "stage", "error")
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    FACES_INDEXED_FIELD_NUMBER: _ClassVar[int]
+    FACES_DUP_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    batch_id: str
+    message_id: str
+    tenant_id: str
+    url: str
+    image_sha256: str
+    status: ImageStatus
+    faces_indexed: int
+    faces_dup_skipped: int
+    faces_rejected: int
+    stage: str
+    error: str
+    def __init__(self, batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., status: _Optional[_Union[ImageStatus, str]] = ..., faces_indexed: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., faces_rejected: _Optional[int] = ..., stage: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...

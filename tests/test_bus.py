@@ -1,0 +1,136 @@
+"""The JetStream layer against a real nats-server: topology, acks, retries,
+dead letters with reasons, and in-progress heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.js import api as js_api
+
+from facepipe import bus
+
+
+async def _setup(url: str, stage: bus.StageSpec | None = None):
+    nc = await bus.connect(url, "test")
+    js = nc.jetstream()
+    await bus.ensure_topology(js)
+    if stage is not None:
+        await js.add_consumer(
+            bus.STREAM,
+            js_api.ConsumerConfig(
+                durable_name=stage.name,
+                filter_subject=stage.subject,
+                ack_policy=js_api.AckPolicy.EXPLICIT,
+                ack_wait=stage.ack_wait,
+                max_deliver=stage.max_deliver,
+            ),
+        )
+    return nc, js
+
+
+async def _dlq_messages(js, stage: str, expected: int, wait_s: float = 10.0) -> list:
+    sub = await js.subscribe(f"{bus.SUBJECT_DLQ}.{stage}", stream=bus.DLQ_STREAM, ordered_consumer=True)
+    out = []
+    try:
+        while len(out) < expected:
+            out.append(await sub.next_msg(timeout=wait_s))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def test_topology_is_idempotent(nats_server) -> None:
+    nc, js = await _setup(nats_server.url)
+    await bus.ensure_topology(js)  # second run, as every replica does at start-up
+    streams = {s.config.name for s in await js.streams_info()}
+    assert {bus.STREAM, bus.DLQ_STREAM, bus.EVENTS_STREAM} <= streams
+    info = await js.stream_info(bus.STREAM)
+    assert info.config.retention == js_api.RetentionPolicy.WORK_QUEUE
+    for name, spec in bus.STAGES.items():
+        ci = await js.consumer_info(bus.STREAM, name)
+        assert ci.config.filter_subject == spec.subject
+        assert ci.config.ack_policy == js_api.AckPolicy.EXPLICIT
+        assert ci.config.max_deliver == spec.max_deliver
+    await js.key_value(bus.IMAGES_KV)
+    await js.key_value(bus.FACES_KV)
+    await nc.close()
+
+
+async def test_ack_retry_and_dead_letters(nats_server) -> None:
+    stage = bus.StageSpec("teststage", "facepipe.images.test", ack_wait=5, max_deliver=3)
+    nc, js = await _setup(nats_server.url, stage)
+    handled: dict[str, int] = {}
+
+    def decode(msg):
+        if msg.data.startswith(b"bad"):
+            raise bus.PermanentError("malformed payload", reason="malformed")
+        return msg.data.decode()
+
+    async def handler(d: bus.Delivery) -> None:
+        handled[d.payload] = handled.get(d.payload, 0) + 1
+        if d.payload == "flaky" and d.deliveries < 2:
+            raise RuntimeError("temporary failure")
+        if d.payload == "poison":
+            raise RuntimeError("always fails")
+
+    dead: list[tuple] = []
+
+    async def on_dead(msg, payload, error, reason):
+        dead.append((payload, reason))
+
+    worker = bus.StageWorker(nc, stage, decode, handler, on_dead=on_dead, max_inflight=4)
+    await worker.start()
+    for body in (b"ok", b"flaky", b"bad json", b"poison"):
+        await bus.publish(js, stage.subject, body)
+
+    dlq = await _dlq_messages(js, stage.name, expected=2, wait_s=15)
+    by_reason = {m.headers[bus.HDR_REASON]: m for m in dlq}
+    assert set(by_reason) == {"malformed", "max_deliver"}
+    malformed = by_reason["malformed"]
+    assert malformed.data == b"bad json"
+    assert malformed.headers[bus.HDR_STAGE] == stage.name
+    assert malformed.headers[bus.HDR_DELIVERIES] == "1"
+    assert "malformed payload" in malformed.headers[bus.HDR_ERROR]
+    poison = by_reason["max_deliver"]
+    assert poison.data == b"poison" and poison.headers[bus.HDR_DELIVERIES] == "3"
+    assert "always fails" in poison.headers[bus.HDR_ERROR]
+    assert handled["ok"] == 1 and handled["flaky"] == 2 and handled["poison"] == 3
+    await worker.drain(grace=5)
+    assert worker.stats.counters["msgs_dlq"] == 2
+    assert worker.stats.counters["msgs_acked"] == 2
+    assert sorted(r for _, r in dead) == ["malformed", "max_deliver"]
+    # Work-queue retention: acked and terminated messages are gone from the stream.
+    ci = await js.consumer_info(bus.STREAM, stage.name)
+    assert ci.num_pending == 0 and ci.num_ack_pending == 0
+    await nc.close()
+
+
+async def test_long_work_keeps_its_message(nats_server) -> None:
+    """Work longer than ack_wait is not redelivered thanks to in-progress heartbeats."""
+    stage = bus.StageSpec("slowstage", "facepipe.images.slow", ack_wait=1.5, max_deliver=5)
+    nc, js = await _setup(nats_server.url, stage)
+    calls = []
+
+    async def handler(d: bus.Delivery) -> None:
+        calls.append(d.deliveries)
+        await asyncio.sleep(4)
+
+    worker = bus.StageWorker(nc, stage, lambda m: m.data, handler)
+    await worker.start()
+    await bus.publish(js, stage.subject, b"slow")
+    for _ in range(100):
+        if worker.stats.counters["msgs_acked"]:
+            break
+        await asyncio.sleep(0.1)
+    await worker.drain(grace=5)
+    assert calls == [1]
+    await nc.close()
+
+
+async def test_publish_msg_id_is_idempotent(nats_server) -> None:
+    nc, js = await _setup(nats_server.url)
+    for _ in range(3):
+        await bus.publish(js, bus.SUBJECT_DONE + ".b1", b"x", msg_id="same-id")
+    info = await js.stream_info(bus.EVENTS_STREAM)
+    assert info.state.messages == 1
+    await nc.close()
