@@ -1,0 +1,379 @@
+"""The crawl loop: walks each site politely and hands every image candidate to a sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from services.crawler.config import CrawlConfig
+from services.crawler.fetch import HTML_TYPES, Fetcher, FetchError, decode_html
+from services.crawler.mining import PageMine, mine_html
+from services.crawler.models import Candidate, CrawlError, CrawlReport
+from services.crawler.politeness import HostScheduler
+from services.crawler.render import Renderer, RenderUnavailable
+from services.crawler.robots import RobotsCache, RobotsRules
+from services.crawler.sitemap import MAX_SITEMAP_BYTES, parse_sitemap
+from services.crawler.state import CrawlState
+from services.crawler.urls import is_image_url, is_page_url, normalize_url, not_a_photo, origin, site_key
+
+log = logging.getLogger("facepipe.crawler")
+
+Sink = Callable[[Candidate], Awaitable[None]]
+Progress = Callable[[CrawlReport], Awaitable[None] | None]
+
+
+class SinkError(Exception):
+    """The candidate sink failed; the crawl stops rather than drop candidates."""
+
+
+@dataclass
+class _Site:
+    key: str
+    seeds: list[str]
+    queue: asyncio.Queue[tuple[str, int]] = field(default_factory=asyncio.Queue)
+    pages_started: int = 0
+
+
+class _Crawl:
+    def __init__(
+        self, config: CrawlConfig, sink: Sink, state: CrawlState, progress: Progress | None, job_id: str
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.state = state
+        self.progress = progress
+        self.job_id = job_id
+        self.report = CrawlReport(job_id=job_id)
+        self.scheduler = HostScheduler(config.per_domain_concurrency, config.per_domain_delay)
+        self.fetcher = Fetcher(config, self.scheduler)
+        self.robots = RobotsCache(self.fetcher, config.user_agent)
+        self.renderer: Renderer | None = None
+        self.render_disabled = config.render_mode == "never"
+        self._emitted: set[str] = set()
+        self._skipped: set[str] = set()
+
+    async def aclose(self) -> None:
+        self.robots.close()
+        if self.renderer is not None:
+            await self.renderer.aclose()
+        await self.fetcher.aclose()
+
+    # Bookkeeping.
+
+    async def _error(self, url: str, kind: str, message: str) -> None:
+        self.report.errors.append(CrawlError(url=url, kind=kind, message=message))
+        log.info("crawl error", extra={"url": url, "kind": kind, "error": message, "job_id": self.job_id})
+        await self.state.incr(self.job_id, "errors")
+
+    async def _skip_robots(self, url: str) -> None:
+        if url not in self._skipped:
+            self._skipped.add(url)
+            self.report.skipped_robots.append(url)
+            await self.state.incr(self.job_id, "skipped_robots")
+
+    async def _progress(self) -> None:
+        if self.progress is not None:
+            result = self.progress(self.report)
+            if inspect.isawaitable(result):
+                await result
+
+    # Sites.
+
+    async def run(self, seeds: list[str]) -> None:
+        sites: dict[str, _Site] = {}
+        for seed in seeds:
+            url = normalize_url(seed)
+            if url is None:
+                await self._error(seed, "seed", f"seed {seed!r} is not an http(s) URL")
+                continue
+            sites.setdefault(site_key(url), _Site(key=site_key(url), seeds=[])).seeds.append(url)
+        limit = asyncio.Semaphore(self.config.max_parallel_sites)
+
+        async def one(site: _Site) -> None:
+            async with limit:
+                await self._crawl_site(site)
+
+        await _run_all([one(site) for site in sites.values()])
+
+    async def _crawl_site(self, site: _Site) -> None:
+        try:
+            rules = await self.robots.rules(site.seeds[0])
+        except FetchError as exc:
+            await self._error(site.seeds[0], exc.kind, exc.message)
+            return
+        if rules.problem:
+            await self._error(f"{origin(site.seeds[0])}/robots.txt", "robots", rules.problem)
+        if rules.crawl_delay:
+            self.scheduler.set_delay(site.key, min(rules.crawl_delay, self.config.max_crawl_delay))
+        for seed in site.seeds:
+            await self._enqueue(site, seed, 0)
+
+        async def drain() -> None:
+            if self.config.sitemaps:
+                await self._discover_sitemaps(site, rules)
+            await site.queue.join()
+
+        tasks = [asyncio.create_task(self._worker(site)) for _ in range(self.config.per_domain_concurrency)]
+        tasks.append(asyncio.create_task(drain()))
+        try:
+            # Workers only end by raising; drain ends when the frontier is empty.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            await _cancel_all(tasks)
+
+    async def _worker(self, site: _Site) -> None:
+        while True:
+            url, depth = await site.queue.get()
+            try:
+                await self._crawl_page(site, url, depth)
+            except (SinkError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                log.exception("page failed", extra={"url": url})
+                await self._error(url, "internal", f"{type(exc).__name__}: {exc}")
+            finally:
+                site.queue.task_done()
+
+    async def _enqueue(self, site: _Site, url: str, depth: int) -> None:
+        config = self.config
+        if depth > config.max_depth or site.pages_started >= config.max_pages or not is_page_url(url):
+            return
+        if config.same_site and site_key(url) != site.key:
+            return
+        if not await self.state.add_seen(self.job_id, "page", url):
+            return
+        try:
+            rules = await self.robots.rules(url)
+        except FetchError as exc:
+            await self._error(url, exc.kind, exc.message)
+            return
+        if not rules.allowed(url):
+            await self._skip_robots(url)
+            return
+        site.queue.put_nowait((url, depth))
+
+    async def _discover_sitemaps(self, site: _Site, rules: RobotsRules) -> None:
+        declared = bool(rules.sitemaps)
+        pending = [u for u in (normalize_url(s) for s in rules.sitemaps) if u]
+        if not declared:
+            default = f"{origin(site.seeds[0])}/sitemap.xml"
+            pending = [default] if rules.allowed(default) else []
+        done: set[str] = set()
+        while pending and len(done) < self.config.max_sitemap_documents:
+            url = pending.pop(0)
+            if url in done or (self.config.same_site and site_key(url) != site.key):
+                continue
+            done.add(url)
+            try:
+                result = await self.fetcher.fetch(url, max_bytes=MAX_SITEMAP_BYTES, want=None)
+                if not 200 <= result.status < 300 or result.body is None:
+                    raise FetchError(url, "http", f"HTTP {result.status}")
+                found = parse_sitemap(result.body)
+            except (FetchError, ValueError) as exc:
+                # A missing default /sitemap.xml is normal; a declared one that fails is not.
+                if declared or isinstance(exc, FetchError) and exc.kind in ("blocked", "dns"):
+                    await self._error(url, "sitemap", str(exc))
+                continue
+            pending.extend(u for u in (normalize_url(s, url) for s in found.sitemaps) if u)
+            for page in found.pages:
+                normalized = normalize_url(page, url)
+                if normalized:
+                    await self._enqueue(site, normalized, 1)
+
+    # Pages.
+
+    async def _check_hop(self, site: _Site, url: str) -> None:
+        if self.config.same_site and site_key(url) != site.key:
+            raise FetchError(url, "offsite", f"redirect to {url} leaves the site {site.key}")
+        if not (await self.robots.rules(url)).allowed(url):
+            await self._skip_robots(url)
+            raise FetchError(url, "robots", f"redirect to {url} is disallowed by robots.txt")
+
+    async def _crawl_page(self, site: _Site, url: str, depth: int) -> None:
+        config = self.config
+        if site.pages_started >= config.max_pages:
+            return
+        site.pages_started += 1
+        started = time.monotonic()
+        try:
+            result = await self.fetcher.fetch(
+                url,
+                max_bytes=config.max_html_bytes,
+                want=HTML_TYPES,
+                hop_check=partial(self._check_hop, site),
+            )
+        except FetchError as exc:
+            await self._error(url, exc.kind, exc.message)
+            return
+        finally:
+            self.report.add_time("fetch", time.monotonic() - started)
+        # A redirect may land on a page that is already queued or done.
+        if result.url != url and not await self.state.add_seen(self.job_id, "page", result.url):
+            return
+        if not 200 <= result.status < 300:
+            await self._error(result.url, "http", f"HTTP {result.status}")
+            return
+        if result.body is None:
+            log.debug("not html", extra={"url": result.url, "content_type": result.content_type})
+            return
+
+        started = time.monotonic()
+        mine = mine_html(
+            decode_html(result.body, result.charset), result.url, site.key, config.min_image_side
+        )
+        self.report.add_time("mine", time.monotonic() - started)
+        self.report.pages_crawled += 1
+        await self.state.incr(self.job_id, "pages")
+
+        if await self._wants_render(site, mine):
+            rendered = await self._render(site, result.url)
+            if rendered is not None:
+                mine = await self._merge(site, mine, rendered)
+
+        await self._emit(site, mine.candidates)
+        for link in mine.links:
+            await self._enqueue(site, link, depth + 1)
+        await self._progress()
+
+    async def _wants_render(self, site: _Site, mine: PageMine) -> bool:
+        if self.render_disabled:
+            return False
+        if self.config.render_mode == "always" or not mine.candidates:
+            return True
+        return await self.state.get_strategy(site.key) == "render"
+
+    async def _render(self, site: _Site, url: str) -> PageMine | None:
+        if self.renderer is None:
+            self.renderer = Renderer(self.config, self.fetcher.check_target)
+        started = time.monotonic()
+        try:
+            # A render counts as one request to the site for politeness.
+            async with self.scheduler.slot(site.key):
+                result = await self.renderer.render(url)
+        except RenderUnavailable as exc:
+            if not self.render_disabled:
+                self.render_disabled = True
+                await self._error(url, "render", f"{exc}; continuing without JavaScript rendering")
+            return None
+        except Exception as exc:  # Playwright errors and timeouts: keep the static result
+            await self._error(url, "render", f"{type(exc).__name__}: {exc}".strip())
+            return None
+        finally:
+            self.report.add_time("render", time.monotonic() - started)
+        self.report.pages_rendered += 1
+        await self.state.incr(self.job_id, "rendered")
+        mine = mine_html(result.html, url, site.key, self.config.min_image_side)
+        # Images requested but not in the markup: external CSS, images made by script.
+        known = {c.url for c in mine.candidates}
+        for requested in result.requested_images:
+            image = normalize_url(requested)
+            if (
+                image
+                and image not in mine.image_refs
+                and image not in known
+                and is_image_url(image)
+                and not_a_photo(image) is None
+            ):
+                known.add(image)
+                mine.candidates.append(
+                    Candidate(url=image, page_url=url, alt="", source="network", site=site.key)
+                )
+        return mine
+
+    async def _merge(self, site: _Site, static: PageMine, rendered: PageMine) -> PageMine:
+        static_urls = {c.url for c in static.candidates}
+        added = [c for c in rendered.candidates if c.url not in static_urls]
+        if self.config.render_mode == "auto":
+            strategy = await self.state.get_strategy(site.key)
+            if added and strategy != "render":
+                # Script-made images here: render this site's pages from now on.
+                await self.state.set_strategy(site.key, "render")
+            elif strategy is None:
+                await self.state.set_strategy(site.key, "static")
+        return PageMine(
+            candidates=static.candidates + added,
+            links=list(dict.fromkeys(static.links + rendered.links)),
+            image_refs=static.image_refs | rendered.image_refs,
+        )
+
+    async def _emit(self, site: _Site, candidates: list[Candidate]) -> None:
+        for candidate in candidates:
+            if candidate.url in self._emitted:
+                continue
+            self._emitted.add(candidate.url)
+            if site_key(candidate.url) == site.key:
+                with contextlib.suppress(FetchError):
+                    if not (await self.robots.rules(candidate.url)).allowed(candidate.url):
+                        await self._skip_robots(candidate.url)
+                        continue
+            if not await self.state.add_seen(self.job_id, "image", candidate.url):
+                continue
+            try:
+                await self.sink(candidate)
+            except Exception as exc:
+                await self.state.forget_seen(self.job_id, "image", candidate.url)
+                raise SinkError(f"sink failed for {candidate.url}: {type(exc).__name__}: {exc}") from exc
+            self.report.candidates.append(candidate.url)
+            await self.state.incr(self.job_id, "candidates")
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _run_all(coros: list[Coroutine[Any, Any, None]]) -> None:
+    """Runs coroutines concurrently; the first failure cancels the rest and is raised."""
+    tasks = [asyncio.create_task(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        await _cancel_all(tasks)
+
+
+async def crawl(
+    seeds: list[str],
+    config: CrawlConfig,
+    sink: Sink,
+    state: CrawlState,
+    progress: Progress | None = None,
+    *,
+    job_id: str | None = None,
+    cancel: asyncio.Event | None = None,
+) -> CrawlReport:
+    """Crawls ``seeds`` (one site each) and awaits ``sink(candidate)`` once per new image.
+
+    Setting ``cancel`` stops the crawl and returns the partial report with
+    ``cancelled`` set; cancelling the calling task stops it too and raises
+    CancelledError. A failing sink stops the crawl with :class:`SinkError`.
+    """
+    job = _Crawl(config, sink, state, progress, job_id or uuid.uuid4().hex)
+    started = time.monotonic()
+    main = asyncio.create_task(job.run(seeds))
+    waiter = asyncio.create_task(cancel.wait()) if cancel is not None else None
+    try:
+        await asyncio.wait([t for t in (main, waiter) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+        if not main.done():
+            job.report.cancelled = True
+            await _cancel_all([main])
+        else:
+            main.result()
+    except asyncio.CancelledError:
+        job.report.cancelled = True
+        raise
+    finally:
+        await _cancel_all([t for t in (main, waiter) if t is not None])
+        await job.aclose()
+        job.report.timings["total"] = time.monotonic() - started
+    return job.report

@@ -1,0 +1,256 @@
+"""HTTP fetching with the crawler's guards: private-network refusal on every
+redirect hop, a redirect limit, per-site scheduling, retries with backoff that
+honour Retry-After, timeouts, and a streamed size cap."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import email.utils
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+
+import httpx
+
+from facepipe.netguard import BlockedTargetError, NetGuardError, check_public_target
+from services.crawler.config import CrawlConfig
+from services.crawler.politeness import HostScheduler
+from services.crawler.urls import host_key, normalize_url, site_key
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# How long a host's address check is trusted.
+GUARD_TTL = 300.0
+
+# Raises FetchError to refuse a redirect target.
+HopCheck = Callable[[str], Awaitable[None]]
+
+
+class FetchError(Exception):
+    def __init__(self, url: str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.kind = kind
+        self.message = message
+
+
+class _Retryable(Exception):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass
+class FetchResult:
+    url: str
+    status: int
+    headers: httpx.Headers
+    # None when the body was not wanted (another content type, an error status).
+    body: bytes | None
+    redirects: list[str] = field(default_factory=list)
+    location: str | None = None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    @property
+    def charset(self) -> str | None:
+        match = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", self.headers.get("content-type", ""), re.I)
+        return match.group(1) if match else None
+
+    @property
+    def is_html(self) -> bool:
+        return self.content_type in HTML_TYPES or self.content_type == ""
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([\w.:-]+)", re.I)
+# The HTML standard reads these labels as windows-1252.
+_AS_CP1252 = frozenset({"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "ascii", "us-ascii"})
+
+
+def _codec(label: str | None) -> str | None:
+    if not label:
+        return None
+    label = label.strip().lower()
+    if label in _AS_CP1252:
+        return "cp1252"
+    try:
+        return codecs.lookup(label).name
+    except LookupError:
+        return None
+
+
+def decode_html(body: bytes, header_charset: str | None = None) -> str:
+    """Text of an HTML document: BOM, then the Content-Type charset, then
+    ``<meta charset>``, then UTF-8 if it decodes cleanly, else windows-1252."""
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf-8"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if body.startswith(bom):
+            return body.decode(name, errors="replace").lstrip("\ufeff")
+    meta = _META_CHARSET.search(body[:4096])
+    for label in (header_charset, meta.group(1).decode("ascii", "ignore") if meta else None):
+        name = _codec(label)
+        if name:
+            return body.decode(name, errors="replace")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body.decode("cp1252", errors="replace")
+
+
+class Fetcher:
+    """GETs URLs under the crawl's guards; one per crawl."""
+
+    def __init__(self, config: CrawlConfig, scheduler: HostScheduler) -> None:
+        self.config = config
+        self.scheduler = scheduler
+        self._guarded: dict[str, tuple[float, NetGuardError | None]] = {}
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            headers={"User-Agent": config.user_agent, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
+            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
+            # Environment proxies would hide the real target from the address guard.
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def check_target(self, url: str) -> None:
+        """Raises FetchError when ``url`` may not be fetched (private address, no DNS)."""
+        host = host_key(url)
+        now = time.monotonic()
+        cached = self._guarded.get(host)
+        if cached is None or cached[0] < now:
+            error: NetGuardError | None = None
+            try:
+                await check_public_target(url, allow_private=self.config.allow_private_networks)
+            except NetGuardError as exc:
+                error = exc
+            cached = self._guarded[host] = (now + GUARD_TTL, error)
+        if cached[1] is not None:
+            kind = "blocked" if isinstance(cached[1], BlockedTargetError) else "dns"
+            raise FetchError(url, kind, str(cached[1]))
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        max_bytes: int,
+        want: tuple[str, ...] | None = HTML_TYPES,
+        hop_check: HopCheck | None = None,
+    ) -> FetchResult:
+        """GET ``url``, following redirects by hand so each hop is checked.
+
+        Bodies are read for 2xx responses whose content type is in ``want`` (or
+        is missing; None reads any type), up to ``max_bytes``.
+        """
+        current = url
+        chain: list[str] = []
+        for hop in range(self.config.max_redirects + 1):
+            await self.check_target(current)
+            if hop and hop_check is not None:
+                await hop_check(current)
+            result = await self._request(current, max_bytes, want)
+            if result.location is None:
+                result.url, result.redirects = current, chain
+                return result
+            target = normalize_url(result.location, current)
+            if target is None:
+                raise FetchError(current, "redirect", f"redirect to a non-http(s) URL {result.location!r}")
+            chain.append(current)
+            current = target
+        raise FetchError(url, "redirects", f"more than {self.config.max_redirects} redirects")
+
+    async def _request(self, url: str, max_bytes: int, want: tuple[str, ...] | None) -> FetchResult:
+        config = self.config
+        key = site_key(url)
+        last: _Retryable | None = None
+        for attempt in range(config.retries + 1):
+            try:
+                async with self.scheduler.slot(key), asyncio.timeout(config.request_timeout):
+                    return await self._send(url, max_bytes, want)
+            except TimeoutError:
+                last = _Retryable("timeout", f"no complete response within {config.request_timeout:g}s")
+            except httpx.TimeoutException as exc:
+                last = _Retryable("timeout", f"timed out ({type(exc).__name__})")
+            except httpx.TransportError as exc:
+                last = _Retryable("network", f"{type(exc).__name__}: {exc}")
+            except _Retryable as exc:
+                last = exc
+            if attempt == config.retries:
+                break
+            if last.retry_after is not None:
+                if last.retry_after > config.max_retry_after:
+                    raise FetchError(
+                        url,
+                        last.kind,
+                        f"{last.message}; Retry-After {last.retry_after:g}s is over the "
+                        f"{config.max_retry_after:g}s limit",
+                    )
+                # The server asked the whole host to wait, not just this URL.
+                self.scheduler.defer(key, last.retry_after)
+            else:
+                await asyncio.sleep(config.backoff_base * 2**attempt)
+        assert last is not None
+        raise FetchError(url, last.kind, f"{last.message} (after {config.retries + 1} attempts)")
+
+    async def _send(self, url: str, max_bytes: int, want: tuple[str, ...] | None) -> FetchResult:
+        response = await self.client.send(self.client.build_request("GET", url), stream=True)
+        try:
+            status = response.status_code
+            if status == 429 or status >= 500:
+                kind = "rate_limited" if status == 429 else "server"
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                raise _Retryable(kind, f"HTTP {status}", retry_after)
+            result = FetchResult(url=url, status=status, headers=response.headers, body=None)
+            if status in REDIRECT_STATUSES and response.headers.get("location"):
+                result.location = response.headers["location"]
+            elif 200 <= status < 300 and (
+                want is None or result.content_type in want or not result.content_type
+            ):
+                result.body = await _read_capped(response, url, max_bytes)
+            return result
+        finally:
+            await response.aclose()
+
+
+async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise FetchError(url, "too_large", f"body of {declared} bytes is over the {max_bytes} byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    # Decoded bytes are counted, so a small compressed bomb is cut off too.
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise FetchError(url, "too_large", f"body is over the {max_bytes} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
