@@ -143,6 +143,218 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- local stack -----------------------------------------------------------------
+def _data_dir(args: argparse.Namespace) -> Path:
+    from facepipe.stack import default_data_dir
+
+    return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+
+
+def _stack_state(args: argparse.Namespace):
+    from facepipe.stack import StackState, pid_alive
+
+    state = StackState.load(_data_dir(args))
+    if state is None or state.status != "running" or not pid_alive(state.supervisor_pid):
+        return None
+    return state
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from facepipe import stack
+
+    data_dir = _data_dir(args)
+    if args.detach:
+        try:
+            state = stack.start_detached(data_dir, auto_ports=args.auto_ports, timeout=args.timeout)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _print_status(state, as_json=False)
+        return 0
+    from facepipe.runtime.logs import setup_logging
+
+    setup_logging("supervisor")
+    return stack.Supervisor(data_dir, auto_ports=args.auto_ports).run()
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from facepipe import stack
+
+    stopped = stack.stop(_data_dir(args))
+    print("stopped" if stopped else "no running stack")
+    return 0
+
+
+def _print_status(state, as_json: bool) -> int:
+    from facepipe.stack import health
+
+    rows = health(state)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"stack in {state.data_dir}")
+        for r in rows:
+            extra = f" restarts={r['restarts']}" if r.get("restarts") else ""
+            print(f"  {r['name']:11} {r.get('address', ''):24} {r.get('status', '')}{extra}")
+    return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from facepipe.stack import StackState
+
+    state = StackState.load(_data_dir(args))
+    if state is None:
+        if args.json:
+            print("[]")
+        else:
+            print(f"no stack in {_data_dir(args)}")
+        return 1
+    return _print_status(state, args.json)
+
+
+def _pipeline_env(args: argparse.Namespace) -> tuple[str, object]:
+    """NATS URL and object store: from the running local stack, else from FACEPIPE_* env."""
+    import os
+
+    from facepipe.storage import object_store_from_env
+
+    state = _stack_state(args)
+    if state is not None:
+        return state.nats_url, object_store_from_env({**os.environ, **state.env})
+    url = os.environ.get("FACEPIPE_NATS_URL")
+    if not url:
+        raise SystemExit("error: no running local stack (facepipe up --detach) and no FACEPIPE_NATS_URL")
+    return url, object_store_from_env()
+
+
+def _indexer_addr(args: argparse.Namespace) -> str:
+    import os
+
+    if args.addr:
+        return args.addr
+    state = _stack_state(args)
+    if state is not None:
+        return state.address("indexer")
+    return os.environ.get("FACEPIPE_INDEXER_ADDR", f"127.0.0.1:{DEFAULT_PORTS['indexer']}")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from facepipe.client import ingest, progress_bar
+    from facepipe.pipeline import TENANT_RE
+
+    if not TENANT_RE.match(args.tenant):
+        print(f"error: invalid tenant {args.tenant!r}", file=sys.stderr)
+        return 2
+    nats_url, objects = _pipeline_env(args)
+    summary = asyncio.run(
+        ingest(
+            nats_url,
+            objects,
+            args.sources,
+            args.tenant,
+            args.site,
+            wait=args.wait,
+            wait_s=args.timeout,
+            progress=None if args.json else progress_bar(),
+        )
+    )
+    doc = summary.as_dict()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        verb = "processed" if args.wait else "published"
+        print(f"{verb} {doc['images']} image(s) for tenant {args.tenant} (batch {doc['batch_id']})")
+        if args.wait:
+            print(
+                f"  faces indexed {doc['faces_indexed']}, duplicates skipped {doc['faces_dup_skipped']}, "
+                f"rejected {doc['faces_rejected']}; images already known {doc['duplicates']}, "
+                f"failed {doc['failed']}, pending {doc['pending']}  ({doc['seconds']} s)"
+            )
+        for err in doc["errors"]:
+            print(f"  error: {err.get('source', '')}: {err['error']}")
+    return 1 if doc["errors"] or doc["pending"] else 0
+
+
+def _thumb_location(args: argparse.Namespace, bucket: str, key: str) -> str:
+    import os
+
+    state = _stack_state(args)
+    env = {**os.environ, **(state.env if state else {})}
+    if env.get("FACEPIPE_OBJECT_STORE", "local") == "local" and env.get("FACEPIPE_OBJECT_DIR"):
+        return str(Path(env["FACEPIPE_OBJECT_DIR"]) / bucket / key)
+    return f"s3://{bucket}/{key}"
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import grpc
+
+    from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
+
+    path = Path(args.image)
+    if not path.is_file():
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    request = indexer_pb2.SearchRequest(
+        tenant_id=args.tenant, image=path.read_bytes(), top_k=args.top_k, min_score=args.min_score
+    )
+    try:
+        with grpc.insecure_channel(_indexer_addr(args)) as channel:
+            resp = indexer_pb2_grpc.IndexerStub(channel).Search(request, timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    matches = [
+        {
+            "score": round(m.score, 4),
+            "url": m.url,
+            "tenant_id": m.tenant_id,
+            "site": m.site,
+            "page_url": m.page_url,
+            "image_sha256": m.image_sha256,
+            "face_index": m.face_index,
+            "bbox": [m.bbox.x1, m.bbox.y1, m.bbox.x2, m.bbox.y2],
+            "thumb": _thumb_location(args, m.thumb.bucket, m.thumb.key) if m.thumb.key else "",
+            "point_id": m.point_id,
+        }
+        for m in resp.matches
+    ]
+    if args.json:
+        print(json.dumps(matches, indent=2))
+    elif resp.query_faces_found == 0:
+        print(f"{path}: no face found")
+    else:
+        print(f"{len(matches)} match(es) for {path} in tenant {args.tenant}:")
+        for i, m in enumerate(matches, 1):
+            print(f"  {i:2}. {m['score']:.3f}  {m['url']}  thumb={m['thumb']}")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    import grpc
+
+    from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
+
+    selector = {"url": args.url, "site": args.site, "image_sha256": args.sha256}
+    chosen = {k: v for k, v in selector.items() if v}
+    if len(chosen) + int(args.all) != 1:
+        print("error: give exactly one of --url, --site, --sha256 or --all", file=sys.stderr)
+        return 2
+    request = indexer_pb2.DeleteFacesRequest(tenant_id=args.tenant, all=args.all, **chosen)
+    try:
+        with grpc.insecure_channel(_indexer_addr(args)) as channel:
+            resp = indexer_pb2_grpc.IndexerStub(channel).DeleteFaces(request, timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    doc = {"points_deleted": resp.points_deleted, "objects_deleted": resp.objects_deleted}
+    print(
+        json.dumps(doc)
+        if args.json
+        else f"erased {doc['points_deleted']} face(s), {doc['objects_deleted']} object(s)"
+    )
+    return 0
+
+
 # -- parser --------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facepipe", description="Find, index and search faces.")
@@ -178,6 +390,58 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("name")
     mi.add_argument("--from", dest="source", required=True, help="directory with the .onnx files")
     p.set_defaults(func=cmd_models)
+
+    def stack_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="local stack directory (default: $FACEPIPE_HOME/stack)")
+
+    p = sub.add_parser("up", help="start NATS and every service as supervised local processes")
+    stack_args(p)
+    p.add_argument("--detach", action="store_true", help="run in the background and return once healthy")
+    p.add_argument("--auto-ports", action="store_true", help="pick free ports instead of the defaults")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health with --detach")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the local stack")
+    stack_args(p)
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="health of each local stack component")
+    stack_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("ingest", help="store and publish images (files, folders or URLs)")
+    stack_args(p)
+    p.add_argument("sources", nargs="+", metavar="PATH_OR_URL")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--site", default="")
+    p.add_argument("--wait", action="store_true", help="block until every image is fully processed")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait with --wait")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="search indexed faces with the largest face of an image")
+    stack_args(p)
+    p.add_argument("image")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--min-score", type=float, default=0.0)
+    p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("erase", help="delete faces (vectors and stored objects)")
+    stack_args(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--url")
+    p.add_argument("--site")
+    p.add_argument("--sha256")
+    p.add_argument("--all", action="store_true", help="everything of the tenant")
+    p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.set_defaults(func=cmd_erase)
     return parser
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import logging
 import re
+import uuid
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -20,6 +21,12 @@ from facepipe.v1 import pipeline_pb2
 log = logging.getLogger("facepipe.pipeline")
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Point ids are deterministic, so a redelivered message never duplicates a face.
+POINT_NAMESPACE = uuid.UUID("6f1d3c1e-6b43-4f7e-9a6b-2f0f3c5d9a10")
+
+
+def point_id(tenant_id: str, image_sha256: str, face_index: int) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant_id}/{image_sha256}/{face_index}"))
 
 
 def check_tenant(tenant_id: str) -> str:

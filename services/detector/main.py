@@ -1,42 +1,68 @@
-"""Detector service entrypoint: ``facepipe serve detector``."""
+"""Detector service entrypoint: ``facepipe serve detector``. Serves
+facepipe.v1.Detector and, with NATS configured, consumes the detector stage."""
 
 from __future__ import annotations
 
 import asyncio
 
+from facepipe import bus
 from facepipe.config import Settings
-from facepipe.faces import FaceEngine
-from facepipe.runtime.server import Service, run_service
-from facepipe.v1 import detector_pb2, detector_pb2_grpc
+from facepipe.faces import FaceDetector, FaceEngine
+from facepipe.pipeline import StageService
+from facepipe.runtime.server import run_service
+from facepipe.storage import object_store_from_env
+from facepipe.v1 import detector_pb2, detector_pb2_grpc, pipeline_pb2
+from services.detector.consumer import detect_record
 from services.detector.servicer import DetectorServicer
 
 
-class DetectorService(Service):
+class DetectorService(StageService):
     name = "detector"
+    stage = "detector"
+    message_type = pipeline_pb2.ImageRecord
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.engine: FaceEngine | None = None
-        self.detector = None
+        self.detector: FaceDetector | None = None
         self.objects = None
 
     def register(self, server) -> list[str]:
         detector_pb2_grpc.add_DetectorServicer_to_server(DetectorServicer(self), server)
         return [detector_pb2.DESCRIPTOR.services_by_name["Detector"].full_name]
 
-    async def start(self, runtime) -> None:
+    async def load(self) -> None:
+        self.objects = object_store_from_env()
         self.engine = await asyncio.to_thread(FaceEngine.load, self.settings, self.name, True, False)
         self.detector = self.engine.detector
 
-    async def stop(self) -> None:
+    async def unload(self) -> None:
         if self.engine:
             await self.engine.close()
 
+    async def handle(self, delivery: bus.Delivery) -> None:
+        detected = await detect_record(self.detector, self.objects, delivery.payload)
+        self.count_faces("rejected", detected.faces_rejected)
+        await bus.publish(
+            self.js,
+            bus.SUBJECT_DETECTED,
+            detected.SerializeToString(),
+            msg_id=f"detected.{detected.image.message_id}",
+        )
+
     def ready_checks(self):
+        checks = super().ready_checks()
+
         async def models() -> tuple[bool, str]:
             return self.detector is not None, "models not loaded"
 
-        return {"models": models}
+        async def storage() -> tuple[bool, str]:
+            await asyncio.to_thread(self.objects.ping)
+            return True, ""
+
+        checks["models"] = models
+        checks["object_store"] = storage
+        return checks
 
 
 def main(settings: Settings) -> None:

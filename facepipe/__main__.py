@@ -1,0 +1,3 @@
+from facepipe.cli import main
+
+main()

@@ -1,0 +1,194 @@
+"""Client side of the pipeline, used by the CLI: ingest files and URLs, wait for
+them, search and erase."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facepipe import bus
+from facepipe.imaging import EXTENSIONS
+from facepipe.storage import RAW_IMAGES_BUCKET
+from facepipe.v1 import pipeline_pb2
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
+
+
+def expand_sources(sources: list[str]) -> list[str]:
+    """URLs as they are; files; folders walked recursively for image files, sorted."""
+    out: list[str] = []
+    for src in sources:
+        if src.startswith(("http://", "https://")):
+            out.append(src)
+            continue
+        path = Path(src)
+        if path.is_dir():
+            out.extend(
+                str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            out.append(str(path))
+    return out
+
+
+def sniff_extension(data: bytes) -> str:
+    """The stored extension for encoded image bytes, from the header; raises ValueError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError("not a recognised image format") from exc
+    return EXTENSIONS.get(fmt, fmt.lower() or "bin")
+
+
+@dataclass
+class IngestSummary:
+    images: int = 0
+    faces_indexed: int = 0
+    faces_dup_skipped: int = 0
+    faces_rejected: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    pending: int = 0
+    errors: list[dict] = field(default_factory=list)
+    batch_id: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "faces_indexed": self.faces_indexed,
+            "faces_dup_skipped": self.faces_dup_skipped,
+            "faces_rejected": self.faces_rejected,
+            "duplicates": self.duplicates,
+            "failed": self.failed,
+            "pending": self.pending,
+            "errors": self.errors,
+            "batch_id": self.batch_id,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+async def ingest(
+    nats_url: str,
+    objects,
+    sources: list[str],
+    tenant: str,
+    site: str = "",
+    wait: bool = False,
+    wait_s: float = 600.0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> IngestSummary:
+    """Stores local files, publishes one IngestRequest per image, and with ``wait``
+    collects one ImageDone per message."""
+    started = time.monotonic()
+    summary = IngestSummary(batch_id=uuid.uuid4().hex)
+    nc = await bus.connect(nats_url, "cli")
+    js = nc.jetstream()
+    await bus.ensure_topology(js)
+    sub = None
+    if wait:
+        sub = await js.subscribe(
+            f"{bus.SUBJECT_DONE}.{summary.batch_id}", stream=bus.EVENTS_STREAM, ordered_consumer=True
+        )
+    expected: set[str] = set()
+    items = expand_sources(sources)
+    try:
+        for i, src in enumerate(items, 1):
+            message_id = uuid.uuid4().hex
+            try:
+                request = await asyncio.to_thread(
+                    _request_for, src, objects, tenant, site, summary.batch_id, message_id
+                )
+            except (OSError, ValueError) as exc:
+                summary.errors.append({"source": src, "error": str(exc)})
+                continue
+            await bus.publish(
+                js, bus.SUBJECT_INGEST, request.SerializeToString(), msg_id=f"ingest.{message_id}"
+            )
+            expected.add(message_id)
+            summary.images += 1
+            if progress:
+                progress("published", i, len(items))
+        if sub is not None:
+            await _collect(sub, expected, summary, wait_s, progress)
+    finally:
+        if sub is not None:
+            await sub.unsubscribe()
+        await nc.close()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _request_for(
+    src: str, objects, tenant: str, site: str, batch_id: str, message_id: str
+) -> pipeline_pb2.IngestRequest:
+    common = {"tenant_id": tenant, "site": site, "batch_id": batch_id, "message_id": message_id}
+    if src.startswith(("http://", "https://")):
+        return pipeline_pb2.IngestRequest(url=src, **common)
+    path = Path(src).resolve()
+    data = path.read_bytes()
+    ext = sniff_extension(data)
+    sha = hashlib.sha256(data).hexdigest()
+    key = f"{tenant}/{sha}.{ext}"
+    if not objects.exists(RAW_IMAGES_BUCKET, key):
+        objects.put(RAW_IMAGES_BUCKET, key, data, f"image/{ext}")
+    return pipeline_pb2.IngestRequest(
+        bucket=RAW_IMAGES_BUCKET, key=key, image_sha256=sha, url=path.as_uri(), **common
+    )
+
+
+async def _collect(sub, expected: set[str], summary: IngestSummary, wait_s: float, progress) -> None:
+    seen: set[str] = set()
+    deadline = time.monotonic() + wait_s
+    while seen != expected:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            msg = await sub.next_msg(timeout=min(remaining, 5.0))
+        except TimeoutError:
+            continue
+        except Exception as exc:  # nats-py raises its own TimeoutError subclass
+            if type(exc).__name__ == "TimeoutError":
+                continue
+            raise
+        done = pipeline_pb2.ImageDone()
+        done.ParseFromString(msg.data)
+        if done.message_id not in expected or done.message_id in seen:
+            continue  # redelivered stages may repeat an event
+        seen.add(done.message_id)
+        summary.faces_indexed += done.faces_indexed
+        summary.faces_dup_skipped += done.faces_dup_skipped
+        summary.faces_rejected += done.faces_rejected
+        if done.status == pipeline_pb2.IMAGE_STATUS_DUPLICATE:
+            summary.duplicates += 1
+        elif done.status == pipeline_pb2.IMAGE_STATUS_FAILED:
+            summary.failed += 1
+            summary.errors.append({"source": done.url, "stage": done.stage, "error": done.error})
+        if progress:
+            progress("done", len(seen), len(expected))
+    summary.pending = len(expected - seen)
+
+
+def progress_bar(stream=sys.stderr) -> Callable[[str, int, int], None]:
+    def show(phase: str, n: int, total: int) -> None:
+        if not stream.isatty() or total == 0:
+            return
+        width = 30
+        filled = int(width * n / total)
+        stream.write(f"\r{phase:9} [{'#' * filled}{'.' * (width - filled)}] {n}/{total}")
+        if n == total:
+            stream.write("\n")
+        stream.flush()
+
+    return show

@@ -1,0 +1,319 @@
+"""The local stack: nats-server and every pipeline service as supervised local
+processes on the embedded defaults (local object folder, Qdrant Edge), with
+logs and state under one data directory. A crashed service is restarted."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET
+from facepipe.natsd import NatsServer
+
+log = logging.getLogger("facepipe.stack")
+
+STATE_FILE = "stack.json"
+STACK_SERVICES = ("extractor", "detector", "embedder", "indexer")
+NATS_PORT = 4222
+NATS_HTTP_PORT = 8222
+MAX_RESTART_DELAY = 30.0
+
+
+@dataclass
+class Component:
+    name: str
+    grpc_port: int = 0
+    http_port: int = 0
+    pid: int = 0
+    restarts: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+@dataclass
+class StackState:
+    data_dir: str
+    nats_url: str
+    nats_http_port: int
+    supervisor_pid: int
+    status: str  # starting, running, stopping, stopped
+    env: dict[str, str]
+    components: dict[str, Component] = field(default_factory=dict)
+    started_at: float = 0.0
+
+    def save(self, data_dir: Path) -> None:
+        tmp = data_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(data_dir / STATE_FILE)
+
+    @classmethod
+    def load(cls, data_dir: Path) -> StackState | None:
+        path = Path(data_dir) / STATE_FILE
+        if not path.exists():
+            return None
+        doc = json.loads(path.read_text())
+        doc["components"] = {k: Component(**v) for k, v in doc.get("components", {}).items()}
+        return cls(**doc)
+
+    def address(self, service: str) -> str:
+        return self.components[service].address
+
+
+def default_data_dir() -> Path:
+    home = Path(os.environ.get("FACEPIPE_HOME", Path.home() / ".facepipe")).expanduser()
+    return home / "stack"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pick(port: int, auto: bool) -> int:
+    return port if not auto and _port_free(port) else _free_port()
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Supervisor:
+    """Runs in the foreground until SIGTERM/SIGINT; restarts crashed services."""
+
+    def __init__(
+        self, data_dir: Path, auto_ports: bool = False, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.auto_ports = auto_ports
+        self.extra_env = extra_env or {}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.next_restart: dict[str, float] = {}
+        self._stop = False
+
+    def _env(self, nats_url: str) -> dict[str, str]:
+        env = {
+            "FACEPIPE_NATS_URL": nats_url,
+            "FACEPIPE_OBJECT_STORE": "local",
+            "FACEPIPE_OBJECT_DIR": str(self.data_dir / "objects"),
+            "FACEPIPE_VECTOR_STORE": "edge",
+            "FACEPIPE_VECTOR_DIR": str(self.data_dir / "vectors"),
+            "FACEPIPE_GRPC_HOST": "127.0.0.1",
+        }
+        env.update(self.extra_env)
+        return env
+
+    def run(self) -> int:
+        existing = StackState.load(self.data_dir)
+        if existing and existing.status != "stopped" and pid_alive(existing.supervisor_pid):
+            print(
+                f"a stack is already running from {self.data_dir} (pid {existing.supervisor_pid})",
+                file=sys.stderr,
+            )
+            return 1
+        (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        nats = NatsServer(
+            port=_pick(NATS_PORT, self.auto_ports),
+            http_port=_pick(NATS_HTTP_PORT, self.auto_ports),
+            store_dir=self.data_dir / "nats",
+        )
+        state = StackState(
+            data_dir=str(self.data_dir),
+            nats_url=nats.url,
+            nats_http_port=nats.http_port,
+            supervisor_pid=os.getpid(),
+            status="starting",
+            env=self._env(nats.url),
+            started_at=time.time(),
+        )
+        for name in STACK_SERVICES:
+            grpc_port = _pick(DEFAULT_PORTS[name], self.auto_ports)
+            http_port = _pick(grpc_port + HTTP_PORT_OFFSET, self.auto_ports)
+            state.components[name] = Component(name, grpc_port, http_port)
+        state.save(self.data_dir)
+        try:
+            nats.start(log_path=self.data_dir / "logs" / "nats.log")
+            state.components["nats"] = Component("nats", nats.port, nats.http_port, nats.proc.pid)
+            for name in STACK_SERVICES:
+                self._spawn(state, name)
+            state.status = "running"
+            state.save(self.data_dir)
+            self._watch(state)
+        finally:
+            state.status = "stopping"
+            state.save(self.data_dir)
+            self._terminate_all()
+            nats.stop()
+            state.status = "stopped"
+            for c in state.components.values():
+                c.pid = 0
+            state.save(self.data_dir)
+        return 0
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop = True
+
+    def _spawn(self, state: StackState, name: str) -> None:
+        c = state.components[name]
+        env = {**os.environ, **state.env, "PYTHONUNBUFFERED": "1"}
+        logf = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "facepipe",
+                "serve",
+                name,
+                "--port",
+                str(c.grpc_port),
+                "--http-port",
+                str(c.http_port),
+            ],
+            env=env,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        logf.close()
+        self.procs[name] = proc
+        c.pid = proc.pid
+
+    def _watch(self, state: StackState) -> None:
+        while not self._stop:
+            time.sleep(0.25)
+            changed = False
+            for name, proc in list(self.procs.items()):
+                if proc.poll() is None or self._stop:
+                    continue
+                c = state.components[name]
+                due = self.next_restart.get(name)
+                if due is None:
+                    delay = min(MAX_RESTART_DELAY, 2.0 ** min(c.restarts, 5) * 0.5)
+                    self.next_restart[name] = time.monotonic() + delay
+                    log.warning(
+                        "service exited",
+                        extra={"service": name, "code": proc.returncode, "restart_in": delay},
+                    )
+                    print(
+                        f"{name} exited with {proc.returncode}; restarting in {delay:.1f}s", file=sys.stderr
+                    )
+                elif time.monotonic() >= due:
+                    del self.next_restart[name]
+                    c.restarts += 1
+                    self._spawn(state, name)
+                    changed = True
+            if changed:
+                state.save(self.data_dir)
+
+    def _terminate_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def start_detached(data_dir: Path, auto_ports: bool = False, timeout: float = 120.0) -> StackState:
+    """Starts the supervisor in its own session and waits until every service is SERVING."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "facepipe", "up", "--data-dir", str(data_dir)]
+    if auto_ports:
+        args.append("--auto-ports")
+    with open(data_dir / "supervisor.log", "ab") as logf:
+        proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the stack failed to start; see {data_dir / 'supervisor.log'}")
+        state = StackState.load(data_dir)
+        running = state and state.supervisor_pid == proc.pid and state.status == "running"
+        if running and all(h["healthy"] for h in health(state) if h["name"] != "supervisor"):
+            return state
+        time.sleep(0.3)
+    raise TimeoutError(f"the stack did not become healthy in {timeout}s; see {data_dir / 'logs'}")
+
+
+def stop(data_dir: Path, timeout: float = 60.0) -> bool:
+    state = StackState.load(data_dir)
+    if state is None or not pid_alive(state.supervisor_pid):
+        return False
+    os.kill(state.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid_alive(state.supervisor_pid):
+        time.sleep(0.2)
+    return not pid_alive(state.supervisor_pid)
+
+
+def health(state: StackState) -> list[dict]:
+    """Each component with its address, pid, restarts and health."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    rows = [
+        {
+            "name": "supervisor",
+            "address": "",
+            "pid": state.supervisor_pid,
+            "healthy": pid_alive(state.supervisor_pid),
+            "status": state.status,
+        }
+    ]
+    for name, c in state.components.items():
+        row = {
+            "name": name,
+            "address": c.address,
+            "http": f"127.0.0.1:{c.http_port}",
+            "pid": c.pid,
+            "restarts": c.restarts,
+        }
+        if name == "nats":
+            row["address"] = state.nats_url
+            row["healthy"] = not _port_free(c.grpc_port) and pid_alive(c.pid)
+            row["status"] = "SERVING" if row["healthy"] else "DOWN"
+        else:
+            try:
+                with grpc.insecure_channel(c.address) as ch:
+                    resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                row["status"] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+            except grpc.RpcError as exc:
+                row["status"] = f"DOWN ({exc.code().name})"
+            row["healthy"] = row["status"] == "SERVING"
+        rows.append(row)
+    return rows

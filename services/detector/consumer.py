@@ -1,0 +1,38 @@
+"""The detector stage: stored images in, accepted faces out (facepipe.faces.detected)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from facepipe import bus
+from facepipe.faces import FaceDetector
+from facepipe.imaging import ImageError
+from facepipe.protoconv import face_to_proto
+from facepipe.v1 import pipeline_pb2
+
+
+async def read_raw(objects, record: pipeline_pb2.ImageRecord) -> bytes:
+    from facepipe.storage import ObjectNotFound
+
+    try:
+        return await asyncio.to_thread(objects.get, record.raw.bucket, record.raw.key)
+    except ObjectNotFound as exc:
+        raise bus.PermanentError(f"raw image is gone: {exc}", reason="not_found") from exc
+
+
+async def detect_record(
+    detector: FaceDetector, objects, record: pipeline_pb2.ImageRecord
+) -> pipeline_pb2.DetectedImage:
+    data = await read_raw(objects, record)
+    try:
+        image = await asyncio.to_thread(detector.decode, data)
+    except ImageError as exc:
+        raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
+    faces = await detector.detect(image, detector.params(include_rejected=True))
+    accepted = [f for f in faces if f.quality.accepted]
+    return pipeline_pb2.DetectedImage(
+        image=record,
+        faces=[face_to_proto(f) for f in accepted],
+        detector_model=detector.model_name,
+        faces_rejected=len(faces) - len(accepted),
+    )

@@ -1,0 +1,122 @@
+"""The embedder stage: aligns and embeds accepted faces, drops near-duplicates
+(face pHash within DEDUP_MAX_HAMMING, per tenant), stores crops, thumbnails and
+a metadata sidecar, and passes the faces on to the indexer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from facepipe.dedup import FaceHashIndex, phash_hex
+
+from facepipe import bus
+from facepipe.faces import FaceEmbedder
+from facepipe.imaging import ImageError, decode_image, encode_jpeg
+from facepipe.pipeline import point_id
+from facepipe.protoconv import embedding_to_proto, landmarks_from_proto
+from facepipe.runtime import metrics
+from facepipe.storage import FACE_CROPS_BUCKET, FACE_THUMBS_BUCKET
+from facepipe.v1 import common_pb2, pipeline_pb2
+from services.detector.consumer import read_raw
+
+THUMB_SIDE = 160
+THUMB_MARGIN = 0.2
+
+
+@dataclass
+class DedupPolicy:
+    enabled: bool
+    max_hamming: int
+
+
+def thumbnail(bgr: np.ndarray, box: common_pb2.BoundingBox) -> np.ndarray:
+    """The face box with a margin, longest side THUMB_SIDE px."""
+    h, w = bgr.shape[:2]
+    mx, my = (box.x2 - box.x1) * THUMB_MARGIN, (box.y2 - box.y1) * THUMB_MARGIN
+    x1, y1 = max(0, int(box.x1 - mx)), max(0, int(box.y1 - my))
+    x2, y2 = min(w, int(box.x2 + mx) + 1), min(h, int(box.y2 + my) + 1)
+    crop = bgr[y1:y2, x1:x2] if x2 > x1 and y2 > y1 else bgr
+    scale = THUMB_SIDE / max(crop.shape[:2])
+    if scale < 1:
+        crop = cv2.resize(
+            crop,
+            (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+            interpolation=cv2.INTER_AREA,
+        )
+    return crop
+
+
+async def embed_record(
+    embedder: FaceEmbedder,
+    objects,
+    faces_index: FaceHashIndex | None,
+    policy: DedupPolicy,
+    detected: pipeline_pb2.DetectedImage,
+    max_pixels: int,
+    service: str = "embedder",
+) -> pipeline_pb2.EmbeddedImage:
+    record = detected.image
+    out = pipeline_pb2.EmbeddedImage(image=record, faces_rejected=detected.faces_rejected)
+    if not detected.faces:
+        return out
+    data = await read_raw(objects, record)
+    try:
+        image = await asyncio.to_thread(decode_image, data, max_pixels)
+    except ImageError as exc:
+        raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
+    landmarks = [landmarks_from_proto(f) for f in detected.faces]
+    vectors, crops = await embedder.embed_faces(image.bgr, landmarks)
+    tenant, sha = record.tenant_id, record.image_sha256
+    for index, (face, vector, crop) in enumerate(zip(detected.faces, vectors, crops, strict=True)):
+        pid = point_id(tenant, sha, index)
+        face_hash = await asyncio.to_thread(phash_hex, crop)
+        if policy.enabled and faces_index is not None:
+            match = await faces_index.find(tenant, face_hash, policy.max_hamming)
+            if match is not None and match != pid:
+                metrics.DEDUP.labels(service, "near", "hit").inc()
+                out.faces_dup_skipped += 1
+                continue
+            metrics.DEDUP.labels(service, "near", "miss").inc()
+            if match is None:
+                await faces_index.add(tenant, face_hash, pid)
+        crop_key = f"{tenant}/{sha}/{index}.jpg"
+        thumb = thumbnail(image.bgr, face.box)
+        sidecar = {
+            "tenant_id": tenant,
+            "image_sha256": sha,
+            "url": record.url,
+            "site": record.site,
+            "page_url": record.page_url,
+            "face_index": index,
+            "point_id": pid,
+            "bbox": [face.box.x1, face.box.y1, face.box.x2, face.box.y2],
+            "score": face.score,
+            "quality": face.quality.score,
+            "face_phash": face_hash,
+            "model": embedder.model_name,
+            "created_at_ms": int(time.time() * 1000),
+        }
+
+        def store(crop=crop, thumb=thumb, crop_key=crop_key, sidecar=sidecar) -> None:
+            objects.put(FACE_CROPS_BUCKET, crop_key, encode_jpeg(crop, 95), "image/jpeg")
+            objects.put(
+                FACE_CROPS_BUCKET, crop_key[:-4] + ".json", json.dumps(sidecar).encode(), "application/json"
+            )
+            objects.put(FACE_THUMBS_BUCKET, crop_key, encode_jpeg(thumb, 85), "image/jpeg")
+
+        await asyncio.to_thread(store)
+        out.faces.append(
+            pipeline_pb2.EmbeddedFace(
+                face_index=index,
+                face=face,
+                embedding=embedding_to_proto(vector, embedder.model_name),
+                crop=common_pb2.ObjectRef(bucket=FACE_CROPS_BUCKET, key=crop_key),
+                thumb=common_pb2.ObjectRef(bucket=FACE_THUMBS_BUCKET, key=crop_key),
+                face_phash=face_hash,
+            )
+        )
+    return out
