@@ -46,3 +46,17 @@ run: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .buf-cache
+
+# Container images and a local kind cluster (deploy/README.md). Images are tagged
+# facepipe/<service>:$(VERSION); `make images BAKE_MODELS=<dir> NODE_EXTRAS=cuda`
+# bakes a model pack in and builds a CUDA inference node.
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+images:
+	@VERSION=$(VERSION) bash deploy/docker/images.sh
+
+kind-up: $(STAMP)
+	@VERSION=$(VERSION) SHARED_MODELS=$(SHARED_MODELS) bash deploy/kind/up.sh
+
+kind-down:
+	@bash deploy/kind/down.sh

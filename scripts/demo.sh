@@ -1,28 +1,42 @@
 #!/usr/bin/env bash
-# make run: start a detector on the embedded defaults, detect the sample faces
-# through it with the CLI and with grpcurl, then stop it.
+# make run: start the local stack on the embedded defaults (or reuse a running
+# one), ingest the sample faces minus one photo per person, then search with
+# each held-out photo and show the best match. Safe to run again: re-ingesting
+# is deduplicated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=.venv/bin
+FP=.venv/bin/facepipe
 SAMPLES=${SAMPLES:-../shared/faces}
-PORT=${FACEPIPE_DEMO_PORT:-50051}
-LOG=$(mktemp -t facepipe-detector.XXXX.log)
+TENANT=${TENANT:-demo}
+[ -d "$SAMPLES" ] || { echo "no sample faces at $SAMPLES (set SAMPLES=DIR)"; exit 1; }
 
-"$BIN/facepipe" serve detector --port "$PORT" >"$LOG" 2>&1 &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if "$BIN/grpcurl" -plaintext "127.0.0.1:$PORT" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING; then break; fi
-  kill -0 $pid 2>/dev/null || { cat "$LOG"; exit 1; }
-  sleep 0.2
+if ! $FP status >/dev/null 2>&1; then
+  echo "== starting the local stack"
+  $FP up --detach
+else
+  echo "== the local stack is already running"
+fi
+$FP status
+
+library=$(mktemp -d -t facepipe-demo.XXXX)
+held_out=()
+for person in "$SAMPLES"/*/; do
+  mapfile -t photos < <(find "$person" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | sort)
+  [ ${#photos[@]} -ge 2 ] || continue
+  held_out+=("${photos[0]}")
+  mkdir -p "$library/$(basename "$person")"
+  for photo in "${photos[@]:1}"; do ln -s "$(realpath "$photo")" "$library/$(basename "$person")/"; done
 done
 
-echo "== services on 127.0.0.1:$PORT (reflection)"
-"$BIN/grpcurl" -plaintext "127.0.0.1:$PORT" list
-mapfile -t images < <(find "$SAMPLES" -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | sort)
-if [ ${#images[@]} -eq 0 ]; then echo "no sample images under $SAMPLES"; exit 1; fi
-echo "== facepipe detect --addr 127.0.0.1:$PORT (${#images[@]} images)"
-"$BIN/facepipe" detect --addr "127.0.0.1:$PORT" "${images[@]}"
-echo "== grpcurl facepipe.v1.Detector/DetectBatch"
-printf '{"images":[{"id":"%s","data":"%s"}]}' "$(basename "${images[0]}")" "$(base64 -w0 "${images[0]}")" \
-  | "$BIN/grpcurl" -plaintext -d @ "127.0.0.1:$PORT" facepipe.v1.Detector/DetectBatch | head -40
+echo "== ingesting $(find "$library" -type l | wc -l) photos for tenant '$TENANT'"
+$FP ingest "$library" --tenant "$TENANT" --wait
+
+echo "== searching with ${#held_out[@]} held-out photos"
+for photo in "${held_out[@]}"; do
+  $FP search "$photo" --tenant "$TENANT" --top-k 1 --json \
+    | python3 -c 'import json,sys,os; m=json.load(sys.stdin); q=sys.argv[1]
+if not m: print(f"{q}: no match")
+else: print(f"{os.path.basename(os.path.dirname(q)):>16} -> {m[0][\"url\"].split(\"/\")[-2]:<16} score {m[0][\"score\"]:.3f}  {m[0][\"thumb\"]}")' "$photo"
+done
+rm -rf "$library"
+echo "== the stack keeps running; 'facepipe status' shows it and 'facepipe down' stops it"

@@ -1,0 +1,557 @@
+"""Deployment artefacts, checked offline: the Helm chart renders, lints and
+validates against the Kubernetes API schemas for its default, production and
+kind values; every service is fully wired; the Dockerfiles match the services;
+the image and kind scripts are sound."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "deploy" / "helm" / "facepipe"
+KIND = ROOT / "deploy" / "kind"
+SERVICES = ["crawler", "extractor", "detector", "embedder", "indexer"]
+CONSUMERS = ["extractor", "detector", "embedder", "indexer"]
+# Oldest Kubernetes the chart supports (Chart.yaml kubeVersion: native gRPC probes).
+KUBE_VERSION = "1.27.0"
+RELEASE = "facepipe"
+# Custom resources: no upstream JSON schema in kubernetes-validate, checked structurally.
+CRDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+
+
+def values_file(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+VALUE_SETS = {
+    "default": {},
+    "production": values_file(CHART / "values-production.yaml"),
+    "kind": values_file(KIND / "values-kind.yaml"),
+}
+
+
+def render(values: dict[str, Any], chart: Path = CHART) -> list[dict[str, Any]]:
+    # A fresh load each time: rendering drops disabled subcharts from the loaded chart.
+    with helm.Chart.load(chart) as ch:
+        manifests = ch.render(values, name=RELEASE, namespace="facepipe")
+    docs = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def notes(values: dict[str, Any]) -> str:
+    with helm.Chart.load(CHART) as ch:
+        manifests = ch.render(values, name=RELEASE, namespace="facepipe")
+    return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    return next((d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name), None)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    return {name: render(values) for name, values in VALUE_SETS.items()}
+
+
+# -- schema and lint ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_values_pass_the_chart_schema_and_lint(name: str) -> None:
+    values = VALUE_SETS[name]
+    with helm.Chart.load(CHART) as ch:
+        ch.validate_schema(values)
+    report = helm.lint(CHART, values, strict=True)
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [
+        ({"services": {"detector": {"replicas": "two"}}}, "/services/detector/replicas"),
+        ({"services": {"detectr": {"replicas": 2}}}, "detectr"),
+        ({"serviceDefaults": {"resource": {"limits": {"cpu": 1}}}}, "/serviceDefaults/resource"),
+        ({"services": {"embedder": {"resources": {"limits": {"memory": "lots"}}}}}, "limits/memory"),
+        ({"inferenceNodes": {"clients": ["detectr"]}}, "/inferenceNodes/clients/0"),
+        ({"vectorStore": "edg"}, "/vectorStore"),
+        ({"external": {"s3": {"endpoint": "http://minio:9000"}}}, "/external/s3/endpoint"),
+    ],
+)
+def test_schema_rejects_bad_values(bad: dict[str, Any], where: str) -> None:
+    with helm.Chart.load(CHART) as ch, pytest.raises(helm.HelmValuesError) as err:
+        ch.validate_schema(bad)
+    assert where in str(err.value)
+
+
+# -- Kubernetes API validation --------------------------------------------------
+
+
+def assert_valid_kubernetes(docs: list[dict[str, Any]]) -> None:
+    assert docs
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) in CRDS:
+            assert doc["metadata"]["name"] and doc["spec"], doc
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert len(names) == len(set(names)), "duplicate objects"
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rendered_objects_are_valid_kubernetes(rendered, name: str) -> None:
+    assert_valid_kubernetes(rendered[name])
+
+
+# -- every service is fully wired -------------------------------------------------
+
+
+def check_workload(docs: list[dict[str, Any]], name: str, port: int, hpa: bool) -> None:
+    full = f"{RELEASE}-{name}"
+    dep = find(docs, "Deployment", full)
+    assert dep, f"no Deployment for {name}"
+    pod = dep["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+    svc = find(docs, "Service", full)
+    assert svc and svc["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: p for p in svc["spec"]["ports"]}
+    assert ports["grpc"]["port"] == port
+    assert ports["metrics"]["port"] == port + HTTP_PORT_OFFSET
+
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == full and find(docs, "ServiceAccount", full)
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+
+    [container] = [c for c in spec["containers"] if c["name"] == name]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "grpc": port,
+        "metrics": port + HTTP_PORT_OFFSET,
+    }
+    assert container["livenessProbe"]["grpc"]["port"] == port
+    assert container["startupProbe"]["grpc"]["port"] == port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    for c in [container, *spec.get("initContainers", [])]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp"}
+
+    config = find(docs, "ConfigMap", full)
+    assert container["envFrom"] == [{"configMapRef": {"name": full}}]
+    assert config["data"]["FACEPIPE_HTTP_PORT"] == str(port + HTTP_PORT_OFFSET)
+    assert container["args"] == ["--port", str(port)]
+
+    pdb = find(docs, "PodDisruptionBudget", full)
+    assert pdb and pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    autoscaler = find(docs, "HorizontalPodAutoscaler", full)
+    if hpa:
+        assert autoscaler and autoscaler["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": full,
+        }
+        assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+    else:
+        assert autoscaler is None
+
+
+@pytest.mark.parametrize("name", ["default", "kind"])
+def test_every_service_has_its_objects(rendered, name: str) -> None:
+    for service in SERVICES:
+        check_workload(rendered[name], service, DEFAULT_PORTS[service], hpa=True)
+    assert find(rendered[name], "Deployment", f"{RELEASE}-node") is None
+
+
+def test_production_scales_stages_on_jetstream_lag(rendered) -> None:
+    docs = rendered["production"]
+    check_workload(docs, "crawler", DEFAULT_PORTS["crawler"], hpa=True)
+    for service in CONSUMERS:
+        check_workload(docs, service, DEFAULT_PORTS[service], hpa=False)
+        scaled = find(docs, "ScaledObject", f"{RELEASE}-{service}")
+        assert scaled["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-{service}"
+        [trigger] = scaled["spec"]["triggers"]
+        assert trigger["type"] == "nats-jetstream"
+        assert trigger["metadata"]["stream"] == "FACEPIPE"
+        assert trigger["metadata"]["consumer"] == service
+        assert trigger["metadata"]["natsServerMonitoringEndpoint"] == "nats.messaging.svc:8222"
+    assert find(docs, "ScaledObject", f"{RELEASE}-crawler") is None
+
+
+def test_production_uses_external_backends_and_gpu_nodes(rendered) -> None:
+    docs = rendered["production"]
+    assert not [d for d in docs if d["kind"] == "StatefulSet"], "bundled backends are off"
+    check_workload(docs, "node", DEFAULT_PORTS["node"], hpa=False)
+    node_svc = find(docs, "Service", f"{RELEASE}-node")
+    assert node_svc["spec"]["clusterIP"] == "None"
+
+    node = find(docs, "Deployment", f"{RELEASE}-node")["spec"]["template"]["spec"]
+    assert node["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert node["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert node["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert node["containers"][0]["image"] == "ghcr.io/acme/facepipe/node:0.1.0-cuda"
+    node_env = find(docs, "ConfigMap", f"{RELEASE}-node")["data"]
+    assert node_env["FACEPIPE_PROVIDERS"] == "CUDAExecutionProvider,CPUExecutionProvider"
+
+    detector = find(docs, "ConfigMap", f"{RELEASE}-detector")["data"]
+    assert detector["FACEPIPE_INFERENCE_NODES"] == f"{RELEASE}-node:{DEFAULT_PORTS['node']}"
+    assert detector["FACEPIPE_NATS_URL"] == "nats://nats.messaging.svc:4222"
+    assert detector["FACEPIPE_QDRANT_URL"] == "http://qdrant.vectors.svc:6333"
+    assert detector["FACEPIPE_S3_ENDPOINT"] == "minio.storage.svc:9000"
+    assert detector["FACEPIPE_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4317"
+    assert "FACEPIPE_INFERENCE_NODES" not in find(docs, "ConfigMap", f"{RELEASE}-indexer")["data"]
+
+    env = {
+        e["name"]: e
+        for e in find(docs, "Deployment", f"{RELEASE}-indexer")["spec"]["template"]["spec"]["containers"][0][
+            "env"
+        ]
+    }
+    assert env["FACEPIPE_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "facepipe-s3",
+        "key": "secret-key",
+    }
+    assert env["FACEPIPE_QDRANT_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "facepipe-qdrant",
+        "key": "api-key",
+    }
+
+
+def test_default_install_wires_the_bundled_backends(rendered) -> None:
+    docs = rendered["default"]
+    for backend in ("nats", "qdrant", "minio"):
+        sts = find(docs, "StatefulSet", f"{RELEASE}-{backend}")
+        assert sts["spec"]["volumeClaimTemplates"], backend
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        assert container["livenessProbe"] and container["readinessProbe"], backend
+        assert find(docs, "Service", f"{RELEASE}-{backend}"), backend
+    nats_conf = find(docs, "ConfigMap", f"{RELEASE}-nats")["data"]["nats.conf"]
+    assert "jetstream {" in nats_conf
+
+    env = find(docs, "ConfigMap", f"{RELEASE}-indexer")["data"]
+    assert env["FACEPIPE_NATS_URL"] == f"nats://{RELEASE}-nats:4222"
+    assert env["FACEPIPE_VECTOR_STORE"] == "qdrant"
+    assert env["FACEPIPE_QDRANT_URL"] == f"http://{RELEASE}-qdrant:6333"
+    assert env["FACEPIPE_S3_ENDPOINT"] == f"{RELEASE}-minio:9000"
+    secret = find(docs, "Secret", f"{RELEASE}-minio")
+    crawler = find(docs, "Deployment", f"{RELEASE}-crawler")["spec"]["template"]["spec"]["containers"][0]
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in crawler["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+    assert refs["FACEPIPE_S3_ACCESS_KEY"]["key"] in secret["data"]
+    assert refs["FACEPIPE_S3_SECRET_KEY"]["key"] in secret["data"]
+
+    # Models are pulled by an init container into the volume the detector reads.
+    detector = find(docs, "Deployment", f"{RELEASE}-detector")["spec"]["template"]["spec"]
+    assert detector["initContainers"][0]["command"] == ["facepipe", "models", "pull", "buffalo_l"]
+    assert (
+        find(docs, "ConfigMap", f"{RELEASE}-detector")["data"]["FACEPIPE_MODELS_DIR"]
+        == "/opt/facepipe/models"
+    )
+    assert (
+        "initContainers" not in find(docs, "Deployment", f"{RELEASE}-extractor")["spec"]["template"]["spec"]
+    )
+
+    text = notes({})
+    assert "grpcurl -plaintext -d @ 127.0.0.1:50051 facepipe.v1.Detector/DetectBatch" in text
+    assert 'nats pub facepipe.ingest \'{"tenant_id":"t1"' in text
+
+
+def test_edge_vector_store_keeps_one_indexer_on_a_volume() -> None:
+    docs = render({"vectorStore": "edge", "qdrant": {"enabled": False}})
+    indexer = find(docs, "Deployment", f"{RELEASE}-indexer")
+    assert indexer["spec"]["replicas"] == 1
+    assert indexer["spec"]["strategy"] == {"type": "Recreate"}
+    assert find(docs, "HorizontalPodAutoscaler", f"{RELEASE}-indexer") is None
+    claim = find(docs, "PersistentVolumeClaim", f"{RELEASE}-indexer-data")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    env = find(docs, "ConfigMap", f"{RELEASE}-indexer")["data"]
+    assert env["FACEPIPE_VECTOR_STORE"] == "edge" and "FACEPIPE_QDRANT_URL" not in env
+    assert find(docs, "StatefulSet", f"{RELEASE}-qdrant") is None
+    assert find(docs, "HorizontalPodAutoscaler", f"{RELEASE}-detector")
+    assert_valid_kubernetes(docs)
+
+
+def test_kind_values_expose_the_mapped_node_ports(rendered) -> None:
+    cluster = yaml.safe_load((KIND / "cluster.yaml").read_text())
+    mappings = {m["containerPort"]: m["hostPort"] for m in cluster["nodes"][0]["extraPortMappings"]}
+    docs = rendered["kind"]
+    detector = {p["name"]: p for p in find(docs, "Service", f"{RELEASE}-detector")["spec"]["ports"]}
+    assert mappings[detector["grpc"]["nodePort"]] == DEFAULT_PORTS["detector"]
+    nats = {p["name"]: p for p in find(docs, "Service", f"{RELEASE}-nats")["spec"]["ports"]}
+    assert mappings[nats["client"]["nodePort"]] == 4222
+    grafana = values_file(KIND / "values-monitoring.yaml")["grafana"]["service"]["nodePort"]
+    assert mappings[grafana] == 3000
+    pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"]
+    assert {c["imagePullPolicy"] for p in pods for c in p["containers"]} == {"Never"}
+    assert find(docs, "ConfigMap", f"{RELEASE}-embedder")["data"]["FACEPIPE_MODEL_PACK"] == "local"
+    # kind runs on baked models: every service that reads models must get them baked in.
+    readers = {
+        d["metadata"]["name"].removeprefix(f"{RELEASE}-")
+        for d in docs
+        if d["kind"] == "ConfigMap" and "FACEPIPE_MODELS_DIR" in d.get("data", {})
+    }
+    baked = re.search(
+        r"^\s*([a-z| ]+)\)\n\s*if \[ -n \"\$\{BAKE_MODELS",
+        (ROOT / "deploy/docker/images.sh").read_text(),
+        re.M,
+    )
+    assert readers and readers <= {s.strip() for s in baked.group(1).split("|")}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"nats": {"enabled": False}}, "external.nats.url"),
+        ({"minio": {"enabled": False}}, "external.s3.endpoint"),
+        ({"qdrant": {"enabled": False}}, "external.qdrant.url"),
+        ({"models": {"source": "volume"}}, "models.existingClaim"),
+        (
+            {
+                "keda": {"enabled": True},
+                "nats": {"enabled": False},
+                "external": {"nats": {"url": "nats://n:4222"}},
+            },
+            "monitoringEndpoint",
+        ),
+    ],
+)
+def test_missing_backend_fails_with_a_clear_message(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def test_windows_inference_node_uses_windows_security_settings() -> None:
+    docs = render(
+        {
+            "inferenceNodes": {
+                "enabled": True,
+                "os": "windows",
+                "providers": "DmlExecutionProvider,CPUExecutionProvider",
+            }
+        }
+    )
+    spec = find(docs, "Deployment", f"{RELEASE}-node")["spec"]["template"]["spec"]
+    assert spec["os"] == {"name": "windows"}
+    assert spec["securityContext"]["windowsOptions"]["runAsUserName"] == "ContainerUser"
+    assert "seccompProfile" not in spec["securityContext"]
+    assert_valid_kubernetes(docs)
+
+
+def test_dashboard_and_rule_folders_ship_when_filled(tmp_path: Path) -> None:
+    default = render({"prometheusRule": {"enabled": True}})
+    assert not [d for d in default if d["kind"] == "PrometheusRule"]
+    assert not [d for d in default if "grafana_dashboard" in d["metadata"].get("labels", {})]
+
+    chart = tmp_path / "facepipe"
+    shutil.copytree(CHART, chart)
+    dashboard = {
+        "title": "facepipe pipeline",
+        "panels": [{"type": "timeseries", "targets": [{"expr": "facepipe_ready"}]}],
+    }
+    (chart / "dashboards" / "pipeline.json").write_text(json.dumps(dashboard))
+    rules = {
+        "groups": [
+            {
+                "name": "facepipe",
+                "rules": [{"alert": "FacepipeNotReady", "expr": "facepipe_ready == 0", "for": "5m"}],
+            }
+        ]
+    }
+    (chart / "rules" / "availability.yaml").write_text(yaml.safe_dump(rules))
+
+    docs = render({"prometheusRule": {"enabled": True}}, chart)
+    [board] = [d for d in docs if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert json.loads(board["data"]["pipeline.json"]) == dashboard
+    [rule] = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["spec"] == rules
+    assert_valid_kubernetes(docs)
+    off = render({"dashboards": {"enabled": False}}, chart)
+    assert not [
+        d
+        for d in off
+        if d["kind"] == "PrometheusRule" or "grafana_dashboard" in d["metadata"].get("labels", {})
+    ]
+
+    (chart / "rules" / "broken.yaml").write_text("alert: NotAGroupList\n")
+    with pytest.raises(helm.HelmRenderError, match="groups"):
+        render({"prometheusRule": {"enabled": True}}, chart)
+
+
+def test_otel_collector_is_optional_and_wired() -> None:
+    docs = render({"otelCollector": {"enabled": True}})
+    collector = find(docs, "Deployment", f"{RELEASE}-otel-collector")
+    assert collector and find(docs, "Service", f"{RELEASE}-otel-collector")
+    config = yaml.safe_load(find(docs, "ConfigMap", f"{RELEASE}-otel-collector")["data"]["config.yaml"])
+    assert config["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+    env = find(docs, "ConfigMap", f"{RELEASE}-embedder")["data"]
+    assert env["FACEPIPE_OTLP_ENDPOINT"] == f"http://{RELEASE}-otel-collector:4317"
+    assert_valid_kubernetes(docs)
+
+
+def test_chart_packages_with_its_subcharts(tmp_path: Path) -> None:
+    archive = Path(helm.package(CHART, destination=tmp_path))
+    assert archive.name == "facepipe-0.1.0.tgz" and archive.is_file()
+    with helm.Chart.load(archive) as ch:
+        assert {d["name"] for d in ch.dependencies} == {"nats", "qdrant", "minio"}
+        ch.validate_schema({})
+
+
+# -- images -------------------------------------------------------------------
+
+
+def dockerfile(service: str) -> tuple[str, list[tuple[str, str]]]:
+    text = (ROOT / "services" / service / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n", " ", text)
+    instructions = []
+    for line in logical.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            instructions.append((word.upper(), rest.strip()))
+    return text, instructions
+
+
+@pytest.mark.parametrize("service", [*SERVICES, "node"])
+def test_dockerfile_matches_its_service(service: str) -> None:
+    _, instructions = dockerfile(service)
+    froms = [rest for word, rest in instructions if word == "FROM"]
+    assert len(froms) >= 2 and froms[0].endswith("AS builder"), "multi-stage with a builder"
+    assert any(word == "COPY" and rest.startswith("--from=builder") for word, rest in instructions)
+    args = [rest for word, rest in instructions if word == "ARG"]
+    assert args[0] == "PYTHON_IMAGE=python:3.11-slim"
+    assert set(froms) == {"${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE}"}
+    [user] = [rest for word, rest in instructions if word == "USER"]
+    assert user.split(":")[0] not in ("0", "root") and user.startswith("10001")
+    [entrypoint] = [rest for word, rest in instructions if word == "ENTRYPOINT"]
+    assert json.loads(entrypoint) == ["facepipe", "serve", service]
+    [expose] = [rest for word, rest in instructions if word == "EXPOSE"]
+    port = DEFAULT_PORTS[service]
+    assert expose.split() == [str(port), str(port + HTTP_PORT_OFFSET)]
+    assert word_after(instructions, "USER") in ("EXPOSE", "HEALTHCHECK", "ENTRYPOINT"), (
+        "nothing runs as root after USER"
+    )
+    for shared in re.findall(r"deploy/docker/[\w.-]+", " ".join(rest for _, rest in instructions)):
+        assert (ROOT / shared).is_file(), shared
+
+
+def word_after(instructions: list[tuple[str, str]], word: str) -> str:
+    words = [w for w, _ in instructions]
+    return words[words.index(word) + 1]
+
+
+def test_dockerfiles_share_one_shape() -> None:
+    def shape(service: str) -> str:
+        text, _ = dockerfile(service)
+        port = DEFAULT_PORTS[service]
+        text = text.replace(str(port + HTTP_PORT_OFFSET), "HTTP_PORT").replace(str(port), "PORT")
+        text = re.sub(r'ARG APT_PACKAGES="[^"]*"', 'ARG APT_PACKAGES=""', text)
+        return "\n".join(
+            line for line in text.replace(service, "SERVICE").splitlines() if not line.startswith("#")
+        )
+
+    shapes = {service: shape(service) for service in [*SERVICES, "node"]}
+    assert len(set(shapes.values())) == 1, "Dockerfiles drifted apart"
+
+
+def test_dockerignore_keeps_the_build_inputs() -> None:
+    patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+    assert patterns[0] == "*"
+    kept = {p[1:] for p in patterns if p.startswith("!")}
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "facepipe",
+        "services",
+        "deploy/docker",
+        "build/model-pack",
+    } <= kept
+
+
+def run_script(script: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [shutil.which("bash"), str(script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_images_script_explains_missing_docker(tmp_path: Path) -> None:
+    # A PATH with the basic tools but no docker.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("ls", "rm", "mkdir", "cp"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {"PATH": str(bin_dir), "VERSION": "test", "HOME": str(tmp_path)}
+    result = run_script(ROOT / "deploy" / "docker" / "images.sh", env)
+    assert result.returncode != 0
+    assert "docker not found" in result.stderr
+
+    bad = run_script(ROOT / "deploy" / "docker" / "images.sh", {**env, "SERVICES": "detectr"})
+    assert bad.returncode != 0 and "unknown service 'detectr'" in bad.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nomodels = run_script(ROOT / "deploy" / "docker" / "images.sh", {**env, "BAKE_MODELS": str(empty)})
+    assert nomodels.returncode != 0 and "holds no .onnx files" in nomodels.stderr
+
+
+SCRIPTS = sorted([*(ROOT / "deploy" / "docker").glob("*.sh"), *KIND.glob("*.sh")])
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_scripts_parse_and_pass_shellcheck(script: Path) -> None:
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck not installed")
+    result = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_make_targets_call_the_scripts() -> None:
+    out = subprocess.run(
+        ["make", "-n", "images", "kind-down"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert f"VERSION={version} bash deploy/docker/images.sh" in out.stdout
+    assert "bash deploy/kind/down.sh" in out.stdout
