@@ -81,14 +81,20 @@ class DynamicBatcher(Generic[T, R]):
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             await self._run_with_backoff(batch)
+        except Exception as exc:  # noqa: BLE001 - e.g. a wrong result count; callers must not wait forever
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
         finally:
             self._slots.release()
 
     async def _run_with_backoff(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         # A backoff elsewhere may have lowered the limit since this batch was formed.
         if len(batch) > self.limit:
-            for i in range(0, len(batch), self.limit):
-                await self._run_with_backoff(batch[i : i + self.limit])
+            # One step for all chunks: the limit can drop again while they run.
+            step = self.limit
+            for i in range(0, len(batch), step):
+                await self._run_with_backoff(batch[i : i + step])
             return
         items = [item for item, _ in batch]
         try:
@@ -102,6 +108,8 @@ class DynamicBatcher(Generic[T, R]):
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        if len(results) != len(batch):
+            raise ValueError(f"{self.name}: {len(results)} results for a batch of {len(batch)}")
         metrics.BATCH_SIZE.labels(self.service, self.name).observe(len(batch))
         for (_, fut), result in zip(batch, results, strict=True):
             if not fut.done():

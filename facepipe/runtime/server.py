@@ -186,13 +186,32 @@ class ServiceRuntime:
         shutdown_tracing()
         log.info("stopped")
 
-    async def run_until_signal(self) -> None:
+    async def run_until_signal(self) -> bool:
+        """Serves until SIGTERM or SIGINT; False when the service failed to start."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        await self.start()
+        try:
+            await self.start()
+        except Exception:
+            log.exception("start failed")
+            await self._abort()
+            return False
         await self._stop.wait()
         await self.stop()
+        return True
+
+    async def _abort(self) -> None:
+        """Releases what a failed start opened, without waiting on anything."""
+        if self.server is not None:
+            await self.server.stop(0)
+        if self.http is not None:
+            self.http.close()
+        try:
+            await self.service.stop()
+        except Exception:  # noqa: BLE001 - the start error is the one worth reporting
+            log.warning("stop after failed start failed", exc_info=True)
+        shutdown_tracing()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -248,4 +267,5 @@ class ServiceRuntime:
 def run_service(service: Service, settings: Settings) -> None:
     """Process entrypoint: logs, then serve until SIGTERM."""
     setup_logging(service.name, settings.log_level)
-    asyncio.run(ServiceRuntime(service, settings).run_until_signal())
+    if not asyncio.run(ServiceRuntime(service, settings).run_until_signal()):
+        raise SystemExit(1)
