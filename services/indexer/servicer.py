@@ -1,0 +1,248 @@
+"""facepipe.v1.Indexer over gRPC: search, stats and erasure, each scoped to one tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import grpc
+import numpy as np
+
+from facepipe.imaging import ImageError
+from facepipe.pipeline import TENANT_RE
+from facepipe.protoconv import face_to_proto
+from facepipe.storage import (
+    BUCKETS,
+    FACE_CROPS_BUCKET,
+    FACE_THUMBS_BUCKET,
+    RAW_IMAGES_BUCKET,
+    ObjectStore,
+    SearchHit,
+    VectorStore,
+)
+from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
+from services.indexer.consumer import SHA256_RE
+
+log = logging.getLogger("facepipe.indexer")
+
+DEFAULT_TOP_K = 10
+MAX_TOP_K = 1000
+FILTER_FIELDS = ("site", "url", "image_sha256")
+
+
+class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
+    def __init__(self, service) -> None:
+        self.service = service  # IndexerService: store, objects, engine, writer, dedup state
+
+    async def Search(self, request: indexer_pb2.SearchRequest, context) -> indexer_pb2.SearchResponse:
+        store = await self._store(context)
+        tenant = await _tenant(request.tenant_id, context)
+        top_k = request.top_k or DEFAULT_TOP_K
+        if not 1 <= top_k <= MAX_TOP_K:
+            await _invalid(context, f"top_k must be between 1 and {MAX_TOP_K}, got {request.top_k}")
+        if not math.isfinite(request.min_score) or not -1.0 <= request.min_score <= 1.0:
+            await _invalid(
+                context, f"min_score must be a cosine similarity in [-1, 1], got {request.min_score}"
+            )
+        filters = {k: v for k in FILTER_FIELDS if (v := getattr(request.filter, k))}
+        response = indexer_pb2.SearchResponse()
+        query = request.WhichOneof("query")
+        if query == "image":
+            vector = await self._image_vector(request.image, response, context)
+            if vector is None:
+                return response
+        elif query == "vector":
+            vector = await self._given_vector(request.vector, context)
+        else:
+            await _invalid(context, "give a query: image (encoded bytes) or vector")
+        hits = await asyncio.to_thread(
+            store.search, vector, tenant, top_k, request.min_score or None, filters
+        )
+        response.matches.extend(_match(h) for h in hits)
+        return response
+
+    async def _image_vector(
+        self, data: bytes, response: indexer_pb2.SearchResponse, context
+    ) -> np.ndarray | None:
+        """The embedding of the largest accepted face, or None when there is none."""
+        engine = self.service.engine
+        try:
+            image = await asyncio.to_thread(engine.detector.decode, data)
+        except ImageError as exc:
+            await _invalid(context, f"cannot use the query image: {exc}")
+        faces = await engine.detector.detect(image, engine.detector.params())
+        response.query_faces_found = len(faces)
+        if not faces:
+            return None
+        best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+        response.query_face.CopyFrom(face_to_proto(best))
+        vectors, _ = await engine.embedder.embed_faces(image.bgr, [best.landmarks])
+        return vectors[0]
+
+    async def _given_vector(self, embedding: common_pb2.Embedding, context) -> np.ndarray:
+        dim, model = self.service.dim, self.service.model
+        vec = np.asarray(embedding.vector, dtype=np.float32)
+        if vec.size != dim:
+            await _invalid(context, f"vector has {vec.size} dimensions, the index holds {dim}-d vectors")
+        if embedding.dim and embedding.dim != vec.size:
+            await _invalid(context, f"vector.dim is {embedding.dim} but the vector has {vec.size} values")
+        if embedding.model and embedding.model != model:
+            await _invalid(context, f"vector is from model {embedding.model!r}, the index holds {model!r}")
+        norm = float(np.linalg.norm(vec))
+        if not math.isfinite(norm) or norm == 0.0:
+            await _invalid(context, "vector is all zeros or has non-finite values")
+        return vec / norm
+
+    async def GetStats(self, request: indexer_pb2.GetStatsRequest, context) -> indexer_pb2.GetStatsResponse:
+        store = await self._store(context)
+        tenant = await _tenant(request.tenant_id, context) if request.tenant_id else None
+        points = await asyncio.to_thread(store.count, tenant)
+        objects = self.service.objects
+        return indexer_pb2.GetStatsResponse(
+            points=points,
+            dim=self.service.dim,
+            model=self.service.model,
+            vector_store=store.describe(),
+            object_store=objects.describe() if objects is not None else "",
+            counters=self.service.counters(),
+        )
+
+    async def DeleteFaces(
+        self, request: indexer_pb2.DeleteFacesRequest, context
+    ) -> indexer_pb2.DeleteFacesResponse:
+        store = await self._store(context)
+        tenant = await _tenant(request.tenant_id, context)
+        selector = request.WhichOneof("selector")
+        if selector is None or (selector == "all" and not request.all):
+            await _invalid(context, "give what to delete: image_sha256, url, site or all=true")
+        filters: dict[str, str] | None = None
+        if selector != "all":
+            value = getattr(request, selector)
+            if not value:
+                await _invalid(context, f"{selector} is empty")
+            if selector == "image_sha256" and not SHA256_RE.match(value):
+                await _invalid(context, f"image_sha256 {value!r} is not 64 lowercase hex digits")
+            filters = {selector: value}
+        erased = await asyncio.to_thread(erase_faces, store, self.service.objects, tenant, filters)
+        await self._forget(tenant, erased, everything=filters is None)
+        if self.service.writer is not None:
+            await self.service.writer.note_deleted(erased.points)
+        log.info(
+            "faces erased",
+            extra={
+                "tenant_id": tenant,
+                "selector": selector,
+                "points": erased.points,
+                "objects": erased.objects,
+            },
+        )
+        return indexer_pb2.DeleteFacesResponse(points_deleted=erased.points, objects_deleted=erased.objects)
+
+    async def _forget(self, tenant: str, erased: Erased, everything: bool) -> None:
+        """Drops dedup state, so the erased images and faces can be ingested again."""
+        images, face_hashes = await self.service.dedup_state()
+        if images is not None:
+            if everything:
+                await images.forget_tenant(tenant)
+            for sha in erased.images:
+                await images.forget(tenant, sha)
+        if face_hashes is not None:
+            if everything:
+                await face_hashes.forget_tenant(tenant)
+            for phash in erased.face_phashes:
+                await face_hashes.forget(tenant, phash)
+
+    async def _store(self, context) -> VectorStore:
+        store = self.service.store
+        if store is None or self.service.engine is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the index is still loading")
+        return store
+
+
+@dataclass
+class Erased:
+    points: int = 0
+    objects: int = 0
+    images: set[str] = field(default_factory=set)  # shas left without any face in the tenant
+    face_phashes: set[str] = field(default_factory=set)
+
+
+def erase_faces(
+    store: VectorStore, objects: ObjectStore | None, tenant: str, filters: dict[str, str] | None
+) -> Erased:
+    """Deletes the selected points, then their stored objects; ``filters`` None erases the tenant."""
+    payloads = store.delete(tenant, filters)
+    erased = Erased(points=len(payloads))
+    erased.face_phashes = {p["face_phash"] for p in payloads if p.get("face_phash")}
+    if objects is None:
+        return erased
+    prefix = f"{tenant}/"
+    if filters is None:
+        erased.objects = sum(objects.delete_prefix(bucket, prefix) for bucket in BUCKETS)
+        return erased
+    for p in payloads:
+        crop_key = p.get("crop_key") or ""
+        erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, crop_key, prefix)
+        if crop_key:
+            sidecar = str(PurePosixPath(crop_key).with_suffix(".json"))
+            erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, sidecar, prefix)
+        erased.objects += _delete(
+            objects, p.get("thumb_bucket") or FACE_THUMBS_BUCKET, p.get("thumb_key"), prefix
+        )
+    shas = {p.get("image_sha256") for p in payloads} | {filters.get("image_sha256")}
+    for sha in shas:
+        if not sha or not SHA256_RE.match(sha) or store.scroll(tenant, {"image_sha256": sha}, limit=1):
+            continue
+        # Nothing of this image is left in the tenant: its raw image and any stray crops go too.
+        erased.objects += objects.delete_prefix(RAW_IMAGES_BUCKET, f"{prefix}{sha}.")
+        erased.objects += objects.delete_prefix(FACE_CROPS_BUCKET, f"{prefix}{sha}/")
+        erased.objects += objects.delete_prefix(FACE_THUMBS_BUCKET, f"{prefix}{sha}/")
+        erased.images.add(sha)
+    return erased
+
+
+def _delete(objects: ObjectStore, bucket: str, key: str | None, prefix: str) -> int:
+    # Only the tenant's own keys: a payload must never lead erasure into another tenant's objects.
+    if not key or not key.startswith(prefix):
+        return 0
+    try:
+        return int(objects.delete(bucket, key))
+    except ValueError as exc:  # an invalid bucket or key in a payload: nothing stored there
+        log.warning("skipping object", extra={"bucket": bucket, "key": key, "error": str(exc)})
+        return 0
+
+
+def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
+    p: dict[str, Any] = hit.payload
+    x1, y1, x2, y2 = (list(p.get("bbox") or []) + [0.0] * 4)[:4]
+    return indexer_pb2.SearchMatch(
+        point_id=hit.id,
+        score=hit.score,
+        tenant_id=p.get("tenant_id", ""),
+        site=p.get("site", ""),
+        url=p.get("url", ""),
+        page_url=p.get("page_url", ""),
+        image_sha256=p.get("image_sha256", ""),
+        bbox=common_pb2.BoundingBox(x1=x1, y1=y1, x2=x2, y2=y2),
+        det_score=float(p.get("score", 0.0)),
+        quality=float(p.get("quality", 0.0)),
+        crop=common_pb2.ObjectRef(bucket=p.get("crop_bucket", ""), key=p.get("crop_key", "")),
+        thumb=common_pb2.ObjectRef(bucket=p.get("thumb_bucket", ""), key=p.get("thumb_key", "")),
+        model=p.get("model", ""),
+        face_index=int(p.get("face_index", 0)),
+        indexed_at_ms=int(p.get("indexed_at", 0)),
+    )
+
+
+async def _tenant(tenant_id: str, context) -> str:
+    if not TENANT_RE.match(tenant_id or ""):
+        await _invalid(context, f"tenant_id {tenant_id!r} is required: 1-64 letters, digits, '_' or '-'")
+    return tenant_id
+
+
+async def _invalid(context, message: str) -> None:
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
