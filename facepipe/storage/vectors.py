@@ -207,6 +207,8 @@ class EdgeVectorStore:
         self.collection = _check_collection(collection)
         self._dir = self.path / collection
         self._lock = threading.RLock()
+        # Held across a whole optimize so close() waits for it; the shard serves reads and writes meanwhile.
+        self._optimizing = threading.Lock()
         self._dim: int | None = None
         self._lockfile: IO[str] | None = _lock_dir(self.path / f"{collection}.lock")
         self._shard: edge.EdgeShard | None = None
@@ -352,8 +354,9 @@ class EdgeVectorStore:
 
     def optimize(self) -> bool:
         """Builds the HNSW index and vacuums deleted points; Edge has no background optimizer."""
-        with self._lock:
-            shard = self._current()
+        with self._optimizing:
+            with self._lock:
+                shard = self._current()
             return bool(shard.optimize()) if shard is not None else False
 
     def ping(self) -> None:
@@ -368,7 +371,7 @@ class EdgeVectorStore:
                 self._shard.flush()
 
     def close(self) -> None:
-        with self._lock:
+        with self._optimizing, self._lock:
             if self._shard is not None:
                 try:
                     self._shard.flush()

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from facepipe.dedup import FaceHashIndex, phash_hex
 
 from facepipe import bus
+from facepipe.dedup import FaceHashIndex, phash_hex
 from facepipe.faces import FaceEmbedder
 from facepipe.imaging import ImageError, decode_image, encode_jpeg
 from facepipe.pipeline import point_id

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from facepipe.dedup import FaceHashIndex
-
 from facepipe import bus
 from facepipe.config import Settings
+from facepipe.dedup import FaceHashIndex
 from facepipe.faces import FaceEmbedder, FaceEngine
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import run_service
@@ -43,7 +42,7 @@ class EmbedderService(StageService):
     async def start(self, runtime) -> None:
         await super().start(runtime)
         if self.js is not None:
-            self.faces_index = await FaceHashIndex.open(self.js)
+            self.faces_index = await FaceHashIndex.open(self.js, max_hamming=self.policy.max_hamming)
 
     async def unload(self) -> None:
         if self.engine:
