@@ -22,7 +22,10 @@ def reference(tmp_path_factory):
     (root / "models").mkdir()
     os.symlink(SHARED_MODELS, root / "models" / "local")
     app = FaceAnalysis(
-        name="local", root=str(root), allowed_modules=["detection", "recognition"], providers=["CPUExecutionProvider"]
+        name="local",
+        root=str(root),
+        allowed_modules=["detection", "recognition"],
+        providers=["CPUExecutionProvider"],
     )
     app.prepare(ctx_id=-1, det_size=(640, 640))
     return app

@@ -42,11 +42,18 @@ def test_pinned_wire_shape() -> None:
     assert numbers(detector_pb2.DetectBatchResponse)["results"] == 1
     got = numbers(detector_pb2.ImageDetections)
     assert {k: got[k] for k in ("id", "faces", "error", "width", "height")} == {
-        "id": 1, "faces": 2, "error": 3, "width": 4, "height": 5
+        "id": 1,
+        "faces": 2,
+        "error": 3,
+        "width": 4,
+        "height": 5,
     }
     got = numbers(common_pb2.Face)
     assert {k: got[k] for k in ("box", "score", "landmarks", "quality")} == {
-        "box": 1, "score": 2, "landmarks": 3, "quality": 4
+        "box": 1,
+        "score": 2,
+        "landmarks": 3,
+        "quality": 4,
     }
     assert numbers(common_pb2.BoundingBox) == {"x1": 1, "y1": 2, "x2": 3, "y2": 4}
     assert numbers(common_pb2.Point) == {"x": 1, "y": 2}
