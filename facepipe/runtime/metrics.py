@@ -75,3 +75,24 @@ DEDUP = Counter(
     "Dedup lookups: kind exact or near, result hit or miss.",
     ["service", "kind", "result"],
 )
+
+# Crawler.
+CRAWL_PAGES = Counter(
+    "facepipe_crawler_pages_total",
+    "Pages fetched, by how (static or render) and outcome.",
+    ["service", "mode", "outcome"],
+)
+CRAWL_CANDIDATES = Counter(
+    "facepipe_crawler_candidates_total", "Image candidates found and published.", ["service", "source"]
+)
+CRAWL_ROBOTS_SKIPPED = Counter(
+    "facepipe_crawler_robots_skipped_total", "URLs skipped because robots.txt disallows them.", ["service"]
+)
+CRAWL_ERRORS = Counter("facepipe_crawler_errors_total", "Crawl errors by kind.", ["service", "kind"])
+CRAWL_FETCH_LATENCY = Histogram(
+    "facepipe_crawler_fetch_seconds",
+    "Page fetch or render time.",
+    ["service", "mode"],
+    buckets=LATENCY_BUCKETS,
+)
+CRAWL_JOBS = Gauge("facepipe_crawler_jobs_running", "Crawl jobs running in this replica.", ["service"])
