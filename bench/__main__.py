@@ -14,15 +14,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    parser.add_argument("--only", choices=["engine"], action="append")
+    parser.add_argument("--only", choices=["engine", "pipeline"], action="append")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = Settings.from_env("bench")
-    only = set(args.only or ["engine"])
+    only = set(args.only or ["engine", "pipeline"])
     if "engine" in only:
         from bench import engine
 
         print(engine.report(engine.run(settings, args.shared)), flush=True)
+    if "pipeline" in only:
+        from bench import pipeline
+
+        print(pipeline.report(pipeline.run(settings, args.shared)), flush=True)
 
 
 if __name__ == "__main__":
