@@ -43,6 +43,7 @@ class DynamicBatcher(Generic[T, R]):
         self._inflight: set[asyncio.Task] = set()
         self.backoffs = 0
         metrics.BATCH_LIMIT.labels(service, name).set(self.limit)
+        metrics.BACKOFFS.labels(service, name)  # exported at 0, so increase() sees the first backoff
 
     async def submit(self, item: T) -> R:
         if self._task is None or self._task.done():

@@ -41,9 +41,12 @@ SUBJECT_DETECTED = "facepipe.faces.detected"
 SUBJECT_EMBEDDED = "facepipe.faces.embedded"
 SUBJECT_DONE = "facepipe.events.done"
 SUBJECT_DLQ = "facepipe.dlq"
+SUBJECT_CRAWL_JOBS = "facepipe.crawl.jobs"
 
 IMAGES_KV = "facepipe-images"  # exact dedup and per-image state: <tenant>.<sha256>
 FACES_KV = "facepipe-faces"  # near-duplicate face hashes, per-key TTL
+CRAWL_KV = "facepipe-crawl"  # crawl jobs (job.<id>), cancel flags, seen URLs, site strategies
+CRAWL_KV_TTL = 14 * 24 * 3600.0
 
 HDR_STAGE = "Facepipe-Stage"
 HDR_ERROR = "Facepipe-Error"
@@ -66,6 +69,9 @@ STAGES: dict[str, StageSpec] = {
     "detector": StageSpec("detector", SUBJECT_STORED),
     "embedder": StageSpec("embedder", SUBJECT_DETECTED),
     "indexer": StageSpec("indexer", SUBJECT_EMBEDDED),
+    # One message is a whole crawl: in-progress heartbeats (every ack_wait / 3) keep it
+    # while it runs, and a replica that dies hands it to another after ack_wait.
+    "crawler": StageSpec("crawler", SUBJECT_CRAWL_JOBS, ack_wait=300.0, max_deliver=10, max_ack_pending=64),
 }
 
 
@@ -81,13 +87,16 @@ async def connect(url: str, name: str) -> NATS:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
 
+    client = NATS()
+
     async def on_disconnect() -> None:
-        log.warning("nats disconnected")
+        if not (client.is_closed or client.is_draining):  # a close() also disconnects
+            log.warning("nats disconnected")
 
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
-    return await nats.connect(
+    await client.connect(
         url,
         name=f"facepipe-{name}",
         max_reconnect_attempts=-1,
@@ -96,6 +105,7 @@ async def connect(url: str, name: str) -> NATS:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
     )
+    return client
 
 
 async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600) -> None:
@@ -104,7 +114,7 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
         js,
         js_api.StreamConfig(
             name=STREAM,
-            subjects=[SUBJECT_INGEST, "facepipe.images.>", "facepipe.faces.>"],
+            subjects=[SUBJECT_INGEST, "facepipe.images.>", "facepipe.faces.>", SUBJECT_CRAWL_JOBS],
             retention=js_api.RetentionPolicy.WORK_QUEUE,
             storage=js_api.StorageType.FILE,
             duplicate_window=300.0,
@@ -146,6 +156,10 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
     await _ensure_kv(
         js,
         js_api.KeyValueConfig(bucket=FACES_KV, history=1, storage=js_api.StorageType.FILE, ttl=dedup_ttl),
+    )
+    await _ensure_kv(
+        js,
+        js_api.KeyValueConfig(bucket=CRAWL_KV, history=1, storage=js_api.StorageType.FILE, ttl=CRAWL_KV_TTL),
     )
 
 

@@ -329,6 +329,86 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _crawler_addr(args: argparse.Namespace) -> str:
+    import os
+
+    if args.addr:
+        return args.addr
+    state = _stack_state(args)
+    if state is not None and "crawler" in state.components:
+        return state.address("crawler")
+    return os.environ.get("FACEPIPE_CRAWLER_ADDR", f"127.0.0.1:{DEFAULT_PORTS['crawler']}")
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    import grpc
+
+    from facepipe.pipeline import TENANT_RE
+    from services.crawler.client import CrawlClient, crawl_summary, progress_printer
+    from services.crawler.config import check_seed, parse_sites_file
+
+    if not TENANT_RE.match(args.tenant):
+        print(f"error: invalid tenant {args.tenant!r}: 1-64 letters, digits, '_' or '-'", file=sys.stderr)
+        return 2
+    seeds: list[str] = []
+    for url in args.urls:
+        seed, problem = check_seed(url)
+        if problem:
+            print(f"error: {url!r} {problem}", file=sys.stderr)
+            return 2
+        if seed not in seeds:
+            seeds.append(seed)
+    try:
+        if args.sites_file:
+            seeds += [u for u in parse_sites_file(Path(args.sites_file).read_text()) if u not in seeds]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not seeds:
+        print("error: give at least one URL or --sites-file", file=sys.stderr)
+        return 2
+    addr = _crawler_addr(args)
+    with CrawlClient(addr) as client:
+        try:
+            job_id = client.start(seeds, args.tenant, args.max_pages, args.max_depth, args.render)
+            if not args.wait:
+                print(json.dumps({"job_id": job_id, "status": "queued"}) if args.json else job_id)
+                return 0
+            try:
+                job = client.wait(job_id, args.timeout, progress_printer())
+            except KeyboardInterrupt:
+                client.cancel(job_id)
+                print(f"\ncancelled crawl {job_id}", file=sys.stderr)
+                return 130
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                print(
+                    f"error: cannot reach the crawler at {addr} ({exc.details()}); "
+                    "start the local stack with `facepipe up --detach` or pass --addr",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1
+    doc = crawl_summary(job)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        print(
+            f"crawl {job_id} {doc['status']} in {doc['seconds']} s: {doc['pages_crawled']} page(s), "
+            f"{doc['candidates_count']} image(s) queued for ingest (tenant {args.tenant}, batch {job_id})"
+        )
+        if doc["skipped_robots"]:
+            print(f"  skipped for robots.txt: {doc['skipped_robots']}")
+        for err in doc["errors"]:
+            print(f"  error: {err['url']}: {err['kind']}: {err['message']}")
+    if doc["status"] == "failed":
+        print(f"error: crawl failed: {doc['error']}", file=sys.stderr)
+    elif doc["status"] not in ("done", "cancelled"):
+        print(f"error: crawl {job_id} still {doc['status']} after {args.timeout:g} s", file=sys.stderr)
+    return 0 if doc["status"] == "done" else 1
+
+
 def cmd_erase(args: argparse.Namespace) -> int:
     import grpc
 
@@ -430,6 +510,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--timeout", type=float, default=60.0)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("crawl", help="crawl sites and ingest every image found")
+    stack_args(p)
+    p.add_argument("urls", nargs="*", metavar="URL", help="seed URLs, one site each")
+    p.add_argument("--sites-file", help="file with one seed URL per line ('#' comments)")
+    p.add_argument("--tenant", default="default")
+    p.add_argument("--max-pages", type=int, default=0, help="pages per site (default: the crawler's)")
+    p.add_argument("--max-depth", type=int, default=None, help="link depth from the seed")
+    p.add_argument(
+        "--render", choices=["auto", "never", "always"], default="auto", help="JavaScript rendering"
+    )
+    p.add_argument("--wait", action="store_true", help="block until the crawl ends (Ctrl-C cancels it)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--addr", help="crawler HOST:PORT (default: the local stack's)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait with --wait")
+    p.set_defaults(func=cmd_crawl)
 
     p = sub.add_parser("erase", help="delete faces (vectors and stored objects)")
     stack_args(p)

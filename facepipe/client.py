@@ -13,8 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
 from facepipe import bus
+from facepipe.config import Settings
 from facepipe.imaging import EXTENSIONS
+from facepipe.runtime.tracing import setup_tracing, tracer
 from facepipe.storage import RAW_IMAGES_BUCKET
 from facepipe.v1 import pipeline_pb2
 
@@ -89,7 +93,9 @@ async def ingest(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> IngestSummary:
     """Stores local files, publishes one IngestRequest per image, and with ``wait``
-    collects one ImageDone per message."""
+    collects one ImageDone per message. Each image's trace starts here, in a
+    span whose context travels with the message through every stage."""
+    setup_tracing("cli", Settings.from_env("cli").otlp_endpoint)
     started = time.monotonic()
     summary = IngestSummary(batch_id=uuid.uuid4().hex)
     nc = await bus.connect(nats_url, "cli")
@@ -105,16 +111,27 @@ async def ingest(
     try:
         for i, src in enumerate(items, 1):
             message_id = uuid.uuid4().hex
-            try:
-                request = await asyncio.to_thread(
-                    _request_for, src, objects, tenant, site, summary.batch_id, message_id
+            attributes = {
+                "messaging.destination.name": bus.SUBJECT_INGEST,
+                "facepipe.tenant_id": tenant,
+                "facepipe.batch_id": summary.batch_id,
+                "facepipe.message_id": message_id,
+                "facepipe.source": src,
+            }
+            with tracer().start_as_current_span(
+                f"publish {bus.SUBJECT_INGEST}", kind=SpanKind.PRODUCER, attributes=attributes
+            ) as span:
+                try:
+                    request = await asyncio.to_thread(
+                        _request_for, src, objects, tenant, site, summary.batch_id, message_id
+                    )
+                except (OSError, ValueError) as exc:
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    summary.errors.append({"source": src, "error": str(exc)})
+                    continue
+                await bus.publish(
+                    js, bus.SUBJECT_INGEST, request.SerializeToString(), msg_id=f"ingest.{message_id}"
                 )
-            except (OSError, ValueError) as exc:
-                summary.errors.append({"source": src, "error": str(exc)})
-                continue
-            await bus.publish(
-                js, bus.SUBJECT_INGEST, request.SerializeToString(), msg_id=f"ingest.{message_id}"
-            )
             expected.add(message_id)
             summary.images += 1
             if progress:

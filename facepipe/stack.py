@@ -22,7 +22,7 @@ from facepipe.natsd import NatsServer
 log = logging.getLogger("facepipe.stack")
 
 STATE_FILE = "stack.json"
-STACK_SERVICES = ("extractor", "detector", "embedder", "indexer")
+STACK_SERVICES = ("crawler", "extractor", "detector", "embedder", "indexer")
 NATS_PORT = 4222
 NATS_HTTP_PORT = 8222
 MAX_RESTART_DELAY = 30.0

@@ -395,7 +395,11 @@ async def test_index_search_and_stats(tmp_path, nats_server, start_service, phot
         await expect_invalid(stub.GetStats, indexer_pb2.GetStatsRequest(tenant_id="a b"), "tenant_id")
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{indexer.http_port}", timeout=5) as http:
-        stats = (await http.get("/stats")).json()
+        for _ in range(200):  # the optimize runs in the background
+            stats = (await http.get("/stats")).json()
+            if stats["optimizations"] >= 1:
+                break
+            await asyncio.sleep(0.1)
         ready = (await http.get("/readyz")).json()
     assert stats["points"] == n_faces + len(obama[1].faces) and stats["msgs_dlq"] == 1
     assert stats["optimizations"] >= 1  # every 10 changed points here

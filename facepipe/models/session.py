@@ -86,6 +86,8 @@ class OnnxModel:
                 opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             if intra_op_threads:
                 opts.intra_op_num_threads = intra_op_threads
+            # Spinning worker threads burn the cores that other stages and decoding need.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             chain = [provider] if provider == CPU else [provider, CPU]
             try:
                 session = ort.InferenceSession(str(self.path), sess_options=opts, providers=chain)

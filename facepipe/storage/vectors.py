@@ -244,7 +244,10 @@ class EdgeVectorStore:
         with self._lock:
             if self._current() is None:
                 config = edge.EdgeConfig(
-                    vectors=edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine)
+                    vectors=edge.EdgeVectorParams(size=dim, distance=edge.Distance.Cosine),
+                    # Any deletion makes a segment eligible for vacuum, so erased faces
+                    # leave the segment files at the next optimize.
+                    optimizers=edge.EdgeOptimizersConfig(deleted_threshold=1e-9, vacuum_min_vector_number=1),
                 )
                 self._shard = edge.EdgeShard.create(str(self._dir), config)
             else:

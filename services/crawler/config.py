@@ -1,14 +1,21 @@
-"""Crawl job input: the sites file and the knobs of one crawl."""
+"""Crawl job input: the sites file, the knobs of one crawl, and the crawler
+service's settings (all overridable through ``FACEPIPE_CRAWL_*``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from facepipe.netguard import allow_private_from_env
 
 RENDER_MODES = ("auto", "never", "always")
+ENV_PREFIX = "FACEPIPE_CRAWL_"
+MAX_SEED_CHARS = 2048
 _COMMENT = re.compile(r"(^|\s)#.*")
 
 
@@ -62,6 +69,69 @@ class CrawlConfig:
         if self.per_domain_delay < 0 or self.backoff_base < 0:
             raise ValueError("per_domain_delay and backoff_base must not be negative")
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> CrawlConfig:
+        """Defaults with ``FACEPIPE_CRAWL_<FIELD>`` applied, e.g. FACEPIPE_CRAWL_PER_DOMAIN_DELAY=0.5.
+        The private-network switch stays FACEPIPE_ALLOW_PRIVATE_NETWORKS."""
+        values = _from_env(cls, os.environ if env is None else env, skip={"allow_private_networks"})
+        return cls(**{**values, **overrides})
+
+
+@dataclass(frozen=True)
+class CrawlerSettings:
+    """The crawler service's own knobs, from ``FACEPIPE_CRAWL_<FIELD>``."""
+
+    # Crawl jobs one replica runs at once.
+    max_jobs: int = 4
+    # Seconds a job's message stays with a replica without a heartbeat; after a
+    # crash the job resumes elsewhere this much later. Set it alike on every replica.
+    ack_wait: float = 300.0
+    # Seconds between progress writes to the job record and cancel checks.
+    progress_interval: float = 1.0
+    # Bounds of StartCrawl.
+    max_seeds: int = 1000
+    max_pages_limit: int = 100_000
+    max_depth_limit: int = 50
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> CrawlerSettings:
+        return cls(**{**_from_env(cls, os.environ if env is None else env), **overrides})
+
+
+def _from_env(cls: type, env: Mapping[str, str], skip: frozenset[str] | set[str] = frozenset()) -> dict:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        raw = env.get(ENV_PREFIX + f.name.upper(), "").strip()
+        if not raw or f.name in skip:
+            continue
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        try:
+            if kind == "bool":
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+            elif kind in ("int", "float"):
+                values[f.name] = int(raw) if kind == "int" else float(raw)
+            else:
+                values[f.name] = raw
+        except ValueError:
+            raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from None
+    return values
+
+
+def check_seed(seed: str) -> tuple[str | None, str | None]:
+    """The seed as a URL (a bare host is taken as https), or None and what is wrong with it."""
+    line = seed.strip()
+    if not line:
+        return None, "is empty"
+    if len(line) > MAX_SEED_CHARS:
+        return None, f"is longer than {MAX_SEED_CHARS} characters"
+    url = line if "://" in line else f"https://{line}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None, "is not an http(s) URL"
+    if not parts.hostname or " " in line or not _valid_port(parts):
+        return None, "has no valid host"
+    return url, None
+
 
 def parse_sites_file(text: str) -> list[str]:
     """One URL per line; ``#`` starts a comment; blank lines are ignored.
@@ -76,12 +146,9 @@ def parse_sites_file(text: str) -> list[str]:
         line = _COMMENT.sub("", raw).strip()
         if not line:
             continue
-        url = line if "://" in line else f"https://{line}"
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            problems.append(f"line {number}: {line!r} is not an http(s) URL")
-        elif not parts.hostname or " " in line or not _valid_port(parts):
-            problems.append(f"line {number}: {line!r} has no valid host")
+        url, problem = check_seed(line)
+        if problem:
+            problems.append(f"line {number}: {line!r} {problem}")
         elif url not in sites:
             sites.append(url)
     if problems:

@@ -9,10 +9,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
+from facepipe.runtime import metrics
 from services.crawler.config import CrawlConfig
 from services.crawler.fetch import HTML_TYPES, Fetcher, FetchError, decode_html
 from services.crawler.mining import PageMine, mine_html
@@ -40,17 +41,26 @@ class _Site:
     seeds: list[str]
     queue: asyncio.Queue[tuple[str, int]] = field(default_factory=asyncio.Queue)
     pages_started: int = 0
+    # Pages a previous run of the job queued but never finished.
+    resumed: list[tuple[str, int]] = field(default_factory=list)
 
 
 class _Crawl:
     def __init__(
-        self, config: CrawlConfig, sink: Sink, state: CrawlState, progress: Progress | None, job_id: str
+        self,
+        config: CrawlConfig,
+        sink: Sink,
+        state: CrawlState,
+        progress: Progress | None,
+        job_id: str,
+        service: str,
     ) -> None:
         self.config = config
         self.sink = sink
         self.state = state
         self.progress = progress
         self.job_id = job_id
+        self.service = service
         self.report = CrawlReport(job_id=job_id)
         self.scheduler = HostScheduler(config.per_domain_concurrency, config.per_domain_delay)
         self.fetcher = Fetcher(config, self.scheduler)
@@ -70,6 +80,7 @@ class _Crawl:
 
     async def _error(self, url: str, kind: str, message: str) -> None:
         self.report.errors.append(CrawlError(url=url, kind=kind, message=message))
+        metrics.CRAWL_ERRORS.labels(self.service, kind).inc()
         log.info("crawl error", extra={"url": url, "kind": kind, "error": message, "job_id": self.job_id})
         await self.state.incr(self.job_id, "errors")
 
@@ -77,6 +88,7 @@ class _Crawl:
         if url not in self._skipped:
             self._skipped.add(url)
             self.report.skipped_robots.append(url)
+            metrics.CRAWL_ROBOTS_SKIPPED.labels(self.service).inc()
             await self.state.incr(self.job_id, "skipped_robots")
 
     async def _progress(self) -> None:
@@ -95,6 +107,8 @@ class _Crawl:
                 await self._error(seed, "seed", f"seed {seed!r} is not an http(s) URL")
                 continue
             sites.setdefault(site_key(url), _Site(key=site_key(url), seeds=[])).seeds.append(url)
+        if sites:
+            await self._resume(sites)
         limit = asyncio.Semaphore(self.config.max_parallel_sites)
 
         async def one(site: _Site) -> None:
@@ -102,6 +116,26 @@ class _Crawl:
                 await self._crawl_site(site)
 
         await _run_all([one(site) for site in sites.values()])
+
+    async def _resume(self, sites: dict[str, _Site]) -> None:
+        """Picks up where an earlier run of the job stopped: its finished pages count
+        against the page limit, its unfinished pages are queued again, and images it
+        took but never handed out are handed out now."""
+        first = next(iter(sites.values()))
+        for entry in await self.state.entries(self.job_id, "page"):
+            site = sites.get(str(entry.record.get("site", ""))) or sites.get(site_key(entry.url)) or first
+            if entry.done:
+                site.pages_started += 1
+            else:
+                site.resumed.append((entry.url, int(entry.record.get("depth", 0))))
+        for entry in await self.state.entries(self.job_id, "image"):
+            if not entry.done and entry.record:
+                candidate = Candidate(**entry.record)
+                self._emitted.add(candidate.url)
+                await self._hand_out(candidate)
+        resumed = sum(len(s.resumed) for s in sites.values())
+        if resumed or any(s.pages_started for s in sites.values()):
+            log.info("resuming crawl", extra={"job_id": self.job_id, "pages_queued": resumed})
 
     async def _crawl_site(self, site: _Site) -> None:
         try:
@@ -115,6 +149,8 @@ class _Crawl:
             self.scheduler.set_delay(site.key, min(rules.crawl_delay, self.config.max_crawl_delay))
         for seed in site.seeds:
             await self._enqueue(site, seed, 0)
+        for url, depth in site.resumed:
+            await self._admit(site, url, depth)
 
         async def drain() -> None:
             if self.config.sitemaps:
@@ -135,12 +171,18 @@ class _Crawl:
         while True:
             url, depth = await site.queue.get()
             try:
-                await self._crawl_page(site, url, depth)
-            except (SinkError, asyncio.CancelledError):
-                raise
-            except Exception as exc:
-                log.exception("page failed", extra={"url": url})
-                await self._error(url, "internal", f"{type(exc).__name__}: {exc}")
+                done = [url]
+                try:
+                    landed = await self._crawl_page(site, url, depth)
+                    if landed:
+                        done.append(landed)
+                except (SinkError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    log.exception("page failed", extra={"url": url})
+                    await self._error(url, "internal", f"{type(exc).__name__}: {exc}")
+                for page in done:
+                    await self.state.mark_done(self.job_id, "page", page)
             finally:
                 site.queue.task_done()
 
@@ -150,15 +192,20 @@ class _Crawl:
             return
         if config.same_site and site_key(url) != site.key:
             return
-        if not await self.state.add_seen(self.job_id, "page", url):
-            return
+        if await self.state.add_seen(self.job_id, "page", url, {"depth": depth, "site": site.key}):
+            await self._admit(site, url, depth)
+
+    async def _admit(self, site: _Site, url: str, depth: int) -> None:
+        """Queues a page this run took, unless robots.txt (or the guard) refuses it."""
         try:
             rules = await self.robots.rules(url)
         except FetchError as exc:
             await self._error(url, exc.kind, exc.message)
+            await self.state.mark_done(self.job_id, "page", url)
             return
         if not rules.allowed(url):
             await self._skip_robots(url)
+            await self.state.mark_done(self.job_id, "page", url)
             return
         site.queue.put_nowait((url, depth))
 
@@ -199,10 +246,12 @@ class _Crawl:
             await self._skip_robots(url)
             raise FetchError(url, "robots", f"redirect to {url} is disallowed by robots.txt")
 
-    async def _crawl_page(self, site: _Site, url: str, depth: int) -> None:
+    async def _crawl_page(self, site: _Site, url: str, depth: int) -> str | None:
+        """Fetches, mines and follows one page; returns the page a redirect landed on
+        when this call took it over (it is done along with ``url``)."""
         config = self.config
         if site.pages_started >= config.max_pages:
-            return
+            return None
         site.pages_started += 1
         started = time.monotonic()
         try:
@@ -213,19 +262,29 @@ class _Crawl:
                 hop_check=partial(self._check_hop, site),
             )
         except FetchError as exc:
+            metrics.CRAWL_PAGES.labels(self.service, "static", exc.kind).inc()
             await self._error(url, exc.kind, exc.message)
-            return
+            return None
         finally:
-            self.report.add_time("fetch", time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self.report.add_time("fetch", elapsed)
+            metrics.CRAWL_FETCH_LATENCY.labels(self.service, "static").observe(elapsed)
         # A redirect may land on a page that is already queued or done.
-        if result.url != url and not await self.state.add_seen(self.job_id, "page", result.url):
-            return
+        landed = None
+        if result.url != url:
+            record = {"depth": depth, "site": site.key}
+            if not await self.state.add_seen(self.job_id, "page", result.url, record):
+                return None
+            landed = result.url
         if not 200 <= result.status < 300:
+            metrics.CRAWL_PAGES.labels(self.service, "static", "http").inc()
             await self._error(result.url, "http", f"HTTP {result.status}")
-            return
+            return landed
         if result.body is None:
+            metrics.CRAWL_PAGES.labels(self.service, "static", "not_html").inc()
             log.debug("not html", extra={"url": result.url, "content_type": result.content_type})
-            return
+            return landed
+        metrics.CRAWL_PAGES.labels(self.service, "static", "ok").inc()
 
         started = time.monotonic()
         mine = mine_html(
@@ -244,6 +303,7 @@ class _Crawl:
         for link in mine.links:
             await self._enqueue(site, link, depth + 1)
         await self._progress()
+        return landed
 
     async def _wants_render(self, site: _Site, mine: PageMine) -> bool:
         if self.render_disabled:
@@ -261,15 +321,20 @@ class _Crawl:
             async with self.scheduler.slot(site.key):
                 result = await self.renderer.render(url)
         except RenderUnavailable as exc:
+            metrics.CRAWL_PAGES.labels(self.service, "render", "unavailable").inc()
             if not self.render_disabled:
                 self.render_disabled = True
                 await self._error(url, "render", f"{exc}; continuing without JavaScript rendering")
             return None
         except Exception as exc:  # Playwright errors and timeouts: keep the static result
+            metrics.CRAWL_PAGES.labels(self.service, "render", "error").inc()
             await self._error(url, "render", f"{type(exc).__name__}: {exc}".strip())
             return None
         finally:
-            self.report.add_time("render", time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self.report.add_time("render", elapsed)
+            metrics.CRAWL_FETCH_LATENCY.labels(self.service, "render").observe(elapsed)
+        metrics.CRAWL_PAGES.labels(self.service, "render", "ok").inc()
         self.report.pages_rendered += 1
         await self.state.incr(self.job_id, "rendered")
         mine = mine_html(result.html, url, site.key, self.config.min_image_side)
@@ -316,15 +381,21 @@ class _Crawl:
                     if not (await self.robots.rules(candidate.url)).allowed(candidate.url):
                         await self._skip_robots(candidate.url)
                         continue
-            if not await self.state.add_seen(self.job_id, "image", candidate.url):
+            if not await self.state.add_seen(self.job_id, "image", candidate.url, asdict(candidate)):
                 continue
-            try:
-                await self.sink(candidate)
-            except Exception as exc:
-                await self.state.forget_seen(self.job_id, "image", candidate.url)
-                raise SinkError(f"sink failed for {candidate.url}: {type(exc).__name__}: {exc}") from exc
-            self.report.candidates.append(candidate.url)
-            await self.state.incr(self.job_id, "candidates")
+            await self._hand_out(candidate)
+
+    async def _hand_out(self, candidate: Candidate) -> None:
+        """Sinks an image this run took; a failure releases it, so a retry hands it out."""
+        try:
+            await self.sink(candidate)
+        except Exception as exc:
+            await self.state.forget_seen(self.job_id, "image", candidate.url)
+            raise SinkError(f"sink failed for {candidate.url}: {type(exc).__name__}: {exc}") from exc
+        await self.state.mark_done(self.job_id, "image", candidate.url)
+        metrics.CRAWL_CANDIDATES.labels(self.service, candidate.source).inc()
+        self.report.candidates.append(candidate.url)
+        await self.state.incr(self.job_id, "candidates")
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
@@ -351,14 +422,18 @@ async def crawl(
     *,
     job_id: str | None = None,
     cancel: asyncio.Event | None = None,
+    service: str = "crawler",
 ) -> CrawlReport:
     """Crawls ``seeds`` (one site each) and awaits ``sink(candidate)`` once per new image.
 
     Setting ``cancel`` stops the crawl and returns the partial report with
     ``cancelled`` set; cancelling the calling task stops it too and raises
     CancelledError. A failing sink stops the crawl with :class:`SinkError`.
+    Crawling a ``job_id`` that ``state`` already has resumes it: finished pages
+    are not fetched again and no image is handed out twice. ``service``
+    labels the facepipe_crawler_* metrics.
     """
-    job = _Crawl(config, sink, state, progress, job_id or uuid.uuid4().hex)
+    job = _Crawl(config, sink, state, progress, job_id or uuid.uuid4().hex, service)
     started = time.monotonic()
     main = asyncio.create_task(job.run(seeds))
     waiter = asyncio.create_task(cancel.wait()) if cancel is not None else None

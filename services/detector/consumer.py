@@ -8,6 +8,7 @@ from facepipe import bus
 from facepipe.faces import FaceDetector
 from facepipe.imaging import ImageError
 from facepipe.protoconv import face_to_proto
+from facepipe.runtime import metrics
 from facepipe.v1 import pipeline_pb2
 
 
@@ -30,6 +31,10 @@ async def detect_record(
         raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
     faces = await detector.detect(image, detector.params(include_rejected=True))
     accepted = [f for f in faces if f.quality.accepted]
+    for f in faces:
+        outcome = "accepted" if f.quality.accepted else "rejected"
+        for reason in f.quality.reasons or ["none"]:
+            metrics.FACES.labels("detector", outcome, reason).inc()
     return pipeline_pb2.DetectedImage(
         image=record,
         faces=[face_to_proto(f) for f in accepted],

@@ -137,9 +137,10 @@ class PointWriter:
         return self.points
 
     async def note_deleted(self, n: int) -> None:
-        """Deleted points count too: optimizing also vacuums them."""
+        """Erasure vacuums at once (in the background): deleted vectors leave the segment files."""
         self.counters["points_deleted"] += n
-        self._note_changes(n)
+        if n:
+            self._note_changes(self.optimize_every)
         await self.refresh()
 
     def _note_changes(self, n: int) -> None:

@@ -1,0 +1,135 @@
+"""Client side of facepipe.v1.Crawler, used by ``facepipe crawl``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import grpc
+
+from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
+
+RENDER_MODES = {
+    "auto": crawler_pb2.RENDER_MODE_AUTO,
+    "never": crawler_pb2.RENDER_MODE_NEVER,
+    "always": crawler_pb2.RENDER_MODE_ALWAYS,
+}
+FINISHED = frozenset(
+    {crawler_pb2.CRAWL_STATUS_DONE, crawler_pb2.CRAWL_STATUS_CANCELLED, crawler_pb2.CRAWL_STATUS_FAILED}
+)
+
+
+def status_name(status: int) -> str:
+    return crawler_pb2.CrawlStatus.Name(status).removeprefix("CRAWL_STATUS_").lower()
+
+
+class CrawlClient:
+    def __init__(self, addr: str, rpc_timeout: float = 30.0) -> None:
+        self.addr = addr
+        self.rpc_timeout = rpc_timeout
+        self.channel = grpc.insecure_channel(addr)
+        self.stub = crawler_pb2_grpc.CrawlerStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> CrawlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(
+        self,
+        seeds: list[str],
+        tenant_id: str,
+        max_pages: int = 0,
+        max_depth: int | None = None,
+        render: str = "auto",
+        same_site: bool | None = None,
+    ) -> str:
+        request = crawler_pb2.StartCrawlRequest(
+            seeds=seeds,
+            tenant_id=tenant_id,
+            max_pages=max_pages,
+            max_depth=max_depth,
+            render_mode=RENDER_MODES[render],
+            same_site=same_site,
+        )
+        return self.stub.StartCrawl(request, timeout=self.rpc_timeout).job_id
+
+    def get(self, job_id: str, max_candidates: int = 0) -> crawler_pb2.GetCrawlResponse:
+        request = crawler_pb2.GetCrawlRequest(job_id=job_id, max_candidates=max_candidates)
+        return self.stub.GetCrawl(request, timeout=self.rpc_timeout)
+
+    def cancel(self, job_id: str) -> int:
+        request = crawler_pb2.CancelCrawlRequest(job_id=job_id)
+        return self.stub.CancelCrawl(request, timeout=self.rpc_timeout).status
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float,
+        progress: Callable[[crawler_pb2.GetCrawlResponse], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> crawler_pb2.GetCrawlResponse:
+        """Polls until the job finishes or ``timeout`` seconds pass; returns the last state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if progress is not None:
+                progress(job)
+            if job.status in FINISHED or time.monotonic() >= deadline:
+                return job
+            time.sleep(poll_s)
+
+
+def crawl_summary(job: crawler_pb2.GetCrawlResponse) -> dict[str, Any]:
+    """The job as one JSON-ready object."""
+    seconds = 0.0
+    if job.started_at_ms:
+        end = job.finished_at_ms or int(time.time() * 1000)
+        seconds = round((end - job.started_at_ms) / 1000, 2)
+    return {
+        "job_id": job.job_id,
+        "tenant_id": job.tenant_id,
+        "status": status_name(job.status),
+        "seeds": list(job.seeds),
+        "pages_crawled": job.pages_crawled,
+        "pages_rendered": job.pages_rendered,
+        "candidates": list(job.candidates),
+        "candidates_count": job.candidates_count,
+        "skipped_robots": job.skipped_robots,
+        "skipped_robots_urls": list(job.skipped_robots_urls),
+        "errors": [{"url": e.url, "kind": e.kind, "message": e.message} for e in job.errors],
+        "errors_count": job.errors_count,
+        "error": job.error,
+        "attempts": job.attempts,
+        "batch_id": job.job_id,
+        "seconds": seconds,
+    }
+
+
+def progress_printer(stream: TextIO = sys.stderr) -> Callable[[crawler_pb2.GetCrawlResponse], None]:
+    """Live progress: one rewritten line on a terminal, a line per change otherwise."""
+    last: list[str] = [""]
+    tty = stream.isatty()
+
+    def show(job: crawler_pb2.GetCrawlResponse) -> None:
+        line = (
+            f"crawl {job.job_id[:8]}: {status_name(job.status):9} pages {job.pages_crawled}  "
+            f"candidates {job.candidates_count}  errors {job.errors_count}"
+        )
+        if line == last[0]:
+            return
+        last[0] = line
+        finished = job.status in FINISHED
+        if tty:
+            stream.write(f"\r{line}" + ("\n" if finished else ""))
+        else:
+            stream.write(line + "\n")
+        stream.flush()
+
+    return show

@@ -1,0 +1,310 @@
+"""The crawler's stage: ``facepipe.crawl.jobs`` (CrawlJob) in, one IngestRequest per
+image found out on ``facepipe.ingest``, progress in the job record.
+
+A job is one message, kept with in-progress heartbeats while it runs. When the
+replica dies the message comes back (after ack_wait) to any replica, which
+resumes from the shared state in NATS KV; message ids derived from the job and
+the image URL keep a resumed job from ingesting an image twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+from facepipe import bus
+from facepipe.runtime import metrics
+from facepipe.v1 import crawler_pb2, pipeline_pb2
+from services.crawler.engine import crawl
+from services.crawler.jobs import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    InvalidCrawl,
+    JobRecord,
+    check_job,
+    job_config,
+    now_ms,
+)
+from services.crawler.models import Candidate, CrawlReport
+from services.crawler.state import NatsCrawlState
+
+if TYPE_CHECKING:
+    from services.crawler.main import CrawlerService
+
+log = logging.getLogger("facepipe.crawler")
+
+MAX_ALT_CHARS = 1000
+
+
+class JobInterrupted(Exception):
+    """The replica is shutting down; the job goes back to the queue and resumes elsewhere."""
+
+
+def ingest_message_id(job_id: str, image_url: str) -> str:
+    """The same for every run of a job, so a resumed job never ingests an image twice."""
+    return hashlib.sha256(f"{job_id}\n{image_url}".encode()).hexdigest()
+
+
+def ingest_request(job: crawler_pb2.CrawlJob, candidate: Candidate) -> pipeline_pb2.IngestRequest:
+    return pipeline_pb2.IngestRequest(
+        tenant_id=job.tenant_id,
+        site=candidate.site,
+        url=candidate.url,
+        page_url=candidate.page_url,
+        alt_text=candidate.alt[:MAX_ALT_CHARS],
+        batch_id=job.job_id,
+        message_id=ingest_message_id(job.job_id, candidate.url),
+    )
+
+
+class JobRun:
+    """One attempt at one job on this replica."""
+
+    def __init__(self, service: CrawlerService, job: crawler_pb2.CrawlJob, state: NatsCrawlState) -> None:
+        self.service = service
+        self.job = job
+        self.state = state
+        self.initial = JobRecord.from_job(job)
+        self.stop = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.interrupted = False
+        self.cancelled = False
+        self.report: CrawlReport | None = None
+        # How much of the report is already in the job record.
+        self._sent = {"candidates": 0, "skipped": 0, "errors": 0}
+        self._last_flush_pages = -1
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        self.stop.set()
+
+    async def sink(self, candidate: Candidate) -> None:
+        request = ingest_request(self.job, candidate)
+        await bus.publish(
+            self.service.js,
+            bus.SUBJECT_INGEST,
+            request.SerializeToString(),
+            msg_id=f"ingest.{request.message_id}",
+        )
+
+    def on_progress(self, report: CrawlReport) -> None:
+        self.report = report
+
+    async def execute(self) -> None:
+        config = job_config(self.job, self.service.defaults)
+        watcher = asyncio.create_task(self._watch())
+        try:
+            report = await crawl(
+                list(self.job.seeds),
+                config,
+                self.sink,
+                self.state,
+                self.on_progress,
+                job_id=self.job.job_id,
+                cancel=self.stop,
+                service=self.service.name,
+            )
+        except Exception as exc:
+            # Transient (the bus, KV): the job is retried and resumes where it stopped.
+            with contextlib.suppress(Exception):
+                await self._flush(
+                    status=QUEUED, error=f"attempt failed, retrying: {type(exc).__name__}: {exc}"
+                )
+            raise
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        self.report = report
+        if self.interrupted:
+            await self._flush(status=QUEUED, error="interrupted by a replica shutdown; resuming")
+            raise JobInterrupted(f"crawl {self.job.job_id} interrupted by shutdown")
+        counters = await self.state.counters(self.job.job_id)
+        if self.cancelled:
+            status, error = CANCELLED, ""
+        elif not counters.get("pages") and (report.errors or report.skipped_robots):
+            status, error = FAILED, _why_nothing_crawled(report)
+        else:
+            status, error = DONE, ""
+        await self._flush(status=status, error=error, finished=True, counters=counters)
+        await self.state.purge_job(self.job.job_id)
+        self.service.count_job(status)
+        log.info(
+            "crawl finished",
+            extra={
+                "job_id": self.job.job_id,
+                "status": status,
+                "pages": counters.get("pages", 0),
+                "candidates": counters.get("candidates", 0),
+                "errors": counters.get("errors", 0),
+            },
+        )
+
+    async def _watch(self) -> None:
+        """Polls the cancel flag and writes progress to the job record."""
+        interval = self.service.crawl_settings.progress_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if await self.service.jobs.cancel_requested(self.job.job_id):
+                    self.cancelled = True
+                    self.stop.set()
+                    return
+                pages = self.report.pages_crawled if self.report else 0
+                if pages != self._last_flush_pages or self._unsent():
+                    await self._flush()
+            except Exception as exc:  # noqa: BLE001 - progress is best effort; the final flush is not
+                log.warning("progress update failed", extra={"job_id": self.job.job_id, "error": str(exc)})
+
+    def _unsent(self) -> bool:
+        report = self.report
+        return bool(
+            report
+            and (
+                len(report.candidates) > self._sent["candidates"]
+                or len(report.errors) > self._sent["errors"]
+                or len(report.skipped_robots) > self._sent["skipped"]
+            )
+        )
+
+    async def _flush(
+        self,
+        status: str | None = None,
+        error: str | None = None,
+        finished: bool = False,
+        counters: dict[str, int] | None = None,
+    ) -> None:
+        if counters is None:
+            counters = await self.state.counters(self.job.job_id)
+        report = self.report or CrawlReport(job_id=self.job.job_id)
+        candidates = report.candidates[self._sent["candidates"] :]
+        skipped = report.skipped_robots[self._sent["skipped"] :]
+        errors = [
+            {"url": e.url, "kind": e.kind, "message": e.message}
+            for e in report.errors[self._sent["errors"] :]
+        ]
+
+        def change(record: JobRecord) -> bool:
+            if record.finished:
+                return False  # cancelled while queued, or finished by another replica
+            record.pages_crawled = counters.get("pages", 0)
+            record.pages_rendered = counters.get("rendered", 0)
+            record.candidates_count = counters.get("candidates", 0)
+            record.skipped_robots = counters.get("skipped_robots", 0)
+            record.errors_count = counters.get("errors", 0)
+            record.add_candidates(candidates)
+            record.add_skipped(skipped)
+            record.add_errors(errors)
+            if status is not None:
+                record.status = status
+            if error is not None:
+                record.error = error
+            if finished:
+                record.finished_at_ms = now_ms()
+            return True
+
+        await self.service.jobs.update(self.job.job_id, change, self.initial)
+        self._sent = {"candidates": len(report.candidates), "skipped": len(report.skipped_robots)}
+        self._sent["errors"] = len(report.errors)
+        self._last_flush_pages = report.pages_crawled
+
+
+def _why_nothing_crawled(report: CrawlReport) -> str:
+    if report.errors:
+        first = report.errors[0]
+        more = f" (and {len(report.errors) - 1} more error(s))" if len(report.errors) > 1 else ""
+        return f"no page could be crawled: {first.url}: {first.message}{more}"
+    return f"no page could be crawled: robots.txt disallows {report.skipped_robots[0]}"
+
+
+class JobConsumer:
+    """Handles ``facepipe.crawl.jobs`` messages for a CrawlerService."""
+
+    def __init__(self, service: CrawlerService) -> None:
+        self.service = service
+        self.running: dict[str, JobRun] = {}
+
+    async def handle(self, delivery: bus.Delivery) -> None:
+        job: crawler_pb2.CrawlJob = delivery.payload
+        try:
+            check_job(job)
+        except InvalidCrawl as exc:
+            raise bus.PermanentError(str(exc), reason="invalid_job") from exc
+        current = self.running.get(job.job_id)
+        if current is not None:
+            # Redelivered while still running here (a missed heartbeat): let the run finish.
+            await current.finished.wait()
+            return
+        jobs = self.service.jobs
+        initial = JobRecord.from_job(job)
+        record = await jobs.get(job.job_id)
+        if record is not None and record.finished:
+            log.info("job already finished", extra={"job_id": job.job_id, "status": record.status})
+            await (await self._state()).purge_job(job.job_id)
+            return
+        if await jobs.cancel_requested(job.job_id):
+            await jobs.update(job.job_id, _mark(CANCELLED), initial)
+            self.service.count_job(CANCELLED)
+            return
+
+        def start(r: JobRecord) -> bool:
+            if r.finished:
+                return False
+            r.status = RUNNING
+            r.attempts += 1
+            r.started_at_ms = r.started_at_ms or now_ms()
+            r.worker = self.service.replica
+            r.error = ""
+            return True
+
+        record = await jobs.update(job.job_id, start, initial)
+        if record is None or record.finished:
+            return
+        if record.attempts > 1:
+            log.info("resuming crawl job", extra={"job_id": job.job_id, "attempt": record.attempts})
+        run = JobRun(self.service, job, await self._state())
+        self.running[job.job_id] = run
+        metrics.CRAWL_JOBS.labels(self.service.name).inc()
+        self.service.count_job("started")
+        try:
+            await run.execute()
+        finally:
+            metrics.CRAWL_JOBS.labels(self.service.name).dec()
+            del self.running[job.job_id]
+            run.finished.set()
+
+    async def _state(self) -> NatsCrawlState:
+        return await NatsCrawlState.open(self.service.js, bus.CRAWL_KV)
+
+    async def on_dead(self, payload: object, error: str) -> None:
+        """A job that can never run, or failed every attempt, is marked failed."""
+        if not isinstance(payload, crawler_pb2.CrawlJob) or self.service.jobs is None:
+            return
+        try:
+            check_job(payload)
+        except InvalidCrawl:
+            return  # no valid id: no record to mark
+        await self.service.jobs.update(payload.job_id, _mark(FAILED, error), JobRecord.from_job(payload))
+        self.service.count_job(FAILED)
+
+    def interrupt_all(self) -> None:
+        for run in self.running.values():
+            run.interrupt()
+
+
+def _mark(status: str, error: str = ""):
+    def change(record: JobRecord) -> bool:
+        if record.finished:
+            return False
+        record.status = status
+        record.error = error or record.error
+        record.finished_at_ms = now_ms()
+        return True
+
+    return change

@@ -1,0 +1,121 @@
+"""facepipe.v1.Crawler over gRPC: start, inspect and cancel crawl jobs.
+
+StartCrawl only validates, records the job and queues it; any replica runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING, NoReturn
+
+import grpc
+
+from facepipe import bus
+from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
+from services.crawler.jobs import (
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    STATUS_TO_PROTO,
+    InvalidCrawl,
+    JobRecord,
+    JobStore,
+    build_job,
+    now_ms,
+)
+
+if TYPE_CHECKING:
+    from services.crawler.main import CrawlerService
+
+log = logging.getLogger("facepipe.crawler")
+
+
+class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
+    def __init__(self, service: CrawlerService) -> None:
+        self.service = service
+
+    async def StartCrawl(
+        self, request: crawler_pb2.StartCrawlRequest, context
+    ) -> crawler_pb2.StartCrawlResponse:
+        jobs = await self._jobs(context)
+        job_id = uuid.uuid4().hex
+        try:
+            job = build_job(request, self.service.crawl_settings, self.service.defaults, job_id)
+        except InvalidCrawl as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        record = JobRecord.from_job(job)
+        await jobs.create(record)
+        try:
+            await bus.publish(
+                self.service.js, bus.SUBJECT_CRAWL_JOBS, job.SerializeToString(), msg_id=f"crawl.{job_id}"
+            )
+        except Exception as exc:
+            problem = f"could not queue the crawl job: {type(exc).__name__}: {exc}"
+            await jobs.update(job_id, lambda r: _fail(r, problem))
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, problem)
+        log.info(
+            "crawl queued",
+            extra={
+                "job_id": job_id,
+                "tenant": job.tenant_id,
+                "seeds": len(job.seeds),
+                "max_pages": job.max_pages,
+            },
+        )
+        return crawler_pb2.StartCrawlResponse(job_id=job_id, status=crawler_pb2.CRAWL_STATUS_QUEUED)
+
+    async def GetCrawl(self, request: crawler_pb2.GetCrawlRequest, context) -> crawler_pb2.GetCrawlResponse:
+        record = await self._record(request.job_id, context)
+        return record.to_proto(max(0, request.max_candidates))
+
+    async def CancelCrawl(
+        self, request: crawler_pb2.CancelCrawlRequest, context
+    ) -> crawler_pb2.CancelCrawlResponse:
+        record = await self._record(request.job_id, context)
+        if not record.finished:
+            jobs = self.service.jobs
+            # The flag first: a replica taking the job right now sees it either way.
+            await jobs.request_cancel(record.job_id)
+            record = await jobs.update(record.job_id, _cancel) or record
+            log.info("crawl cancel requested", extra={"job_id": record.job_id, "status": record.status})
+        return crawler_pb2.CancelCrawlResponse(job_id=record.job_id, status=STATUS_TO_PROTO[record.status])
+
+    async def _jobs(self, context) -> JobStore:
+        if self.service.jobs is None:
+            await _abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "crawl jobs need NATS: this crawler runs without FACEPIPE_NATS_URL",
+            )
+        return self.service.jobs
+
+    async def _record(self, job_id: str, context) -> JobRecord:
+        jobs = await self._jobs(context)
+        try:
+            record = await jobs.get(job_id)
+        except InvalidCrawl as exc:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if record is None:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no crawl job {job_id!r}")
+        return record
+
+
+def _cancel(record: JobRecord) -> bool:
+    if record.finished:
+        return False
+    if record.status == QUEUED:
+        record.status = CANCELLED
+        record.finished_at_ms = now_ms()
+    record.cancel_requested = True
+    return True
+
+
+def _fail(record: JobRecord, error: str) -> bool:
+    record.status, record.error, record.finished_at_ms = FAILED, error, now_ms()
+    return True
+
+
+async def _abort(context, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("unreachable")  # context.abort raises
