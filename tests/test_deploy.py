@@ -371,12 +371,24 @@ def test_windows_inference_node_uses_windows_security_settings() -> None:
 
 
 def test_dashboard_and_rule_folders_ship_when_filled(tmp_path: Path) -> None:
-    default = render({"prometheusRule": {"enabled": True}})
-    assert not [d for d in default if d["kind"] == "PrometheusRule"]
-    assert not [d for d in default if "grafana_dashboard" in d["metadata"].get("labels", {})]
+    # The chart ships its own dashboards and alerts.
+    shipped = render({"prometheusRule": {"enabled": True}})
+    boards = [d for d in shipped if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    names = {name for b in boards for name in b["data"]}
+    assert {"pipeline-overview.json", "detector-inference.json", "crawler.json"} <= names
+    [shipped_rule] = [d for d in shipped if d["kind"] == "PrometheusRule"]
+    alerts = {r["alert"] for g in shipped_rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+    assert {"HighDLQRate", "QueueBacklog", "SlowProcessing", "ServiceDown", "DetectorBackoff"} <= alerts
 
+    # Empty folders render nothing; whatever is dropped into them is shipped as is.
     chart = tmp_path / "facepipe"
     shutil.copytree(CHART, chart)
+    for f in [*(chart / "dashboards").glob("*.json"), *(chart / "rules").glob("*.yaml")]:
+        f.unlink()
+    empty = render({"prometheusRule": {"enabled": True}}, chart)
+    assert not [d for d in empty if d["kind"] == "PrometheusRule"]
+    assert not [d for d in empty if "grafana_dashboard" in d["metadata"].get("labels", {})]
+
     dashboard = {
         "title": "facepipe pipeline",
         "panels": [{"type": "timeseries", "targets": [{"expr": "facepipe_ready"}]}],
