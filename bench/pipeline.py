@@ -34,8 +34,7 @@ def model_bound(settings: Settings, files: list[Path], rounds: int) -> float:
         blobs = [p.read_bytes() for p in files]
 
         async def one(data: bytes) -> None:
-            image = await asyncio.to_thread(det.decode, data)
-            faces = await det.detect(image, params)
+            image, faces = await det.detect_bytes(data, params)
             await emb.embed_faces(image.bgr, [f.landmarks for f in faces])
 
         await one(blobs[0])

@@ -105,6 +105,18 @@ class FaceDetector:
         outputs = await self._batcher(size).submit(blob)
         return await asyncio.to_thread(self._finish, image, outputs, letterbox, params)
 
+    async def detect_bytes(self, data: bytes, params: DetectParams) -> tuple[DecodedImage, list[DetectedFace]]:
+        """Decode and detect, with decoding and letterboxing in one worker-thread hop."""
+        size = self.fixed_size or (params.size, params.size)
+
+        def prepare() -> tuple[DecodedImage, np.ndarray, Letterbox]:
+            image = self.decode(data)
+            return (image, *self.scrfd.preprocess(image.bgr, size))
+
+        image, blob, letterbox = await asyncio.to_thread(prepare)
+        outputs = await self._batcher(size).submit(blob)
+        return image, await asyncio.to_thread(self._finish, image, outputs, letterbox, params)
+
     def _finish(
         self, image: DecodedImage, outputs: list[np.ndarray], letterbox: Letterbox, p: DetectParams
     ) -> list[DetectedFace]:

@@ -26,10 +26,9 @@ async def detect_record(
 ) -> pipeline_pb2.DetectedImage:
     data = await read_raw(objects, record)
     try:
-        image = await asyncio.to_thread(detector.decode, data)
+        _, faces = await detector.detect_bytes(data, detector.params(include_rejected=True))
     except ImageError as exc:
         raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
-    faces = await detector.detect(image, detector.params(include_rejected=True))
     accepted = [f for f in faces if f.quality.accepted]
     for f in faces:
         outcome = "accepted" if f.quality.accepted else "rejected"

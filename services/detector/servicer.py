@@ -53,8 +53,7 @@ async def detect_batch(
         image_id = image.id or str(index)
         try:
             data = await image_bytes(image, objects)
-            decoded = await asyncio.to_thread(detector.decode, data)
-            faces = await detector.detect(decoded, params)
+            decoded, faces = await detector.detect_bytes(data, params)
         except ImageError as exc:
             metrics.IMAGES.labels("detector", exc.code).inc()
             return detector_pb2.ImageDetections(id=image_id, error=image_error(exc))
