@@ -90,6 +90,15 @@ def classify(path: Path) -> str | None:
     return None
 
 
+def square_input_size(path: Path) -> int | None:
+    """The fixed square input side of a model (e.g. 112 for ArcFace), or None."""
+    import onnxruntime as ort
+
+    shape = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    h, w = shape[2:4] if len(shape) == 4 else (None, None)
+    return h if isinstance(h, int) and h == w and h > 0 else None
+
+
 def _write_manifest(directory: Path, name: str, source: str) -> dict:
     files = sorted(p for p in directory.glob("*.onnx"))
     roles = {p.name: classify(p) for p in files}

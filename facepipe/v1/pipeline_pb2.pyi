@@ -93,17 +93,29 @@ class ImageRecord(_message.Message):
     ingested_at_ms: int
     def __init__(self, tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., alt_text: _Optional[str] = ..., image_sha256: _Optional[str] = ..., phash: _Optional[str] = ..., raw: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., face_hints: _Optional[_Iterable[_Union[FaceHint, _Mapping]]] = ..., ingested_at_ms: _Optional[int] = ...) -> None: ...
 
+class FaceCrop(_message.Message):
+    __slots__ = ("aligned_bgr", "size", "thumb_jpeg")
+    ALIGNED_BGR_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    THUMB_JPEG_FIELD_NUMBER: _ClassVar[int]
+    aligned_bgr: bytes
+    size: int
+    thumb_jpeg: bytes
+    def __init__(self, aligned_bgr: _Optional[bytes] = ..., size: _Optional[int] = ..., thumb_jpeg: _Optional[bytes] = ...) -> None: ...
+
 class DetectedImage(_message.Message):
-    __slots__ = ("image", "faces", "detector_model", "faces_rejected")
+    __slots__ = ("image", "faces", "detector_model", "faces_rejected", "crops")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_MODEL_FIELD_NUMBER: _ClassVar[int]
     FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    CROPS_FIELD_NUMBER: _ClassVar[int]
     image: ImageRecord
     faces: _containers.RepeatedCompositeFieldContainer[_common_pb2.Face]
     detector_model: str
     faces_rejected: int
-    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ..., detector_model: _Optional[str] = ..., faces_rejected: _Optional[int] = ...) -> None: ...
+    crops: _containers.RepeatedCompositeFieldContainer[FaceCrop]
+    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ..., detector_model: _Optional[str] = ..., faces_rejected: _Optional[int] = ..., crops: _Optional[_Iterable[_Union[FaceCrop, _Mapping]]] = ...) -> None: ...
 
 class EmbeddedFace(_message.Message):
     __slots__ = ("face_index", "face", "embedding", "crop", "thumb", "face_phash")

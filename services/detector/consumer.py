@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from facepipe import bus
-from facepipe.faces import FaceDetector
-from facepipe.imaging import ImageError
+from facepipe.faces import DetectedFace, FaceDetector
+from facepipe.imaging import ImageError, encode_jpeg, thumbnail
+from facepipe.models.align import align_face
 from facepipe.protoconv import face_to_proto
 from facepipe.runtime import metrics
 from facepipe.v1 import pipeline_pb2
@@ -21,15 +22,30 @@ async def read_raw(objects, record: pipeline_pb2.ImageRecord) -> bytes:
         raise bus.PermanentError(f"raw image is gone: {exc}", reason="not_found") from exc
 
 
+def face_crops(bgr, faces: list[DetectedFace], size: int) -> list[pipeline_pb2.FaceCrop]:
+    """Aligned crops and thumbnails, cut here from the full-resolution image."""
+    crops = []
+    for face in faces:
+        aligned = align_face(bgr, face.landmarks, size)
+        thumb = thumbnail(bgr, face_to_proto(face).box)
+        crops.append(
+            pipeline_pb2.FaceCrop(aligned_bgr=aligned.tobytes(), size=size, thumb_jpeg=encode_jpeg(thumb, 85))
+        )
+    return crops
+
+
 async def detect_record(
-    detector: FaceDetector, objects, record: pipeline_pb2.ImageRecord
+    detector: FaceDetector, objects, record: pipeline_pb2.ImageRecord, crop_size: int | None = None
 ) -> pipeline_pb2.DetectedImage:
     data = await read_raw(objects, record)
     try:
-        _, faces = await detector.detect_bytes(data, detector.params(include_rejected=True))
+        image, faces = await detector.detect_bytes(data, detector.params(include_rejected=True))
     except ImageError as exc:
         raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
     accepted = [f for f in faces if f.quality.accepted]
+    crops = (
+        await asyncio.to_thread(face_crops, image.bgr, accepted, crop_size) if crop_size and accepted else []
+    )
     for f in faces:
         outcome = "accepted" if f.quality.accepted else "rejected"
         for reason in f.quality.reasons or ["none"]:
@@ -39,4 +55,5 @@ async def detect_record(
         faces=[face_to_proto(f) for f in accepted],
         detector_model=detector.model_name,
         faces_rejected=len(faces) - len(accepted),
+        crops=crops,
     )

@@ -9,13 +9,12 @@ import json
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from facepipe import bus
 from facepipe.dedup import FaceHashIndex, phash_hex
 from facepipe.faces import FaceEmbedder
-from facepipe.imaging import ImageError, decode_image, encode_jpeg
+from facepipe.imaging import ImageError, decode_image, encode_jpeg, thumbnail
 from facepipe.pipeline import point_id
 from facepipe.protoconv import embedding_to_proto, landmarks_from_proto
 from facepipe.runtime import metrics
@@ -23,31 +22,11 @@ from facepipe.storage import FACE_CROPS_BUCKET, FACE_THUMBS_BUCKET
 from facepipe.v1 import common_pb2, pipeline_pb2
 from services.detector.consumer import read_raw
 
-THUMB_SIDE = 160
-THUMB_MARGIN = 0.2
-
 
 @dataclass
 class DedupPolicy:
     enabled: bool
     max_hamming: int
-
-
-def thumbnail(bgr: np.ndarray, box: common_pb2.BoundingBox) -> np.ndarray:
-    """The face box with a margin, longest side THUMB_SIDE px."""
-    h, w = bgr.shape[:2]
-    mx, my = (box.x2 - box.x1) * THUMB_MARGIN, (box.y2 - box.y1) * THUMB_MARGIN
-    x1, y1 = max(0, int(box.x1 - mx)), max(0, int(box.y1 - my))
-    x2, y2 = min(w, int(box.x2 + mx) + 1), min(h, int(box.y2 + my) + 1)
-    crop = bgr[y1:y2, x1:x2] if x2 > x1 and y2 > y1 else bgr
-    scale = THUMB_SIDE / max(crop.shape[:2])
-    if scale < 1:
-        crop = cv2.resize(
-            crop,
-            (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
-            interpolation=cv2.INTER_AREA,
-        )
-    return crop
 
 
 async def embed_record(
@@ -63,15 +42,12 @@ async def embed_record(
     out = pipeline_pb2.EmbeddedImage(image=record, faces_rejected=detected.faces_rejected)
     if not detected.faces:
         return out
-    data = await read_raw(objects, record)
-    try:
-        image = await asyncio.to_thread(decode_image, data, max_pixels)
-    except ImageError as exc:
-        raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
-    landmarks = [landmarks_from_proto(f) for f in detected.faces]
-    vectors, crops = await embedder.embed_faces(image.bgr, landmarks)
+    crops, thumbs = await _crops_and_thumbs(embedder, objects, detected, max_pixels)
+    vectors = await embedder.embed_crops(crops)
     tenant, sha = record.tenant_id, record.image_sha256
-    for index, (face, vector, crop) in enumerate(zip(detected.faces, vectors, crops, strict=True)):
+    for index, (face, vector, crop, thumb) in enumerate(
+        zip(detected.faces, vectors, crops, thumbs, strict=True)
+    ):
         pid = point_id(tenant, sha, index)
         face_hash = await asyncio.to_thread(phash_hex, crop)
         if policy.enabled and faces_index is not None:
@@ -84,7 +60,6 @@ async def embed_record(
             if match is None:
                 await faces_index.add(tenant, face_hash, pid)
         crop_key = f"{tenant}/{sha}/{index}.jpg"
-        thumb = thumbnail(image.bgr, face.box)
         sidecar = {
             "tenant_id": tenant,
             "image_sha256": sha,
@@ -106,7 +81,7 @@ async def embed_record(
             objects.put(
                 FACE_CROPS_BUCKET, crop_key[:-4] + ".json", json.dumps(sidecar).encode(), "application/json"
             )
-            objects.put(FACE_THUMBS_BUCKET, crop_key, encode_jpeg(thumb, 85), "image/jpeg")
+            objects.put(FACE_THUMBS_BUCKET, crop_key, thumb, "image/jpeg")
 
         await asyncio.to_thread(store)
         out.faces.append(
@@ -120,3 +95,29 @@ async def embed_record(
             )
         )
     return out
+
+
+async def _crops_and_thumbs(
+    embedder: FaceEmbedder, objects, detected: pipeline_pb2.DetectedImage, max_pixels: int
+) -> tuple[list[np.ndarray], list[bytes]]:
+    """Aligned crops and JPEG thumbnails: from the detector when it cut them at this
+    recognizer's input size, else from the raw image."""
+    size = embedder.size
+    given = detected.crops
+    if len(given) == len(detected.faces) and all(
+        c.size == size and len(c.aligned_bgr) == size * size * 3 for c in given
+    ):
+        crops = [np.frombuffer(c.aligned_bgr, np.uint8).reshape(size, size, 3) for c in given]
+        return crops, [c.thumb_jpeg for c in given]
+    data = await read_raw(objects, detected.image)
+    try:
+        image = await asyncio.to_thread(decode_image, data, max_pixels)
+    except ImageError as exc:
+        raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
+
+    def cut() -> tuple[list[np.ndarray], list[bytes]]:
+        crops = [embedder.align(image.bgr, landmarks_from_proto(f)) for f in detected.faces]
+        thumbs = [encode_jpeg(thumbnail(image.bgr, f.box), 85) for f in detected.faces]
+        return crops, thumbs
+
+    return await asyncio.to_thread(cut)

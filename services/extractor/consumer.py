@@ -18,7 +18,7 @@ from PIL import Image
 
 from facepipe import bus
 from facepipe.dedup import ImageStates, phash_hex
-from facepipe.imaging import EXTENSIONS, ImageError, decode_image
+from facepipe.imaging import EXTENSIONS, ImageError, probe_image
 from facepipe.pipeline import check_tenant
 from facepipe.runtime import metrics
 from facepipe.storage import RAW_IMAGES_BUCKET, ObjectNotFound
@@ -100,19 +100,19 @@ class InspectedImage:
 
 
 def inspect_image(data: bytes, max_pixels: int, max_bytes: int) -> InspectedImage:
-    """Decodes (pixel guard included) and hashes; CPU-bound, run in a thread."""
+    """Validates by decoding (pixel guard included) and hashes; CPU-bound, run in a thread."""
     try:
-        decoded = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+        probe = probe_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as exc:
         metrics.IMAGES.labels("extractor", exc.code).inc()
         raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
-    fmt = decoded.format.upper()
+    fmt = probe.format.upper()
     fmt = FORMAT_ALIASES.get(fmt, fmt)
     return InspectedImage(
         sha256=hashlib.sha256(data).hexdigest(),
-        phash=phash_hex(decoded.bgr),
-        width=decoded.width,
-        height=decoded.height,
+        phash=phash_hex(probe.preview),
+        width=probe.width,
+        height=probe.height,
         format=fmt,
         content_type=Image.MIME.get(fmt, "application/octet-stream"),
         extension=EXTENSIONS.get(fmt, fmt.lower() or "bin"),
