@@ -99,6 +99,13 @@ class SiteServer:
         with self._lock:
             return [h.path for h in self.hits]
 
+    def wait_for_hits(self, n: int, timeout: float = 5.0) -> list[str]:
+        """A hit is logged after its response is sent, so the crawler can finish first."""
+        deadline = time.monotonic() + timeout
+        while len(self.paths()) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.paths()
+
     def _count(self, path: str) -> int:
         with self._lock:
             self._counts[path] = self._counts.get(path, 0) + 1
@@ -564,7 +571,7 @@ def test_unreadable_robots_disallows_the_site(servers):
         report, found = _run([f"{site.origin}/index.html"], _config(render_mode="never"))
     finally:
         site.robots_broken = False
-    assert site.paths() == ["/robots.txt"] * 3  # retried, then given up
+    assert site.wait_for_hits(3) == ["/robots.txt"] * 3  # retried, then given up
     assert [(e.kind, e.url) for e in report.errors] == [("robots", f"{site.origin}/robots.txt")]
     assert "HTTP 503" in report.errors[0].message
     assert report.skipped_robots == [f"{site.origin}/index.html"]

@@ -3,7 +3,7 @@
 from services.crawler.config import CrawlConfig, parse_sites_file
 from services.crawler.engine import Progress, Sink, SinkError, crawl
 from services.crawler.models import Candidate, CrawlError, CrawlReport
-from services.crawler.state import CrawlState, MemoryCrawlState
+from services.crawler.state import CrawlState, MemoryCrawlState, NatsCrawlState, SeenEntry
 
 __all__ = [
     "Candidate",
@@ -12,8 +12,10 @@ __all__ = [
     "CrawlReport",
     "CrawlState",
     "MemoryCrawlState",
+    "NatsCrawlState",
     "Progress",
     "Sink",
+    "SeenEntry",
     "SinkError",
     "crawl",
     "parse_sites_file",

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from facepipe import bus
 from facepipe.runtime import metrics
 from facepipe.v1 import crawler_pb2, pipeline_pb2
-from services.crawler.engine import crawl
+from services.crawler.engine import MAX_ALT_CHARS, crawl
 from services.crawler.jobs import (
     CANCELLED,
     DONE,
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from services.crawler.main import CrawlerService
 
 log = logging.getLogger("facepipe.crawler")
-
-MAX_ALT_CHARS = 1000
 
 
 class JobInterrupted(Exception):
@@ -126,13 +125,16 @@ class JobRun:
             await self._flush(status=QUEUED, error="interrupted by a replica shutdown; resuming")
             raise JobInterrupted(f"crawl {self.job.job_id} interrupted by shutdown")
         counters = await self.state.counters(self.job.job_id)
+        # Every image the job handed out, earlier attempts included (their last
+        # progress write may have died with their replica).
+        handed_out = [e.url for e in await self.state.entries(self.job.job_id, "image") if e.done]
         if self.cancelled:
             status, error = CANCELLED, ""
         elif not counters.get("pages") and (report.errors or report.skipped_robots):
             status, error = FAILED, _why_nothing_crawled(report)
         else:
             status, error = DONE, ""
-        await self._flush(status=status, error=error, finished=True, counters=counters)
+        await self._flush(status=status, error=error, finished=True, counters=counters, extra=handed_out)
         await self.state.purge_job(self.job.job_id)
         self.service.count_job(status)
         log.info(
@@ -179,6 +181,7 @@ class JobRun:
         error: str | None = None,
         finished: bool = False,
         counters: dict[str, int] | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         if counters is None:
             counters = await self.state.counters(self.job.job_id)
@@ -199,6 +202,7 @@ class JobRun:
             record.skipped_robots = counters.get("skipped_robots", 0)
             record.errors_count = counters.get("errors", 0)
             record.add_candidates(candidates)
+            record.add_candidates(extra)
             record.add_skipped(skipped)
             record.add_errors(errors)
             if status is not None:
@@ -218,8 +222,9 @@ class JobRun:
 def _why_nothing_crawled(report: CrawlReport) -> str:
     if report.errors:
         first = report.errors[0]
+        reason = first.message if first.message.startswith(first.url) else f"{first.url}: {first.message}"
         more = f" (and {len(report.errors) - 1} more error(s))" if len(report.errors) > 1 else ""
-        return f"no page could be crawled: {first.url}: {first.message}{more}"
+        return f"no page could be crawled: {reason}{more}"
     return f"no page could be crawled: robots.txt disallows {report.skipped_robots[0]}"
 
 
@@ -236,12 +241,16 @@ class JobConsumer:
             check_job(job)
         except InvalidCrawl as exc:
             raise bus.PermanentError(str(exc), reason="invalid_job") from exc
+        jobs = self.service.jobs
         current = self.running.get(job.job_id)
         if current is not None:
-            # Redelivered while still running here (a missed heartbeat): let the run finish.
+            # Redelivered while still running here (a missed heartbeat): this delivery
+            # is the live one now, so it is acked only once the run has finished the job.
             await current.finished.wait()
+            record = await jobs.get(job.job_id)
+            if record is None or not record.finished:
+                raise JobInterrupted(f"crawl {job.job_id} did not finish on this replica; retrying")
             return
-        jobs = self.service.jobs
         initial = JobRecord.from_job(job)
         record = await jobs.get(job.job_id)
         if record is not None and record.finished:
@@ -291,6 +300,7 @@ class JobConsumer:
         except InvalidCrawl:
             return  # no valid id: no record to mark
         await self.service.jobs.update(payload.job_id, _mark(FAILED, error), JobRecord.from_job(payload))
+        await (await self._state()).purge_job(payload.job_id)
         self.service.count_job(FAILED)
 
     def interrupt_all(self) -> None:

@@ -9,7 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,10 @@ from services.crawler.state import CrawlState
 from services.crawler.urls import is_image_url, is_page_url, normalize_url, not_a_photo, origin, site_key
 
 log = logging.getLogger("facepipe.crawler")
+
+_CANDIDATE_FIELDS = tuple(f.name for f in fields(Candidate))
+# Alt text kept with a taken image in the crawl state (the ingest message caps it too).
+MAX_ALT_CHARS = 1000
 
 Sink = Callable[[Candidate], Awaitable[None]]
 Progress = Callable[[CrawlReport], Awaitable[None] | None]
@@ -129,8 +133,9 @@ class _Crawl:
             else:
                 site.resumed.append((entry.url, int(entry.record.get("depth", 0))))
         for entry in await self.state.entries(self.job_id, "image"):
-            if not entry.done and entry.record:
-                candidate = Candidate(**entry.record)
+            if not entry.done:
+                record = {k: str(entry.record.get(k, "")) for k in _CANDIDATE_FIELDS}
+                candidate = Candidate(**{**record, "url": entry.url})
                 self._emitted.add(candidate.url)
                 await self._hand_out(candidate)
         resumed = sum(len(s.resumed) for s in sites.values())
@@ -381,7 +386,8 @@ class _Crawl:
                     if not (await self.robots.rules(candidate.url)).allowed(candidate.url):
                         await self._skip_robots(candidate.url)
                         continue
-            if not await self.state.add_seen(self.job_id, "image", candidate.url, asdict(candidate)):
+            record = {**asdict(candidate), "alt": candidate.alt[:MAX_ALT_CHARS]}
+            if not await self.state.add_seen(self.job_id, "image", candidate.url, record):
                 continue
             await self._hand_out(candidate)
 

@@ -5,6 +5,7 @@ StartCrawl only validates, records the job and queues it; any replica runs it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from typing import TYPE_CHECKING, NoReturn
@@ -44,15 +45,18 @@ class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
             job = build_job(request, self.service.crawl_settings, self.service.defaults, job_id)
         except InvalidCrawl as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        record = JobRecord.from_job(job)
-        await jobs.create(record)
+        try:
+            await jobs.create(JobRecord.from_job(job))
+        except Exception as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"could not record the crawl job: {exc}")
         try:
             await bus.publish(
                 self.service.js, bus.SUBJECT_CRAWL_JOBS, job.SerializeToString(), msg_id=f"crawl.{job_id}"
             )
         except Exception as exc:
             problem = f"could not queue the crawl job: {type(exc).__name__}: {exc}"
-            await jobs.update(job_id, lambda r: _fail(r, problem))
+            with contextlib.suppress(Exception):
+                await jobs.update(job_id, lambda r: _fail(r, problem))
             await _abort(context, grpc.StatusCode.UNAVAILABLE, problem)
         log.info(
             "crawl queued",
