@@ -105,7 +105,9 @@ class FaceDetector:
         outputs = await self._batcher(size).submit(blob)
         return await asyncio.to_thread(self._finish, image, outputs, letterbox, params)
 
-    async def detect_bytes(self, data: bytes, params: DetectParams) -> tuple[DecodedImage, list[DetectedFace]]:
+    async def detect_bytes(
+        self, data: bytes, params: DetectParams
+    ) -> tuple[DecodedImage, list[DetectedFace]]:
         """Decode and detect, with decoding and letterboxing in one worker-thread hop."""
         size = self.fixed_size or (params.size, params.size)
 
