@@ -142,16 +142,7 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
         ),
     )
     for stage in STAGES.values():
-        config = js_api.ConsumerConfig(
-            durable_name=stage.name,
-            filter_subject=stage.subject,
-            ack_policy=js_api.AckPolicy.EXPLICIT,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-            ack_wait=stage.ack_wait,
-            max_deliver=stage.max_deliver,
-            max_ack_pending=stage.max_ack_pending,
-        )
-        await js.add_consumer(STREAM, config)
+        await js.add_consumer(STREAM, consumer_config(stage))
     await _ensure_kv(js, js_api.KeyValueConfig(bucket=IMAGES_KV, history=1, storage=js_api.StorageType.FILE))
     await _ensure_kv(
         js,
@@ -160,6 +151,19 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
     await _ensure_kv(
         js,
         js_api.KeyValueConfig(bucket=CRAWL_KV, history=1, storage=js_api.StorageType.FILE, ttl=CRAWL_KV_TTL),
+    )
+
+
+def consumer_config(stage: StageSpec) -> js_api.ConsumerConfig:
+    """The durable pull consumer of a stage; every replica of the stage binds to it."""
+    return js_api.ConsumerConfig(
+        durable_name=stage.name,
+        filter_subject=stage.subject,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        ack_wait=stage.ack_wait,
+        max_deliver=stage.max_deliver,
+        max_ack_pending=stage.max_ack_pending,
     )
 
 

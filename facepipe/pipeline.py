@@ -58,6 +58,13 @@ class StageService(Service):
     @abc.abstractmethod
     async def handle(self, delivery: bus.Delivery) -> None: ...
 
+    @property
+    def spec(self) -> bus.StageSpec:
+        return bus.STAGES[self.stage]
+
+    async def connected(self) -> None:
+        """Runs once NATS and the topology are up, before consuming starts."""
+
     async def start(self, runtime) -> None:
         await self.load()
         if not self.settings.nats_url:
@@ -66,9 +73,10 @@ class StageService(Service):
         self.nc = await bus.connect(self.settings.nats_url, self.name)
         self.js = self.nc.jetstream()
         await bus.ensure_topology(self.js, self.settings.dedup_ttl_seconds)
+        await self.connected()
         self.worker = bus.StageWorker(
             self.nc,
-            bus.STAGES[self.stage],
+            self.spec,
             self.decode,
             self.handle,
             on_dead=self.on_dead,

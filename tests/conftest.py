@@ -171,3 +171,41 @@ def nats_server(tmp_path) -> Iterator:
     server.start(log_path=tmp_path / "nats.log")
     yield server
     server.stop()
+
+
+def run_facepipe(
+    *args: str, env: dict, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Runs the real ``facepipe`` CLI; with ``check``, a non-zero exit fails with its output."""
+    result = subprocess.run(
+        [str(VENV_BIN / "facepipe"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"facepipe {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def start_stack(tmp_path_factory, facepipe_home) -> Iterator:
+    """Starts the local stack (`facepipe up --detach --auto-ports`) with extra env vars;
+    every stack started is stopped after the module. Returns dir, env and state."""
+    import json
+
+    started: list[dict] = []
+
+    def start(name: str = "stack", **extra_env: str) -> dict:
+        data_dir = tmp_path_factory.mktemp(name)
+        env = {**os.environ, "FACEPIPE_HOME": str(facepipe_home), "PYTHONUNBUFFERED": "1"}
+        env.pop("FACEPIPE_TRACE_FILE", None)
+        env.update(extra_env)
+        stack = {"dir": data_dir, "env": env}
+        started.append(stack)
+        run_facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
+        stack["state"] = json.loads((data_dir / "stack.json").read_text())
+        return stack
+
+    yield start
+    for stack in reversed(started):
+        run_facepipe("down", "--data-dir", str(stack["dir"]), env=stack["env"], check=False, timeout=120)

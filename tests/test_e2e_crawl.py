@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import mimetypes
-import os
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
-from conftest import SHARED_FACES, VENV_BIN
+from conftest import SHARED_FACES, run_facepipe
 
 from facepipe import bus
 from facepipe.v1 import pipeline_pb2
@@ -28,17 +27,6 @@ pytestmark = pytest.mark.slow
 # Identities shown only on the script-made page: found only if it is rendered.
 SCRIPT_ONLY = ("joe_biden", "rose_leslie")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def facepipe(*args: str, env: dict, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [str(VENV_BIN / "facepipe"), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"facepipe {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 class FacesSite:
@@ -134,23 +122,14 @@ def site() -> Iterator[FacesSite]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, facepipe_home):
-    data_dir = tmp_path_factory.mktemp("crawl-stack")
-    env = {
-        **os.environ,
-        "FACEPIPE_HOME": str(facepipe_home),
-        "FACEPIPE_ALLOW_PRIVATE_NETWORKS": "1",
-        "FACEPIPE_CRAWL_PER_DOMAIN_DELAY": "0.05",
-        "PYTHONUNBUFFERED": "1",
-    }
-    facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
-    state = json.loads((data_dir / "stack.json").read_text())
-    yield {"dir": data_dir, "env": env, "state": state}
-    facepipe("down", "--data-dir", str(data_dir), env=env, check=False, timeout=120)
+def stack(start_stack) -> dict:
+    return start_stack(
+        "crawl-stack", FACEPIPE_ALLOW_PRIVATE_NETWORKS="1", FACEPIPE_CRAWL_PER_DOMAIN_DELAY="0.05"
+    )
 
 
 def run_cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return facepipe(*args, "--data-dir", str(stack["dir"]), env=stack["env"], check=check)
+    return run_facepipe(*args, "--data-dir", str(stack["dir"]), env=stack["env"], check=check)
 
 
 async def _await_done(nats_url: str, batch_id: str, expected: int, wait_s: float) -> dict[str, int]:

@@ -16,41 +16,20 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from conftest import SHARED_FACES, VENV_BIN
+from conftest import SHARED_FACES, VENV_BIN, run_facepipe
 
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
 
-def facepipe(*args: str, env: dict, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [str(VENV_BIN / "facepipe"), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"facepipe {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, facepipe_home):
-    data_dir = tmp_path_factory.mktemp("stack")
-    env = {
-        **os.environ,
-        "FACEPIPE_HOME": str(facepipe_home),
-        "FACEPIPE_ALLOW_PRIVATE_NETWORKS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
-    state = json.loads((data_dir / "stack.json").read_text())
-    yield {"dir": data_dir, "env": env, "state": state}
-    facepipe("down", "--data-dir", str(data_dir), env=env, check=False, timeout=120)
+def stack(start_stack) -> dict:
+    return start_stack("stack", FACEPIPE_ALLOW_PRIVATE_NETWORKS="1")
 
 
 def run_cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return facepipe(*args, "--data-dir", str(stack["dir"]), env=stack["env"], check=check)
+    return run_facepipe(*args, "--data-dir", str(stack["dir"]), env=stack["env"], check=check)
 
 
 def points(stack, tenant: str) -> int:

@@ -10,7 +10,6 @@ import contextlib
 import functools
 import http.server
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import helm_python as helm
 import httpx
 import pytest
 import yaml
-from conftest import SHARED_FACES, VENV_BIN, free_port
+from conftest import SHARED_FACES, free_port, run_facepipe
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,11 +232,7 @@ def test_promtool_unit_tests_fire_every_alert() -> None:
 
 
 def facepipe(*args: str, env: dict, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "facepipe"), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, f"facepipe {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return run_facepipe(*args, env=env, timeout=timeout).stdout
 
 
 def scrape(port: int) -> list:
@@ -246,25 +241,11 @@ def scrape(port: int) -> list:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, facepipe_home) -> Iterator[dict[str, Any]]:
-    data_dir = tmp_path_factory.mktemp("obs-stack")
-    env = {
-        **os.environ,
-        "FACEPIPE_HOME": str(facepipe_home),
-        "FACEPIPE_ALLOW_PRIVATE_NETWORKS": "1",  # the crawler fetches a site on 127.0.0.1
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("FACEPIPE_TRACE_FILE", None)
-    facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
-    state = json.loads((data_dir / "stack.json").read_text())
-    services = {name: c["http_port"] for name, c in state["components"].items() if name != "nats"}
-    yield {"dir": data_dir, "env": env, "state": state, "services": services}
-    subprocess.run(
-        [str(VENV_BIN / "facepipe"), "down", "--data-dir", str(data_dir)],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
+def stack(start_stack) -> dict[str, Any]:
+    # The crawler fetches a site on 127.0.0.1.
+    stack = start_stack("obs-stack", FACEPIPE_ALLOW_PRIVATE_NETWORKS="1")
+    services = {name: c["http_port"] for name, c in stack["state"]["components"].items() if name != "nats"}
+    return {**stack, "services": services}
 
 
 @pytest.fixture(scope="module")

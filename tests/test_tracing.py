@@ -5,17 +5,14 @@ gRPC call joins the caller's trace."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from conftest import SHARED_FACES, VENV_BIN
+from conftest import SHARED_FACES, run_facepipe
 
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
 
@@ -25,11 +22,7 @@ STAGES = ["extractor", "detector", "embedder", "indexer"]
 
 
 def facepipe(*args: str, env: dict, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [str(VENV_BIN / "facepipe"), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, f"facepipe {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    return run_facepipe(*args, env=env, timeout=timeout).stdout
 
 
 def read_spans(path: Path) -> list[dict[str, Any]]:
@@ -49,24 +42,9 @@ def wait_for_spans(path: Path, found, timeout: float = 20.0) -> list[dict[str, A
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, facepipe_home) -> Iterator[dict[str, Any]]:
-    data_dir = tmp_path_factory.mktemp("trace-stack")
-    trace_file = data_dir / "spans.jsonl"
-    env = {
-        **os.environ,
-        "FACEPIPE_HOME": str(facepipe_home),
-        "FACEPIPE_TRACE_FILE": str(trace_file),
-        "PYTHONUNBUFFERED": "1",
-    }
-    facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
-    state = json.loads((data_dir / "stack.json").read_text())
-    yield {"dir": data_dir, "env": env, "state": state, "spans": trace_file}
-    subprocess.run(
-        [str(VENV_BIN / "facepipe"), "down", "--data-dir", str(data_dir)],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
+def stack(start_stack, tmp_path_factory) -> dict[str, Any]:
+    trace_file = tmp_path_factory.mktemp("trace") / "spans.jsonl"
+    return {**start_stack("trace-stack", FACEPIPE_TRACE_FILE=str(trace_file)), "spans": trace_file}
 
 
 def test_one_image_is_one_trace_through_every_stage(stack) -> None:

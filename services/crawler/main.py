@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.js import api as js_api
 
 from facepipe import bus
 from facepipe.config import Settings
@@ -46,11 +45,15 @@ class CrawlerService(StageService):
         # A crawl is one message: the stage's in-flight limit is the job limit.
         super().__init__(dataclasses.replace(settings, max_inflight=self.crawl_settings.max_jobs))
         self.defaults = defaults or CrawlConfig.from_env()
-        self.spec = dataclasses.replace(bus.STAGES[self.stage], ack_wait=self.crawl_settings.ack_wait)
+        self._spec = dataclasses.replace(bus.STAGES[self.stage], ack_wait=self.crawl_settings.ack_wait)
         self.jobs: JobStore | None = None
         self.consumer = JobConsumer(self)
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.job_counts: Counter[str] = Counter()
+
+    @property
+    def spec(self) -> bus.StageSpec:
+        return self._spec
 
     def register(self, server) -> list[str]:
         crawler_pb2_grpc.add_CrawlerServicer_to_server(CrawlerServicer(self), server)
@@ -60,37 +63,18 @@ class CrawlerService(StageService):
         if not self.settings.nats_url:
             log.warning("no FACEPIPE_NATS_URL: the crawler cannot queue or run jobs")
             return
-        self.nc = await bus.connect(self.settings.nats_url, self.name)
-        self.js = self.nc.jetstream()
-        await bus.ensure_topology(self.js, self.settings.dedup_ttl_seconds)
+        await super().start(runtime)
+
+    async def connected(self) -> None:
         await self._apply_ack_wait()
         self.jobs = await JobStore.open(self.js)
-        self.worker = bus.StageWorker(
-            self.nc,
-            self.spec,
-            self.decode,
-            self.handle,
-            on_dead=self.on_dead,
-            max_inflight=self.settings.max_inflight,
-            service=self.name,
-        )
-        await self.worker.start()
 
     async def _apply_ack_wait(self) -> None:
         """Sets the consumer's ack_wait to this replica's (FACEPIPE_CRAWL_ACK_WAIT)."""
         info = await self.js.consumer_info(bus.STREAM, self.spec.name)
         if info.config.ack_wait is not None and abs(info.config.ack_wait - self.spec.ack_wait) < 1e-3:
             return
-        config = js_api.ConsumerConfig(
-            durable_name=self.spec.name,
-            filter_subject=self.spec.subject,
-            ack_policy=js_api.AckPolicy.EXPLICIT,
-            deliver_policy=js_api.DeliverPolicy.ALL,
-            ack_wait=self.spec.ack_wait,
-            max_deliver=self.spec.max_deliver,
-            max_ack_pending=self.spec.max_ack_pending,
-        )
-        await self.js.add_consumer(bus.STREAM, config)
+        await self.js.add_consumer(bus.STREAM, bus.consumer_config(self.spec))
         log.info("crawl job ack_wait set", extra={"ack_wait_s": self.spec.ack_wait})
 
     async def drain(self) -> None:
