@@ -33,10 +33,17 @@ $FP ingest "$library" --tenant "$TENANT" --wait
 
 echo "== searching with ${#held_out[@]} held-out photos"
 for photo in "${held_out[@]}"; do
-  $FP search "$photo" --tenant "$TENANT" --top-k 1 --json \
-    | python3 -c 'import json,sys,os; m=json.load(sys.stdin); q=sys.argv[1]
-if not m: print(f"{q}: no match")
-else: print(f"{os.path.basename(os.path.dirname(q)):>16} -> {m[0][\"url\"].split(\"/\")[-2]:<16} score {m[0][\"score\"]:.3f}  {m[0][\"thumb\"]}")' "$photo"
+  $FP search "$photo" --tenant "$TENANT" --top-k 1 --json | python3 -c '
+import json, os, sys
+query, matches = sys.argv[1], json.load(sys.stdin)
+person = os.path.basename(os.path.dirname(query))
+if not matches:
+    print(f"{person:>16} -> no match")
+else:
+    best = matches[0]
+    found, score, thumb = best["url"].split("/")[-2], best["score"], best["thumb"]
+    print(f"{person:>16} -> {found:<16} score {score:.3f}  thumbnail {thumb}")
+' "$photo"
 done
 rm -rf "$library"
 echo "== the stack keeps running; 'facepipe status' shows it and 'facepipe down' stops it"
