@@ -91,8 +91,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pick(port: int, auto: bool) -> int:
-    return port if not auto and _port_free(port) else _free_port()
+def _pick(port: int, auto: bool, taken: set[int]) -> int:
+    """The default port when free, else (or with ``auto``) a free one no other component got."""
+    if not auto and port not in taken and _port_free(port):
+        taken.add(port)
+        return port
+    while (candidate := _free_port()) in taken:
+        pass
+    taken.add(candidate)
+    return candidate
 
 
 def pid_alive(pid: int) -> bool:
@@ -143,9 +150,10 @@ class Supervisor:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        taken: set[int] = set()
         nats = NatsServer(
-            port=_pick(NATS_PORT, self.auto_ports),
-            http_port=_pick(NATS_HTTP_PORT, self.auto_ports),
+            port=_pick(NATS_PORT, self.auto_ports, taken),
+            http_port=_pick(NATS_HTTP_PORT, self.auto_ports, taken),
             store_dir=self.data_dir / "nats",
         )
         state = StackState(
@@ -158,8 +166,8 @@ class Supervisor:
             started_at=time.time(),
         )
         for name in STACK_SERVICES:
-            grpc_port = _pick(DEFAULT_PORTS[name], self.auto_ports)
-            http_port = _pick(grpc_port + HTTP_PORT_OFFSET, self.auto_ports)
+            grpc_port = _pick(DEFAULT_PORTS[name], self.auto_ports, taken)
+            http_port = _pick(grpc_port + HTTP_PORT_OFFSET, self.auto_ports, taken)
             state.components[name] = Component(name, grpc_port, http_port)
         state.save(self.data_dir)
         try:
