@@ -135,7 +135,7 @@ def search_latency(dim: int, n: int = 100_000, tenants: int = 10, queries: int =
     }
 
 
-def run(settings: Settings, shared: Path, rounds: int = 3) -> dict:
+def run(settings: Settings, shared: Path, rounds: int = 6) -> dict:
     files = sample_files(shared)
     bound = model_bound(settings, files, rounds)
     pipeline, totals = stack_throughput(files, rounds)
