@@ -98,9 +98,13 @@ class Settings:
     def from_env(cls, service: str = "facepipe", **overrides: Any) -> Settings:
         values: dict[str, Any] = {"service": service}
         for f in dataclasses.fields(cls):
-            raw = os.environ.get(f"FACEPIPE_{f.name.upper()}")
+            env = f"FACEPIPE_{f.name.upper()}"
+            raw = os.environ.get(env)
             if raw is not None and raw != "" and f.name != "service":
-                values[f.name] = _parse(raw, f.type)
+                try:
+                    values[f.name] = _parse(raw, f.type)
+                except ValueError:
+                    raise ValueError(f"{env}={raw!r} is not a valid {f.type}") from None
         for name, env in (
             ("dedup_max_hamming", "DEDUP_MAX_HAMMING"),
             ("enable_global_dedup", "ENABLE_GLOBAL_DEDUP"),

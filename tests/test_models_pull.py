@@ -222,3 +222,13 @@ def test_buffalo_l_is_registered() -> None:
     assert spec.url == "https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip"
     assert re.fullmatch(r"[0-9a-f]{64}", spec.sha256 or "")
     assert "non-commercial" in spec.license
+
+
+def test_same_named_files_in_two_folders_are_refused(zip_server, home) -> None:
+    members = pack_members()
+    members["extra/scrfd_2.5g.onnx"] = b"another detector"
+    url, sha = zip_server.add("pack-clash.zip", members)
+    done = facepipe(home, "models", "pull", "clash", "--from", url, "--sha256", sha)
+    assert done.returncode == 1
+    assert "two files named scrfd_2.5g.onnx" in done.stderr
+    assert_nothing_installed(home, "clash")

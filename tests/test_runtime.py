@@ -246,3 +246,40 @@ def test_failed_start_is_logged_as_json_and_exits_nonzero(start_service, tmp_pat
     assert len(failed) == 1, records
     assert failed[0]["level"] == "error"
     assert "model pack not found" in failed[0]["exc"]
+
+
+def test_bad_setting_names_its_variable(clean_env, monkeypatch) -> None:
+    monkeypatch.setenv("FACEPIPE_GRPC_PORT", "abc")
+    with pytest.raises(ValueError, match="FACEPIPE_GRPC_PORT='abc'"):
+        Settings.from_env("detector")
+
+
+def test_sigterm_during_start_up_stops_at_once(start_service, tmp_path) -> None:
+    """A service still connecting to its dependencies stops on SIGTERM instead of hanging."""
+    import socket
+    import threading
+
+    # A NATS "server" that accepts connections and never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    accepted: list[socket.socket] = []
+    threading.Thread(
+        target=lambda: [accepted.append(silent.accept()[0]) for _ in range(50)], daemon=True
+    ).start()
+    port = silent.getsockname()[1]
+    svc = start_service("extractor", env={"FACEPIPE_NATS_URL": f"nats://127.0.0.1:{port}"}, wait=False)
+    deadline = time.monotonic() + 30
+    while "listening" not in messages(svc.log()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert svc.proc.poll() is None, svc.log()
+    start = time.monotonic()
+    svc.proc.send_signal(signal.SIGTERM)
+    try:
+        code = svc.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running 10 s after SIGTERM:\n{svc.log()}") from None
+    assert code == 0, svc.log()
+    assert time.monotonic() - start < 5
+    assert "stopped during start-up" in messages(svc.log())
+    silent.close()

@@ -240,5 +240,7 @@ def _safe_unzip(archive: Path, dest: Path) -> None:
             if Path(info.filename).suffix.lower() not in (".onnx", ".md", ".txt", ".json"):
                 continue
             target = dest / parts[-1]
+            if target.exists():
+                raise PackError(f"two files named {parts[-1]} in the archive")
             with zf.open(info) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -191,10 +193,24 @@ class ServiceRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        try:
-            await self.start()
-        except Exception:
-            log.exception("start failed")
+        starting = asyncio.create_task(self.start())
+        stop_requested = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({starting, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            # SIGTERM while models load or dependencies connect: give up the start.
+            starting.cancel()
+            done, _ = await asyncio.wait({starting}, timeout=3)
+            log.info("stopped during start-up")
+            if not done:
+                # A client library held on to the cancellation; nothing was served or consumed yet.
+                os._exit(0)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                starting.result()
+            await self._abort()
+            return True
+        stop_requested.cancel()
+        if starting.exception() is not None:
+            log.error("start failed", exc_info=starting.exception())
             await self._abort()
             return False
         await self._stop.wait()
