@@ -531,3 +531,39 @@ async def test_undecodable_does_not_block_the_stage(extractor, observer, site) -
     assert sorted(r.tenant_id for r in records) == ["t0", "t2", "t4"]
     dead = await observer.dead_letters(3)
     assert {m.headers[bus.HDR_REASON] for m in dead} == {"undecodable"}
+
+
+async def test_grpc_ingest_validates_and_queues(start_service, nats_server, objects, site) -> None:
+    """facepipe.v1.Extractor/Ingest: the gRPC front door to the same stage."""
+    import grpc
+
+    from facepipe.v1 import extractor_pb2_grpc
+
+    proc = start_service(
+        "extractor",
+        env={
+            "FACEPIPE_NATS_URL": nats_server.url,
+            "FACEPIPE_OBJECT_DIR": str(objects.root),
+            "FACEPIPE_ALLOW_PRIVATE_NETWORKS": "1",
+        },
+    )
+    obs = await Observer.connect(nats_server.url)
+    try:
+        async with grpc.aio.insecure_channel(proc.addr) as channel:
+            stub = extractor_pb2_grpc.ExtractorStub(channel)
+            resp = await stub.Ingest(pipeline_pb2.IngestRequest(tenant_id="t1", url=site.url("/face.png")))
+            assert resp.batch_id and resp.message_id
+            (record,) = await obs.records(1)
+            assert (record.message_id, record.batch_id, record.tenant_id) == (
+                resp.message_id,
+                resp.batch_id,
+                "t1",
+            )
+            assert objects.exists(record.raw.bucket, record.raw.key)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Ingest(pipeline_pb2.IngestRequest(url=site.url("/face.png")))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "tenant_id" in err.value.details()
+    finally:
+        await obs.close()
+    assert proc.stop() == 0

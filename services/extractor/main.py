@@ -1,7 +1,8 @@
 """Extractor service entrypoint: ``facepipe serve extractor``.
 
-It has no RPCs of its own: gRPC serves health and reflection, and the work
-comes from the ``facepipe.ingest`` stage (services/extractor/consumer.py).
+Consumes the ``facepipe.ingest`` stage (services/extractor/consumer.py) and
+serves facepipe.v1.Extractor/Ingest, which validates and queues the same
+message for producers that speak gRPC (services/extractor/servicer.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from facepipe.config import Settings
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import ReadyCheck, run_service
 from facepipe.storage import ObjectStore, object_store_from_env
-from facepipe.v1 import pipeline_pb2
+from facepipe.v1 import extractor_pb2, extractor_pb2_grpc, pipeline_pb2
 from services.extractor.consumer import IngestConsumer
 from services.extractor.fetch import ImageFetcher
+from services.extractor.servicer import ExtractorServicer
 
 
 class ExtractorService(StageService):
@@ -33,7 +35,8 @@ class ExtractorService(StageService):
         self.consumer = IngestConsumer(self)
 
     def register(self, server) -> list[str]:
-        return []
+        extractor_pb2_grpc.add_ExtractorServicer_to_server(ExtractorServicer(self), server)
+        return [extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name]
 
     async def load(self) -> None:
         self.objects = object_store_from_env()
