@@ -275,7 +275,15 @@ def start_detached(data_dir: Path, auto_ports: bool = False, timeout: float = 12
         if running and all(h["healthy"] for h in health(state) if h["name"] != "supervisor"):
             return state
         time.sleep(0.3)
-    raise TimeoutError(f"the stack did not become healthy in {timeout}s; see {data_dir / 'logs'}")
+    # Leave nothing half-started behind: the supervisor stops what it started.
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    raise TimeoutError(
+        f"the stack did not become healthy in {timeout}s and was stopped; see {data_dir / 'logs'}"
+    )
 
 
 def stop(data_dir: Path, timeout: float = 60.0) -> bool:
