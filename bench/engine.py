@@ -29,10 +29,11 @@ def bench_images(shared: Path, min_count: int = 32) -> list[bytes]:
     return data[:min_count]
 
 
-def reference_app(models_dir: Path):
+def reference_app(models_dir: Path, root: Path | None = None):
+    """insightface's FaceAnalysis on the same model files (it looks in ROOT/models/NAME)."""
     from insightface.app import FaceAnalysis
 
-    root = Path(tempfile.mkdtemp(prefix="fp-bench-"))
+    root = root or Path(tempfile.mkdtemp(prefix="fp-bench-"))
     (root / "models").mkdir()
     os.symlink(models_dir.resolve(), root / "models" / "local")
     app = FaceAnalysis(

@@ -4,6 +4,7 @@ and the CLI: decode, detect with quality checks, align and embed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,19 +101,21 @@ class FaceDetector:
         return b
 
     async def detect(self, image: DecodedImage, params: DetectParams) -> list[DetectedFace]:
-        size = self.fixed_size or (params.size, params.size)
-        blob, letterbox = await asyncio.to_thread(self.scrfd.preprocess, image.bgr, size)
-        outputs = await self._batcher(size).submit(blob)
-        return await asyncio.to_thread(self._finish, image, outputs, letterbox, params)
+        return (await self._detect(lambda: image, params))[1]
 
     async def detect_bytes(
         self, data: bytes, params: DetectParams
     ) -> tuple[DecodedImage, list[DetectedFace]]:
         """Decode and detect, with decoding and letterboxing in one worker-thread hop."""
+        return await self._detect(lambda: self.decode(data), params)
+
+    async def _detect(
+        self, load: Callable[[], DecodedImage], params: DetectParams
+    ) -> tuple[DecodedImage, list[DetectedFace]]:
         size = self.fixed_size or (params.size, params.size)
 
         def prepare() -> tuple[DecodedImage, np.ndarray, Letterbox]:
-            image = self.decode(data)
+            image = load()
             return (image, *self.scrfd.preprocess(image.bgr, size))
 
         image, blob, letterbox = await asyncio.to_thread(prepare)

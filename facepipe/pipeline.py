@@ -4,6 +4,7 @@ its stage from NATS JetStream when ``FACEPIPE_NATS_URL`` is set."""
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import re
 import uuid
@@ -35,6 +36,16 @@ def check_tenant(tenant_id: str) -> str:
             f"invalid tenant_id {tenant_id!r}: 1-64 letters, digits, '_' or '-'", reason="invalid_tenant"
         )
     return tenant_id
+
+
+async def read_raw(objects, record: pipeline_pb2.ImageRecord) -> bytes:
+    """The stored raw image of a record; a missing object can never succeed."""
+    from facepipe.storage import ObjectNotFound
+
+    try:
+        return await asyncio.to_thread(objects.get, record.raw.bucket, record.raw.key)
+    except ObjectNotFound as exc:
+        raise bus.PermanentError(f"raw image is gone: {exc}", reason="not_found") from exc
 
 
 class StageService(Service):

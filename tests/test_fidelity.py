@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import cv2
@@ -16,19 +15,9 @@ from facepipe.faces import FaceEngine
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    from insightface.app import FaceAnalysis
+    from bench.engine import reference_app
 
-    root = tmp_path_factory.mktemp("insightface")
-    (root / "models").mkdir()
-    os.symlink(SHARED_MODELS, root / "models" / "local")
-    app = FaceAnalysis(
-        name="local",
-        root=str(root),
-        allowed_modules=["detection", "recognition"],
-        providers=["CPUExecutionProvider"],
-    )
-    app.prepare(ctx_id=-1, det_size=(640, 640))
-    return app
+    return reference_app(SHARED_MODELS, tmp_path_factory.mktemp("insightface"))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,18 +8,10 @@ from facepipe import bus
 from facepipe.faces import DetectedFace, FaceDetector
 from facepipe.imaging import ImageError, encode_jpeg, thumbnail
 from facepipe.models.align import align_face
+from facepipe.pipeline import read_raw
 from facepipe.protoconv import face_to_proto
 from facepipe.runtime import metrics
 from facepipe.v1 import pipeline_pb2
-
-
-async def read_raw(objects, record: pipeline_pb2.ImageRecord) -> bytes:
-    from facepipe.storage import ObjectNotFound
-
-    try:
-        return await asyncio.to_thread(objects.get, record.raw.bucket, record.raw.key)
-    except ObjectNotFound as exc:
-        raise bus.PermanentError(f"raw image is gone: {exc}", reason="not_found") from exc
 
 
 def face_crops(bgr, faces: list[DetectedFace], size: int) -> list[pipeline_pb2.FaceCrop]:

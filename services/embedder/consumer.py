@@ -15,12 +15,11 @@ from facepipe import bus
 from facepipe.dedup import FaceHashIndex, phash_hex
 from facepipe.faces import FaceEmbedder
 from facepipe.imaging import ImageError, decode_image, encode_jpeg, thumbnail
-from facepipe.pipeline import point_id
+from facepipe.pipeline import point_id, read_raw
 from facepipe.protoconv import embedding_to_proto, landmarks_from_proto
 from facepipe.runtime import metrics
 from facepipe.storage import FACE_CROPS_BUCKET, FACE_THUMBS_BUCKET
 from facepipe.v1 import common_pb2, pipeline_pb2
-from services.detector.consumer import read_raw
 
 
 @dataclass
