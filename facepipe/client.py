@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import re
 import sys
 import time
 import uuid
@@ -19,9 +20,11 @@ from facepipe import bus
 from facepipe.config import Settings
 from facepipe.imaging import EXTENSIONS
 from facepipe.runtime.tracing import setup_tracing, tracer
-from facepipe.storage import RAW_IMAGES_BUCKET
+from facepipe.storage.objects import RAW_IMAGES_BUCKET
 from facepipe.v1 import pipeline_pb2
 
+# Batch ids are subject tokens: facepipe.events.done.<batch_id>.
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
 
 
@@ -56,27 +59,68 @@ def sniff_extension(data: bytes) -> str:
 
 @dataclass
 class IngestSummary:
-    images: int = 0
+    """What one ingest run did. Each image is counted once, in exactly one outcome:
+    indexed (with or without faces), duplicate (already ingested), failed or pending."""
+
+    images: int = 0  # published
+    images_indexed: int = 0
     faces_indexed: int = 0
+    # Faces of new images skipped as near-duplicates of faces already indexed.
     faces_dup_skipped: int = 0
     faces_rejected: int = 0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+    # Images already ingested for the tenant (same sha256); their faces are not counted above.
     duplicates: int = 0
     failed: int = 0
     pending: int = 0
     errors: list[dict] = field(default_factory=list)
+    no_face: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
     batch_id: str = ""
     seconds: float = 0.0
+
+    def add_error(self, error: dict) -> None:
+        """``failed`` is always the number of listed errors."""
+        self.errors.append(error)
+        self.failed = len(self.errors)
+
+    def add_done(self, done: pipeline_pb2.ImageDone) -> None:
+        if done.status == pipeline_pb2.IMAGE_STATUS_FAILED:
+            self.add_error(
+                {"source": done.url, "stage": done.stage, "reason": done.reason, "error": done.error}
+            )
+            return
+        if done.status == pipeline_pb2.IMAGE_STATUS_DUPLICATE:
+            self.duplicates += 1
+            return
+        self.images_indexed += 1
+        self.faces_indexed += done.faces_indexed
+        self.faces_dup_skipped += done.faces_dup_skipped
+        self.faces_rejected += done.faces_rejected
+        reasons = dict(sorted(done.rejected_reasons.items()))
+        for reason, n in reasons.items():
+            self.rejected_reasons[reason] = self.rejected_reasons.get(reason, 0) + n
+        if done.faces_rejected:
+            self.rejected.append(
+                {"source": done.url, "faces_rejected": done.faces_rejected, "reasons": reasons}
+            )
+        if done.faces_indexed + done.faces_rejected + done.faces_dup_skipped == 0:
+            self.no_face.append({"source": done.url, "image_sha256": done.image_sha256})
 
     def as_dict(self) -> dict:
         return {
             "images": self.images,
+            "images_indexed": self.images_indexed,
             "faces_indexed": self.faces_indexed,
             "faces_dup_skipped": self.faces_dup_skipped,
             "faces_rejected": self.faces_rejected,
+            "rejected_reasons": dict(sorted(self.rejected_reasons.items())),
             "duplicates": self.duplicates,
             "failed": self.failed,
             "pending": self.pending,
             "errors": self.errors,
+            "no_face": self.no_face,
+            "rejected": self.rejected,
             "batch_id": self.batch_id,
             "seconds": round(self.seconds, 2),
         }
@@ -127,7 +171,9 @@ async def ingest(
                     )
                 except (OSError, ValueError) as exc:
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    summary.errors.append({"source": src, "error": str(exc)})
+                    summary.add_error(
+                        {"source": src, "stage": "cli", "reason": "unreadable", "error": str(exc)}
+                    )
                     continue
                 await bus.publish(
                     js, bus.SUBJECT_INGEST, request.SerializeToString(), msg_id=f"ingest.{message_id}"
@@ -171,41 +217,96 @@ async def _collect(sub, expected: set[str], summary: IngestSummary, wait_s: floa
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        try:
-            msg = await sub.next_msg(timeout=min(remaining, 5.0))
-        except TimeoutError:
+        msg = await _next(sub, min(remaining, 5.0))
+        if msg is None:
             continue
-        except Exception as exc:  # nats-py raises its own TimeoutError subclass
-            if type(exc).__name__ == "TimeoutError":
-                continue
-            raise
         done = pipeline_pb2.ImageDone()
         done.ParseFromString(msg.data)
         if done.message_id not in expected or done.message_id in seen:
             continue  # redelivered stages may repeat an event
         seen.add(done.message_id)
-        summary.faces_indexed += done.faces_indexed
-        summary.faces_dup_skipped += done.faces_dup_skipped
-        summary.faces_rejected += done.faces_rejected
-        if done.status == pipeline_pb2.IMAGE_STATUS_DUPLICATE:
-            summary.duplicates += 1
-        elif done.status == pipeline_pb2.IMAGE_STATUS_FAILED:
-            summary.failed += 1
-            summary.errors.append({"source": done.url, "stage": done.stage, "error": done.error})
+        summary.add_done(done)
         if progress:
             progress("done", len(seen), len(expected))
     summary.pending = len(expected - seen)
 
 
-def progress_bar(stream=sys.stderr) -> Callable[[str, int, int], None]:
+async def _next(sub, wait_s: float):
+    """The next message, or None after ``wait_s`` seconds."""
+    try:
+        return await sub.next_msg(timeout=wait_s)
+    except TimeoutError:
+        return None
+    except Exception as exc:  # nats-py raises its own TimeoutError subclass
+        if type(exc).__name__ == "TimeoutError":
+            return None
+        raise
+
+
+async def batch_summary(nats_url: str, batch_id: str, idle_s: float = 1.0) -> IngestSummary:
+    """The summary of an earlier ingest run, from the completion events kept on the
+    events stream (a day). ``images`` counts the images done so far."""
+    if not BATCH_ID_RE.match(batch_id):
+        raise ValueError(f"invalid batch id {batch_id!r}: letters, digits, '_' or '-'")
+    summary = IngestSummary(batch_id=batch_id)
+    nc = await bus.connect(nats_url, "cli")
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(
+            f"{bus.SUBJECT_DONE}.{batch_id}", stream=bus.EVENTS_STREAM, ordered_consumer=True
+        )
+        seen: set[str] = set()
+        try:
+            # Replays every stored event; the batch is read when none arrives for idle_s.
+            while (msg := await _next(sub, idle_s)) is not None:
+                done = pipeline_pb2.ImageDone()
+                done.ParseFromString(msg.data)
+                if done.message_id in seen:
+                    continue
+                seen.add(done.message_id)
+                summary.images += 1
+                summary.add_done(done)
+        finally:
+            await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return summary
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
+
+
+def progress_bar(stream=sys.stderr, every_s: float = 10.0) -> Callable[[str, int, int], None]:
+    """Progress with rate and ETA: a redrawn bar on a terminal, else one plain line
+    every ``every_s`` seconds and at the end of each phase."""
+    tty = stream.isatty()
+    started: dict[str, float] = {}
+    last_line = [0.0]
+
     def show(phase: str, n: int, total: int) -> None:
-        if not stream.isatty() or total == 0:
+        if total == 0:
             return
-        width = 30
-        filled = int(width * n / total)
-        stream.write(f"\r{phase:9} [{'#' * filled}{'.' * (width - filled)}] {n}/{total}")
-        if n == total:
-            stream.write("\n")
+        now = time.monotonic()
+        t0 = started.setdefault(phase, now)
+        elapsed = now - t0
+        rate = n / elapsed if elapsed > 0 else 0.0
+        eta = _duration((total - n) / rate) if rate > 0 else "?"
+        figures = f"{n}/{total} {rate:.1f} img/s ETA {eta}"
+        if tty:
+            width = 30
+            filled = int(width * n / total)
+            stream.write(f"\r{phase:9} [{'#' * filled}{'.' * (width - filled)}] {figures}   ")
+            if n == total:
+                stream.write("\n")
+        elif n == total or now - last_line[0] >= every_s:
+            last_line[0] = now
+            stream.write(f"{phase}: {figures}\n")
         stream.flush()
 
     return show

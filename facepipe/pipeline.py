@@ -8,6 +8,7 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -119,7 +120,7 @@ class StageService(Service):
         """A dead-lettered image still completes its ingest run, as FAILED."""
         record = getattr(payload, "image", None)
         if isinstance(record, pipeline_pb2.ImageRecord):
-            await self.emit_done(record, pipeline_pb2.IMAGE_STATUS_FAILED, error=error)
+            await self.emit_done(record, pipeline_pb2.IMAGE_STATUS_FAILED, error=error, reason=reason)
 
     async def emit_done(
         self,
@@ -129,6 +130,9 @@ class StageService(Service):
         faces_dup_skipped: int = 0,
         faces_rejected: int = 0,
         error: str = "",
+        rejected_reasons: Mapping[str, int] | None = None,
+        faces_known: int = 0,
+        reason: str = "",
     ) -> None:
         if self.js is None:
             return
@@ -144,6 +148,9 @@ class StageService(Service):
             faces_rejected=faces_rejected,
             stage=self.name,
             error=error,
+            rejected_reasons=dict(rejected_reasons or {}),
+            faces_known=faces_known,
+            reason=reason,
         )
         subject = f"{bus.SUBJECT_DONE}.{record.batch_id or 'none'}"
         msg_id = f"done-{record.message_id}" if record.message_id else None

@@ -41,6 +41,7 @@ PAYLOAD_KEYS = {
     "site",
     "url",
     "page_url",
+    "alt_text",
     "image_sha256",
     "phash",
     "phash_prefix",

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from facepipe.v1 import common_pb2 as facepipe_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61\x63\x65pipe/v1/indexer.proto\x12\x0b\x66\x61\x63\x65pipe.v1\x1a\x18\x66\x61\x63\x65pipe/v1/common.proto\"?\n\x0cSearchFilter\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\"\xb3\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12(\n\x06vector\x18\x03 \x01(\x0b\x32\x16.facepipe.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12)\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x19.facepipe.v1.SearchFilterB\x07\n\x05query\"\xd7\x02\n\x0bSearchMatch\x12\x10\n\x08point_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x10\n\x08page_url\x18\x06 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x07 \x01(\t\x12&\n\x04\x62\x62ox\x18\x08 \x01(\x0b\x32\x18.facepipe.v1.BoundingBox\x12\x11\n\tdet_score\x18\t \x01(\x02\x12\x0f\n\x07quality\x18\n \x01(\x02\x12$\n\x04\x63rop\x18\x0b \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12%\n\x05thumb\x18\x0c \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12\r\n\x05model\x18\r \x01(\t\x12\x12\n\nface_index\x18\x0e \x01(\x05\x12\x15\n\rindexed_at_ms\x18\x0f \x01(\x03\"}\n\x0eSearchResponse\x12)\n\x07matches\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.SearchMatch\x12%\n\nquery_face\x18\x02 \x01(\x0b\x32\x11.facepipe.v1.Face\x12\x19\n\x11query_faces_found\x18\x03 \x01(\x05\"$\n\x0fGetStatsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"\xda\x01\n\x10GetStatsResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cvector_store\x18\x04 \x01(\t\x12\x14\n\x0cobject_store\x18\x05 \x01(\t\x12=\n\x08\x63ounters\x18\x06 \x03(\x0b\x32+.facepipe.v1.GetStatsResponse.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"y\n\x12\x44\x65leteFacesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0cimage_sha256\x18\x02 \x01(\tH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12\x0e\n\x04site\x18\x04 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x05 \x01(\x08H\x00\x42\n\n\x08selector\"F\n\x13\x44\x65leteFacesResponse\x12\x16\n\x0epoints_deleted\x18\x01 \x01(\x03\x12\x17\n\x0fobjects_deleted\x18\x02 \x01(\x03\x32\xe7\x01\n\x07Indexer\x12\x41\n\x06Search\x12\x1a.facepipe.v1.SearchRequest\x1a\x1b.facepipe.v1.SearchResponse\x12G\n\x08GetStats\x12\x1c.facepipe.v1.GetStatsRequest\x1a\x1d.facepipe.v1.GetStatsResponse\x12P\n\x0b\x44\x65leteFaces\x12\x1f.facepipe.v1.DeleteFacesRequest\x1a .facepipe.v1.DeleteFacesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61\x63\x65pipe/v1/indexer.proto\x12\x0b\x66\x61\x63\x65pipe.v1\x1a\x18\x66\x61\x63\x65pipe/v1/common.proto\"?\n\x0cSearchFilter\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\"\xcd\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12(\n\x06vector\x18\x03 \x01(\x0b\x32\x16.facepipe.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12)\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x19.facepipe.v1.SearchFilter\x12\x18\n\x10query_face_index\x18\x07 \x01(\x05\x42\x07\n\x05query\"\xe9\x02\n\x0bSearchMatch\x12\x10\n\x08point_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x10\n\x08page_url\x18\x06 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x07 \x01(\t\x12&\n\x04\x62\x62ox\x18\x08 \x01(\x0b\x32\x18.facepipe.v1.BoundingBox\x12\x11\n\tdet_score\x18\t \x01(\x02\x12\x0f\n\x07quality\x18\n \x01(\x02\x12$\n\x04\x63rop\x18\x0b \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12%\n\x05thumb\x18\x0c \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12\r\n\x05model\x18\r \x01(\t\x12\x12\n\nface_index\x18\x0e \x01(\x05\x12\x15\n\rindexed_at_ms\x18\x0f \x01(\x03\x12\x10\n\x08\x61lt_text\x18\x10 \x01(\t\"\xbf\x01\n\x0eSearchResponse\x12)\n\x07matches\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.SearchMatch\x12%\n\nquery_face\x18\x02 \x01(\x0b\x32\x11.facepipe.v1.Face\x12\x19\n\x11query_faces_found\x18\x03 \x01(\x05\x12\x18\n\x10query_face_index\x18\x04 \x01(\x05\x12&\n\x0bquery_faces\x18\x05 \x03(\x0b\x32\x11.facepipe.v1.Face\":\n\x0fGetStatsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ount_images\x18\x02 \x01(\x08\"\xea\x01\n\x10GetStatsResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cvector_store\x18\x04 \x01(\t\x12\x14\n\x0cobject_store\x18\x05 \x01(\t\x12=\n\x08\x63ounters\x18\x06 \x03(\x0b\x32+.facepipe.v1.GetStatsResponse.CountersEntry\x12\x0e\n\x06images\x18\x07 \x01(\x03\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"L\n\x10ListFacesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x11ListFacesResponse\x12\'\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.SearchMatch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x12\x44\x65leteFacesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0cimage_sha256\x18\x02 \x01(\tH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12\x0e\n\x04site\x18\x04 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x05 \x01(\x08H\x00\x42\n\n\x08selector\"F\n\x13\x44\x65leteFacesResponse\x12\x16\n\x0epoints_deleted\x18\x01 \x01(\x03\x12\x17\n\x0fobjects_deleted\x18\x02 \x01(\x03\x32\xb3\x02\n\x07Indexer\x12\x41\n\x06Search\x12\x1a.facepipe.v1.SearchRequest\x1a\x1b.facepipe.v1.SearchResponse\x12G\n\x08GetStats\x12\x1c.facepipe.v1.GetStatsRequest\x1a\x1d.facepipe.v1.GetStatsResponse\x12P\n\x0b\x44\x65leteFaces\x12\x1f.facepipe.v1.DeleteFacesRequest\x1a .facepipe.v1.DeleteFacesResponse\x12J\n\tListFaces\x12\x1d.facepipe.v1.ListFacesRequest\x1a\x1e.facepipe.v1.ListFacesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,21 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SEARCHFILTER']._serialized_start=68
   _globals['_SEARCHFILTER']._serialized_end=131
   _globals['_SEARCHREQUEST']._serialized_start=134
-  _globals['_SEARCHREQUEST']._serialized_end=313
-  _globals['_SEARCHMATCH']._serialized_start=316
-  _globals['_SEARCHMATCH']._serialized_end=659
-  _globals['_SEARCHRESPONSE']._serialized_start=661
-  _globals['_SEARCHRESPONSE']._serialized_end=786
-  _globals['_GETSTATSREQUEST']._serialized_start=788
-  _globals['_GETSTATSREQUEST']._serialized_end=824
-  _globals['_GETSTATSRESPONSE']._serialized_start=827
-  _globals['_GETSTATSRESPONSE']._serialized_end=1045
-  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_start=998
-  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_end=1045
-  _globals['_DELETEFACESREQUEST']._serialized_start=1047
-  _globals['_DELETEFACESREQUEST']._serialized_end=1168
-  _globals['_DELETEFACESRESPONSE']._serialized_start=1170
-  _globals['_DELETEFACESRESPONSE']._serialized_end=1240
-  _globals['_INDEXER']._serialized_start=1243
-  _globals['_INDEXER']._serialized_end=1474
+  _globals['_SEARCHREQUEST']._serialized_end=339
+  _globals['_SEARCHMATCH']._serialized_start=342
+  _globals['_SEARCHMATCH']._serialized_end=703
+  _globals['_SEARCHRESPONSE']._serialized_start=706
+  _globals['_SEARCHRESPONSE']._serialized_end=897
+  _globals['_GETSTATSREQUEST']._serialized_start=899
+  _globals['_GETSTATSREQUEST']._serialized_end=957
+  _globals['_GETSTATSRESPONSE']._serialized_start=960
+  _globals['_GETSTATSRESPONSE']._serialized_end=1194
+  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_start=1147
+  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_end=1194
+  _globals['_LISTFACESREQUEST']._serialized_start=1196
+  _globals['_LISTFACESREQUEST']._serialized_end=1272
+  _globals['_LISTFACESRESPONSE']._serialized_start=1274
+  _globals['_LISTFACESRESPONSE']._serialized_end=1359
+  _globals['_DELETEFACESREQUEST']._serialized_start=1361
+  _globals['_DELETEFACESREQUEST']._serialized_end=1482
+  _globals['_DELETEFACESRESPONSE']._serialized_start=1484
+  _globals['_DELETEFACESRESPONSE']._serialized_end=1554
+  _globals['_INDEXER']._serialized_start=1557
+  _globals['_INDEXER']._serialized_end=1864
 # @@protoc_insertion_point(module_scope)

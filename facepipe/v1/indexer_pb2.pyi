@@ -18,23 +18,25 @@ class SearchFilter(_message.Message):
     def __init__(self, site: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("tenant_id", "image", "vector", "top_k", "min_score", "filter")
+    __slots__ = ("tenant_id", "image", "vector", "top_k", "min_score", "filter", "query_face_index")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     image: bytes
     vector: _common_pb2.Embedding
     top_k: int
     min_score: float
     filter: SearchFilter
-    def __init__(self, tenant_id: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ...) -> None: ...
+    query_face_index: int
+    def __init__(self, tenant_id: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., query_face_index: _Optional[int] = ...) -> None: ...
 
 class SearchMatch(_message.Message):
-    __slots__ = ("point_id", "score", "tenant_id", "site", "url", "page_url", "image_sha256", "bbox", "det_score", "quality", "crop", "thumb", "model", "face_index", "indexed_at_ms")
+    __slots__ = ("point_id", "score", "tenant_id", "site", "url", "page_url", "image_sha256", "bbox", "det_score", "quality", "crop", "thumb", "model", "face_index", "indexed_at_ms", "alt_text")
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +52,7 @@ class SearchMatch(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     INDEXED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    ALT_TEXT_FIELD_NUMBER: _ClassVar[int]
     point_id: str
     score: float
     tenant_id: str
@@ -65,26 +68,33 @@ class SearchMatch(_message.Message):
     model: str
     face_index: int
     indexed_at_ms: int
-    def __init__(self, point_id: _Optional[str] = ..., score: _Optional[float] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., bbox: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., det_score: _Optional[float] = ..., quality: _Optional[float] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., face_index: _Optional[int] = ..., indexed_at_ms: _Optional[int] = ...) -> None: ...
+    alt_text: str
+    def __init__(self, point_id: _Optional[str] = ..., score: _Optional[float] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., bbox: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., det_score: _Optional[float] = ..., quality: _Optional[float] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., face_index: _Optional[int] = ..., indexed_at_ms: _Optional[int] = ..., alt_text: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("matches", "query_face", "query_faces_found")
+    __slots__ = ("matches", "query_face", "query_faces_found", "query_face_index", "query_faces")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     QUERY_FACE_FIELD_NUMBER: _ClassVar[int]
     QUERY_FACES_FOUND_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FACES_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[SearchMatch]
     query_face: _common_pb2.Face
     query_faces_found: int
-    def __init__(self, matches: _Optional[_Iterable[_Union[SearchMatch, _Mapping]]] = ..., query_face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., query_faces_found: _Optional[int] = ...) -> None: ...
+    query_face_index: int
+    query_faces: _containers.RepeatedCompositeFieldContainer[_common_pb2.Face]
+    def __init__(self, matches: _Optional[_Iterable[_Union[SearchMatch, _Mapping]]] = ..., query_face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., query_faces_found: _Optional[int] = ..., query_face_index: _Optional[int] = ..., query_faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
-    __slots__ = ("tenant_id",)
+    __slots__ = ("tenant_id", "count_images")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_IMAGES_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
-    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+    count_images: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., count_images: _Optional[bool] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("points", "dim", "model", "vector_store", "object_store", "counters")
+    __slots__ = ("points", "dim", "model", "vector_store", "object_store", "counters", "images")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,13 +108,33 @@ class GetStatsResponse(_message.Message):
     VECTOR_STORE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_STORE_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     points: int
     dim: int
     model: str
     vector_store: str
     object_store: str
     counters: _containers.ScalarMap[str, int]
-    def __init__(self, points: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., vector_store: _Optional[str] = ..., object_store: _Optional[str] = ..., counters: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    images: int
+    def __init__(self, points: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., vector_store: _Optional[str] = ..., object_store: _Optional[str] = ..., counters: _Optional[_Mapping[str, int]] = ..., images: _Optional[int] = ...) -> None: ...
+
+class ListFacesRequest(_message.Message):
+    __slots__ = ("tenant_id", "page_size", "page_token")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, tenant_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListFacesResponse(_message.Message):
+    __slots__ = ("faces", "next_page_token")
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[SearchMatch]
+    next_page_token: str
+    def __init__(self, faces: _Optional[_Iterable[_Union[SearchMatch, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteFacesRequest(_message.Message):
     __slots__ = ("tenant_id", "image_sha256", "url", "site", "all")

@@ -50,6 +50,11 @@ class IndexerStub:
                 request_serializer=facepipe_dot_v1_dot_indexer__pb2.DeleteFacesRequest.SerializeToString,
                 response_deserializer=facepipe_dot_v1_dot_indexer__pb2.DeleteFacesResponse.FromString,
                 _registered_method=True)
+        self.ListFaces = channel.unary_unary(
+                '/facepipe.v1.Indexer/ListFaces',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesResponse.FromString,
+                _registered_method=True)
 
 
 class IndexerServicer:
@@ -74,6 +79,13 @@ class IndexerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListFaces(self, request, context):
+        """The tenant's faces, page by page, in a stable order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +103,11 @@ def add_IndexerServicer_to_server(servicer, server):
                     servicer.DeleteFaces,
                     request_deserializer=facepipe_dot_v1_dot_indexer__pb2.DeleteFacesRequest.FromString,
                     response_serializer=facepipe_dot_v1_dot_indexer__pb2.DeleteFacesResponse.SerializeToString,
+            ),
+            'ListFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFaces,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class Indexer:
             '/facepipe.v1.Indexer/DeleteFaces',
             facepipe_dot_v1_dot_indexer__pb2.DeleteFacesRequest.SerializeToString,
             facepipe_dot_v1_dot_indexer__pb2.DeleteFacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/ListFaces',
+            facepipe_dot_v1_dot_indexer__pb2.ListFacesRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.ListFacesResponse.FromString,
             options,
             channel_credentials,
             insecure,

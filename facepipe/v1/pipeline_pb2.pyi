@@ -104,18 +104,27 @@ class FaceCrop(_message.Message):
     def __init__(self, aligned_bgr: _Optional[bytes] = ..., size: _Optional[int] = ..., thumb_jpeg: _Optional[bytes] = ...) -> None: ...
 
 class DetectedImage(_message.Message):
-    __slots__ = ("image", "faces", "detector_model", "faces_rejected", "crops")
+    __slots__ = ("image", "faces", "detector_model", "faces_rejected", "crops", "rejected_reasons")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_MODEL_FIELD_NUMBER: _ClassVar[int]
     FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     CROPS_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
     image: ImageRecord
     faces: _containers.RepeatedCompositeFieldContainer[_common_pb2.Face]
     detector_model: str
     faces_rejected: int
     crops: _containers.RepeatedCompositeFieldContainer[FaceCrop]
-    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ..., detector_model: _Optional[str] = ..., faces_rejected: _Optional[int] = ..., crops: _Optional[_Iterable[_Union[FaceCrop, _Mapping]]] = ...) -> None: ...
+    rejected_reasons: _containers.ScalarMap[str, int]
+    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[_common_pb2.Face, _Mapping]]] = ..., detector_model: _Optional[str] = ..., faces_rejected: _Optional[int] = ..., crops: _Optional[_Iterable[_Union[FaceCrop, _Mapping]]] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class EmbeddedFace(_message.Message):
     __slots__ = ("face_index", "face", "embedding", "crop", "thumb", "face_phash")
@@ -134,19 +143,35 @@ class EmbeddedFace(_message.Message):
     def __init__(self, face_index: _Optional[int] = ..., face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., face_phash: _Optional[str] = ...) -> None: ...
 
 class EmbeddedImage(_message.Message):
-    __slots__ = ("image", "faces", "faces_rejected", "faces_dup_skipped")
+    __slots__ = ("image", "faces", "faces_rejected", "faces_dup_skipped", "rejected_reasons")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
     FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     FACES_DUP_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
     image: ImageRecord
     faces: _containers.RepeatedCompositeFieldContainer[EmbeddedFace]
     faces_rejected: int
     faces_dup_skipped: int
-    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[EmbeddedFace, _Mapping]]] = ..., faces_rejected: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ...) -> None: ...
+    rejected_reasons: _containers.ScalarMap[str, int]
+    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[EmbeddedFace, _Mapping]]] = ..., faces_rejected: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ImageDone(_message.Message):
-    __slots__ = ("batch_id", "message_id", "tenant_id", "url", "image_sha256", "status", "faces_indexed", "faces_dup_skipped", "faces_rejected", "stage", "error")
+    __slots__ = ("batch_id", "message_id", "tenant_id", "url", "image_sha256", "status", "faces_indexed", "faces_dup_skipped", "faces_rejected", "stage", "error", "rejected_reasons", "faces_known", "reason")
+    class RejectedReasonsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +183,9 @@ class ImageDone(_message.Message):
     FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    FACES_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     message_id: str
     tenant_id: str
@@ -169,4 +197,7 @@ class ImageDone(_message.Message):
     faces_rejected: int
     stage: str
     error: str
-    def __init__(self, batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., status: _Optional[_Union[ImageStatus, str]] = ..., faces_indexed: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., faces_rejected: _Optional[int] = ..., stage: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    rejected_reasons: _containers.ScalarMap[str, int]
+    faces_known: int
+    reason: str
+    def __init__(self, batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., status: _Optional[_Union[ImageStatus, str]] = ..., faces_indexed: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., faces_rejected: _Optional[int] = ..., stage: _Optional[str] = ..., error: _Optional[str] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ..., faces_known: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -38,14 +38,18 @@ async def detect_record(
     crops = (
         await asyncio.to_thread(face_crops, image.bgr, accepted, crop_size) if crop_size and accepted else []
     )
+    rejected_reasons: dict[str, int] = {}
     for f in faces:
         outcome = "accepted" if f.quality.accepted else "rejected"
         for reason in f.quality.reasons or ["none"]:
             metrics.FACES.labels("detector", outcome, reason).inc()
+            if not f.quality.accepted:
+                rejected_reasons[reason] = rejected_reasons.get(reason, 0) + 1
     return pipeline_pb2.DetectedImage(
         image=record,
         faces=[face_to_proto(f) for f in accepted],
         detector_model=detector.model_name,
         faces_rejected=len(faces) - len(accepted),
         crops=crops,
+        rejected_reasons=rejected_reasons,
     )

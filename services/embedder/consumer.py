@@ -38,7 +38,9 @@ async def embed_record(
     service: str = "embedder",
 ) -> pipeline_pb2.EmbeddedImage:
     record = detected.image
-    out = pipeline_pb2.EmbeddedImage(image=record, faces_rejected=detected.faces_rejected)
+    out = pipeline_pb2.EmbeddedImage(
+        image=record, faces_rejected=detected.faces_rejected, rejected_reasons=detected.rejected_reasons
+    )
     if not detected.faces:
         return out
     crops, thumbs = await _crops_and_thumbs(embedder, objects, detected, max_pixels)
@@ -65,6 +67,7 @@ async def embed_record(
             "url": record.url,
             "site": record.site,
             "page_url": record.page_url,
+            "alt_text": record.alt_text,
             "face_index": index,
             "point_id": pid,
             "bbox": [face.box.x1, face.box.y1, face.box.x2, face.box.y2],

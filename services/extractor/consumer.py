@@ -153,7 +153,7 @@ class IngestConsumer:
         if claim.state == "duplicate":
             metrics.DEDUP.labels(self.service.name, "exact", "hit").inc()
             await self.service.emit_done(
-                request, pipeline_pb2.IMAGE_STATUS_DUPLICATE, faces_dup_skipped=claim.faces
+                request, pipeline_pb2.IMAGE_STATUS_DUPLICATE, faces_known=claim.faces
             )
             self.service.count_faces("dup_skipped", claim.faces)
             log.info(
@@ -238,4 +238,4 @@ class IngestConsumer:
                 log.warning(
                     "could not release claim", extra={"sha256": request.image_sha256, "error": str(exc)}
                 )
-        await self.service.emit_done(request, pipeline_pb2.IMAGE_STATUS_FAILED, error=error)
+        await self.service.emit_done(request, pipeline_pb2.IMAGE_STATUS_FAILED, error=error, reason=reason)

@@ -61,6 +61,7 @@ def face_points(msg: pipeline_pb2.EmbeddedImage, dim: int, model: str, now_ms: i
                     "site": record.site,
                     "url": record.url,
                     "page_url": record.page_url,
+                    "alt_text": record.alt_text,
                     "image_sha256": sha,
                     "phash": phash,
                     "phash_prefix": phash[:4],

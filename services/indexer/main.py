@@ -104,6 +104,7 @@ class IndexerService(StageService):
             faces_indexed=len(points),
             faces_dup_skipped=msg.faces_dup_skipped,
             faces_rejected=msg.faces_rejected,
+            rejected_reasons=msg.rejected_reasons,
         )
         self.count_faces("indexed", len(points))
         self.count_faces("rejected", msg.faces_rejected)

@@ -32,6 +32,9 @@ log = logging.getLogger("facepipe.indexer")
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 1000
 FILTER_FIELDS = ("site", "url", "image_sha256")
+DEFAULT_PAGE_SIZE = 100
+# Listing and image counting read at most this many points of a tenant.
+MAX_LIST_POINTS = 1_000_000
 
 
 class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
@@ -52,7 +55,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         response = indexer_pb2.SearchResponse()
         query = request.WhichOneof("query")
         if query == "image":
-            vector = await self._image_vector(request.image, response, context)
+            vector = await self._image_vector(request.image, request.query_face_index, response, context)
             if vector is None:
                 return response
         elif query == "vector":
@@ -66,10 +69,12 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         return response
 
     async def _image_vector(
-        self, data: bytes, response: indexer_pb2.SearchResponse, context
+        self, data: bytes, face_index: int, response: indexer_pb2.SearchResponse, context
     ) -> np.ndarray | None:
-        """The embedding of the largest accepted face, or None when there is none."""
+        """The embedding of the chosen face (largest first), or None when there is no face."""
         engine = self.service.engine
+        if face_index < 0:
+            await _invalid(context, f"query_face_index must be 0 or more, got {face_index}")
         try:
             image = await asyncio.to_thread(engine.detector.decode, data)
         except ImageError as exc:
@@ -78,9 +83,17 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         response.query_faces_found = len(faces)
         if not faces:
             return None
-        best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
-        response.query_face.CopyFrom(face_to_proto(best))
-        vectors, _ = await engine.embedder.embed_faces(image.bgr, [best.landmarks])
+        by_area = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+        response.query_faces.extend(face_to_proto(f) for f in by_area)
+        if face_index >= len(by_area):
+            await _invalid(
+                context,
+                f"query_face_index {face_index} is out of range: the image has {len(by_area)} face(s)",
+            )
+        chosen = by_area[face_index]
+        response.query_face_index = face_index
+        response.query_face.CopyFrom(face_to_proto(chosen))
+        vectors, _ = await engine.embedder.embed_faces(image.bgr, [chosen.landmarks])
         return vectors[0]
 
     async def _given_vector(self, embedding: common_pb2.Embedding, context) -> np.ndarray:
@@ -101,8 +114,13 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         store = await self._store(context)
         tenant = await _tenant(request.tenant_id, context) if request.tenant_id else None
         points = await asyncio.to_thread(store.count, tenant)
+        images = 0
+        if tenant is not None and request.count_images:
+            payloads = await asyncio.to_thread(store.scroll, tenant, None, MAX_LIST_POINTS)
+            images = len({p.payload.get("image_sha256") for p in payloads})
         objects = self.service.objects
         return indexer_pb2.GetStatsResponse(
+            images=images,
             points=points,
             dim=self.service.dim,
             model=self.service.model,
@@ -141,6 +159,30 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             },
         )
         return indexer_pb2.DeleteFacesResponse(points_deleted=erased.points, objects_deleted=erased.objects)
+
+    async def ListFaces(
+        self, request: indexer_pb2.ListFacesRequest, context
+    ) -> indexer_pb2.ListFacesResponse:
+        store = await self._store(context)
+        tenant = await _tenant(request.tenant_id, context)
+        page_size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_TOP_K:
+            await _invalid(context, f"page_size must be between 1 and {MAX_TOP_K}, got {request.page_size}")
+        start = 0
+        if request.page_token:
+            if not request.page_token.isdigit():
+                await _invalid(context, f"page_token {request.page_token!r} is not one this service gave")
+            start = int(request.page_token)
+        # Sorted by point id, so pages stay stable while nothing is written.
+        stored = await asyncio.to_thread(store.scroll, tenant, None, MAX_LIST_POINTS)
+        stored.sort(key=lambda p: p.id)
+        page = stored[start : start + page_size]
+        response = indexer_pb2.ListFacesResponse(
+            faces=[_match(SearchHit(p.id, 0.0, p.payload)) for p in page]
+        )
+        if start + page_size < len(stored):
+            response.next_page_token = str(start + page_size)
+        return response
 
     async def _forget(self, tenant: str, erased: Erased, everything: bool) -> None:
         """Drops dedup state, so the erased images and faces can be ingested again."""
@@ -235,6 +277,7 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
         model=p.get("model", ""),
         face_index=int(p.get("face_index", 0)),
         indexed_at_ms=int(p.get("indexed_at", 0)),
+        alt_text=p.get("alt_text", ""),
     )
 
 
