@@ -13,13 +13,9 @@ from facepipe.cli import addresses
 def cmd_crawl(args: argparse.Namespace) -> int:
     import grpc
 
-    from facepipe.pipeline import TENANT_RE
     from services.crawler.client import CrawlClient, crawl_summary, progress_printer
     from services.crawler.config import check_seed, parse_sites_file
 
-    if not TENANT_RE.match(args.tenant):
-        print(f"error: invalid tenant {args.tenant!r}: 1-64 letters, digits, '_' or '-'", file=sys.stderr)
-        return 2
     seeds: list[str] = []
     for url in args.urls:
         seed, problem = check_seed(url)

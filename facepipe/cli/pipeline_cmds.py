@@ -13,11 +13,7 @@ from facepipe.cli import addresses
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from facepipe.client import ingest, progress_bar
-    from facepipe.pipeline import TENANT_RE
 
-    if not TENANT_RE.match(args.tenant):
-        print(f"error: invalid tenant {args.tenant!r}", file=sys.stderr)
-        return 2
     nats_url, objects = addresses.pipeline_env(args)
     summary = asyncio.run(
         ingest(

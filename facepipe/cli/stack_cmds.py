@@ -22,7 +22,9 @@ SERVICES = {
 
 def cmd_serve(args: argparse.Namespace) -> int:
     module = importlib.import_module(SERVICES[args.service])
-    module.main(Settings.from_env(args.service, grpc_port=args.port, http_port=args.http_port))
+    module.main(
+        Settings.from_env(args.service, grpc_port=args.port, http_port=args.http_port, grpc_host=args.host)
+    )
     return 0
 
 
@@ -69,11 +71,15 @@ def _print_status(state, as_json: bool) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from facepipe.stack import StackState
 
-    state = StackState.load(addresses.data_dir(args))
-    if state is None:
+    running = addresses.stack_state(args)
+    if running is None:
+        # Never probe a stopped stack's ports: another stack may be serving on them now.
+        where = addresses.data_dir(args)
         if args.json:
             print("[]")
         else:
-            print(f"no stack in {addresses.data_dir(args)}")
+            state = StackState.load(where)
+            last = f" (last status: {state.status})" if state else ""
+            print(f"no running stack in {where}{last}")
         return 1
-    return _print_status(state, args.json)
+    return _print_status(running, args.json)
