@@ -46,7 +46,8 @@ def _parse(value: str, kind: Any) -> Any:
 class Settings:
     # Service identity and ports (0 picks the default for the service).
     service: str = "facepipe"
-    grpc_host: str = "0.0.0.0"
+    # Loopback for local use; containers set FACEPIPE_GRPC_HOST=0.0.0.0 to be reachable.
+    grpc_host: str = "127.0.0.1"
     grpc_port: int = 0
     http_port: int = 0
     log_level: str = "INFO"

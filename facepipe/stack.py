@@ -177,6 +177,7 @@ class Supervisor:
                 self._spawn(state, name)
             state.status = "running"
             state.save(self.data_dir)
+            announce(state)
             self._watch(state)
         finally:
             state.status = "stopping"
@@ -255,6 +256,21 @@ class Supervisor:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def announce(state: StackState, out=None) -> None:
+    """Tells who runs the stack in the foreground what was started and where."""
+    out = out or sys.stdout
+    print(f"started the stack in {state.data_dir} (supervisor pid {state.supervisor_pid}):", file=out)
+    for name, c in sorted(state.components.items(), key=lambda item: item[0] != "nats"):
+        address = state.nats_url if name == "nats" else c.address
+        print(f"  {name:10} {address:24} http :{c.http_port}  pid {c.pid}", file=out)
+    print(
+        f"`facepipe status --data-dir {state.data_dir}` shows their health, Ctrl-C stops them; "
+        f"logs in {Path(state.data_dir) / 'logs'}",
+        file=out,
+    )
+    out.flush()
 
 
 def start_detached(data_dir: Path, auto_ports: bool = False, timeout: float = 120.0) -> StackState:

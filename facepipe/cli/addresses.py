@@ -1,0 +1,90 @@
+"""Finding the running local stack and the services' addresses from its stack.json.
+
+A command acts on exactly the stack it is aimed at. An explicit ``--addr`` wins;
+then a ``--data-dir`` given on the command line, whose stack must be running;
+without one, the default stack when it runs, else the ``FACEPIPE_*_ADDR`` /
+``FACEPIPE_NATS_URL`` overrides. Nothing ever falls back to the standard ports,
+which may belong to another stack."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from facepipe.cli.errors import CliError
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    from facepipe.stack import default_data_dir
+
+    return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+
+
+def stack_state(args: argparse.Namespace):
+    """The stack in the command's data dir when its supervisor runs, else None."""
+    from facepipe.stack import StackState, pid_alive
+
+    state = StackState.load(data_dir(args))
+    if state is None or state.status != "running" or not pid_alive(state.supervisor_pid):
+        return None
+    return state
+
+
+def not_running(args: argparse.Namespace, hint: str = "") -> CliError:
+    """The error for a command aimed at a stack that does not run."""
+    where = data_dir(args)
+    start = "facepipe up --detach" + (f" --data-dir {where}" if args.data_dir else "")
+    return CliError(f"no running stack in {where}; start it with `{start}`{hint}")
+
+
+def _aimed_stack(args: argparse.Namespace, env_name: str):
+    """The running stack the command is aimed at, or None when ``env_name`` overrides it."""
+    state = stack_state(args)
+    if state is not None:
+        return state
+    if not args.data_dir and os.environ.get(env_name):
+        return None
+    raise not_running(args, "" if args.data_dir else f", or set {env_name}")
+
+
+def pipeline_env(args: argparse.Namespace) -> tuple[str, object]:
+    """NATS URL and object store of the stack the command is aimed at."""
+    from facepipe.storage import object_store_from_env
+
+    state = _aimed_stack(args, "FACEPIPE_NATS_URL")
+    if state is not None:
+        return state.nats_url, object_store_from_env({**os.environ, **state.env})
+    return os.environ["FACEPIPE_NATS_URL"], object_store_from_env()
+
+
+def service_addr(args: argparse.Namespace, service: str) -> str:
+    """HOST:PORT of ``service``: --addr, the aimed stack's, or FACEPIPE_<SERVICE>_ADDR."""
+    if getattr(args, "addr", None):
+        return args.addr
+    env_name = f"FACEPIPE_{service.upper()}_ADDR"
+    try:
+        state = _aimed_stack(args, env_name)
+    except CliError as exc:
+        raise CliError(f"{exc.message} (or pass --addr HOST:PORT)") from None
+    if state is None:
+        return os.environ[env_name]
+    if service not in state.components:
+        raise CliError(f"the stack in {state.data_dir} runs no {service}")
+    return state.address(service)
+
+
+def indexer_addr(args: argparse.Namespace) -> str:
+    return service_addr(args, "indexer")
+
+
+def crawler_addr(args: argparse.Namespace) -> str:
+    return service_addr(args, "crawler")
+
+
+def thumb_location(args: argparse.Namespace, bucket: str, key: str) -> str:
+    state = stack_state(args)
+    env = {**os.environ, **(state.env if state else {})}
+    if env.get("FACEPIPE_OBJECT_STORE", "local") == "local" and env.get("FACEPIPE_OBJECT_DIR"):
+        return str(Path(env["FACEPIPE_OBJECT_DIR"]) / bucket / key)
+    return f"s3://{bucket}/{key}"

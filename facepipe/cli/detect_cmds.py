@@ -1,0 +1,85 @@
+"""The detect command: faces in images, in-process or against a detector."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from facepipe.config import Settings
+
+
+def _detect_request(paths: list[str], args: argparse.Namespace):
+    from facepipe.v1 import common_pb2, detector_pb2
+
+    images = []
+    for p in paths:
+        data = sys.stdin.buffer.read() if p == "-" else Path(p).read_bytes()
+        images.append(common_pb2.ImageInput(id=p, data=data))
+    options = detector_pb2.DetectOptions(
+        score_threshold=args.threshold, max_faces=args.max_faces, include_rejected=args.include_rejected
+    )
+    return detector_pb2.DetectBatchRequest(images=images, options=options)
+
+
+async def _detect(args: argparse.Namespace):
+    request = _detect_request(args.images, args)
+    if args.addr:
+        import grpc
+
+        from facepipe.v1 import detector_pb2_grpc
+
+        async with grpc.aio.insecure_channel(args.addr) as channel:
+            return await detector_pb2_grpc.DetectorStub(channel).DetectBatch(request, timeout=args.timeout)
+    from facepipe.faces import FaceEngine
+    from services.detector.servicer import detect_batch
+
+    engine = FaceEngine.load(Settings.from_env("detector"), "cli", embedder=False)
+    try:
+        return await detect_batch(engine.detector, request)
+    finally:
+        await engine.close()
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from google.protobuf.json_format import MessageToDict
+
+    for p in args.images:
+        if p != "-" and not Path(p).is_file():
+            print(f"error: no such file: {p}", file=sys.stderr)
+            return 2
+    response = asyncio.run(_detect(args))
+    failed = 0
+    if args.json:
+        doc = MessageToDict(
+            response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        print(json.dumps(doc["results"], indent=2))
+        failed = sum(1 for r in response.results if r.HasField("error"))
+    else:
+        for r in response.results:
+            if r.HasField("error"):
+                failed += 1
+                print(f"{r.id}: error {r.error.message}")
+                continue
+            print(f"{r.id}: {len(r.faces)} face(s) in {r.width}x{r.height}")
+            for i, f in enumerate(r.faces):
+                b = f.box
+                verdict = (
+                    "ok"
+                    if f.quality.accepted
+                    else "rejected " + ",".join(_reason_name(x) for x in f.quality.reasons)
+                )
+                print(
+                    f"  [{i}] box=({b.x1:.0f},{b.y1:.0f},{b.x2:.0f},{b.y2:.0f}) score={f.score:.3f} "
+                    f"quality={f.quality.score:.2f} {verdict}"
+                )
+    return 1 if failed else 0
+
+
+def _reason_name(value: int) -> str:
+    from facepipe.v1 import common_pb2
+
+    return common_pb2.QualityReason.Name(value).removeprefix("QUALITY_REASON_")

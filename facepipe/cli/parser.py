@@ -1,0 +1,279 @@
+"""The argument parser of the ``facepipe`` command line.
+
+Every option says what it does and its default, every command ends its help
+with an example, and a mistake is reported with the usage of the command it
+was made in."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from facepipe.cli.crawl_cmds import cmd_crawl
+from facepipe.cli.detect_cmds import cmd_detect
+from facepipe.cli.errors import USAGE
+from facepipe.cli.models_cmds import cmd_models
+from facepipe.cli.pipeline_cmds import cmd_erase, cmd_ingest, cmd_search
+from facepipe.cli.stack_cmds import SERVICES, cmd_down, cmd_serve, cmd_status, cmd_up
+from facepipe.config import DEFAULT_PORTS
+
+INT32_MAX = 2**31 - 1
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends an option's default unless its help names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = default not in (None, False, argparse.SUPPRESS) and not isinstance(default, list)
+        if shown and "default" not in text and (action.option_strings or action.nargs == "?"):
+            text += " (default: %(default)s)"
+        return text
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Reports an unknown option with the usage of the (sub)command it was given to."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and self.prog != "facepipe":
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(USAGE)
+
+
+def tenant(value: str) -> str:
+    """The one check of a tenant name, shared by every command that takes one."""
+    from facepipe.pipeline import TENANT_RE  # imported on use: the pipeline module pulls in gRPC
+
+    if not TENANT_RE.match(value):
+        raise argparse.ArgumentTypeError(f"invalid tenant {value!r}: 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+def int_range(low: int, high: int = INT32_MAX):
+    """An integer option that must lie in [low, high]."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"{number} is not between {low} and {high}")
+        return number
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be more than 0")
+    return number
+
+
+def _command(sub, name: str, help: str, example: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        epilog="example:\n  " + example.strip().replace("\n", "\n  "),
+        formatter_class=HelpFormatter,
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def _stack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="local stack directory whose stack.json names the services (default: $FACEPIPE_HOME/stack)",
+    )
+
+
+def _timeout(p: argparse.ArgumentParser, default: float, what: str) -> None:
+    p.add_argument("--timeout", type=positive_float, default=default, help=f"seconds to wait for {what}")
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog="facepipe",
+        description="Find, index and search faces.",
+        epilog="example:\n  facepipe up --detach && facepipe ingest ~/Pictures --tenant family --wait\n\n"
+        "'facepipe COMMAND --help' describes each command.",
+        formatter_class=HelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(
+        sub,
+        "serve",
+        "run one service in the foreground",
+        "facepipe serve detector --port 50061    # gRPC 127.0.0.1:50061, metrics on :51061",
+        cmd_serve,
+    )
+    p.add_argument("service", choices=sorted(SERVICES), help="the service to run")
+    ports = ", ".join(f"{k} {v}" for k, v in DEFAULT_PORTS.items())
+    p.add_argument("--port", type=int_range(0, 65535), help=f"gRPC port (default: the service's: {ports})")
+    p.add_argument(
+        "--http-port", type=int_range(0, 65535), help="metrics/health port (default: gRPC port + 1000)"
+    )
+    p.add_argument(
+        "--host",
+        help="address to listen on; 0.0.0.0 for every interface (default: $FACEPIPE_GRPC_HOST or 127.0.0.1)",
+    )
+
+    p = _command(
+        sub,
+        "detect",
+        "detect faces in images, in-process or against a detector",
+        "facepipe detect photo.jpg group.png --include-rejected",
+        cmd_detect,
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files ('-' reads one from stdin)")
+    p.add_argument("--addr", help="detector address HOST:PORT (default: run the models in-process)")
+    _json(p)
+    p.add_argument("--threshold", type=float, default=0.0, help="minimum detector score")
+    p.add_argument(
+        "--max-faces", type=int_range(0), default=0, help="faces per image, largest first (0: all)"
+    )
+    p.add_argument("--include-rejected", action="store_true", help="also list faces that fail quality checks")
+    _timeout(p, 60.0, "the detector")
+
+    p = _command(
+        sub,
+        "models",
+        "manage model packs",
+        "facepipe models install local --from ../shared/models",
+        cmd_models,
+    )
+    msub = p.add_subparsers(dest="models_cmd", required=True, metavar="ACTION")
+    _command(msub, "list", "list known and installed packs", "facepipe models list", cmd_models)
+    mp = _command(
+        msub,
+        "pull",
+        "download, verify and unpack a pack",
+        "facepipe models pull buffalo_l",
+        cmd_models,
+    )
+    mp.add_argument("name", help="pack name, e.g. buffalo_l")
+    mp.add_argument("--from", dest="url", help="zip URL (default: the pack's release URL)")
+    mp.add_argument("--sha256", help="expected sha256 of the zip (default: the pack's known sum)")
+    mp.add_argument("--force", action="store_true", help="replace an installed pack")
+    mi = _command(
+        msub,
+        "install",
+        "install a local directory of ONNX files as a pack",
+        "facepipe models install local --from ../shared/models",
+        cmd_models,
+    )
+    mi.add_argument("name", help="name to install the pack under")
+    mi.add_argument("--from", dest="source", required=True, help="directory with the .onnx files (required)")
+
+    p = _command(
+        sub,
+        "up",
+        "start NATS and every service as supervised local processes",
+        "facepipe up --detach --auto-ports --data-dir /tmp/facepipe-stack",
+        cmd_up,
+    )
+    _stack_args(p)
+    p.add_argument("--detach", action="store_true", help="run in the background and return once healthy")
+    p.add_argument("--auto-ports", action="store_true", help="pick free ports instead of the standard ones")
+    _timeout(p, 180.0, "health with --detach")
+
+    p = _command(
+        sub, "down", "stop the local stack", "facepipe down --data-dir /tmp/facepipe-stack", cmd_down
+    )
+    _stack_args(p)
+
+    p = _command(sub, "status", "health of each local stack component", "facepipe status --json", cmd_status)
+    _stack_args(p)
+    _json(p)
+
+    p = _command(
+        sub,
+        "ingest",
+        "store and publish images (files, folders or URLs)",
+        "facepipe ingest ~/Pictures https://example.org/team.jpg --tenant family --wait",
+        cmd_ingest,
+    )
+    _stack_args(p)
+    p.add_argument("sources", nargs="+", metavar="PATH_OR_URL", help="image files, folders (walked) or URLs")
+    p.add_argument("--tenant", type=tenant, default="default", help="tenant the faces belong to")
+    p.add_argument("--site", default="", help="site label stored with each face (default: none)")
+    p.add_argument("--wait", action="store_true", help="block until every image is fully processed")
+    _json(p)
+    _timeout(p, 600.0, "the images with --wait")
+
+    p = _command(
+        sub,
+        "search",
+        "search indexed faces with the largest face of an image",
+        "facepipe search query.jpg --tenant family --top-k 10",
+        cmd_search,
+    )
+    _stack_args(p)
+    p.add_argument("image", help="query image file")
+    p.add_argument("--tenant", type=tenant, default="default", help="tenant to search in")
+    p.add_argument("--top-k", type=int_range(1), default=5, help="matches to return, best first")
+    p.add_argument("--min-score", type=float, default=0.0, help="lowest cosine similarity to return")
+    p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _json(p)
+    _timeout(p, 60.0, "the indexer")
+
+    p = _command(
+        sub,
+        "crawl",
+        "crawl sites and ingest every image found",
+        "facepipe crawl https://example.org/ --tenant acme --max-pages 200 --wait",
+        cmd_crawl,
+    )
+    _stack_args(p)
+    p.add_argument("urls", nargs="*", metavar="URL", help="seed URLs, one site each")
+    p.add_argument("--sites-file", help="file with one seed URL per line, '#' for comments")
+    p.add_argument("--tenant", type=tenant, default="default", help="tenant the faces belong to")
+    p.add_argument(
+        "--max-pages", type=int_range(0), default=0, help="pages per site (default: 0, the crawler's limit)"
+    )
+    p.add_argument("--max-depth", type=int_range(0), help="link depth from the seed (default: the crawler's)")
+    p.add_argument(
+        "--render", choices=["auto", "never", "always"], default="auto", help="JavaScript rendering"
+    )
+    p.add_argument("--wait", action="store_true", help="block until the crawl ends (Ctrl-C cancels it)")
+    _json(p)
+    p.add_argument("--addr", help="crawler HOST:PORT (default: the local stack's)")
+    _timeout(p, 3600.0, "the crawl with --wait")
+
+    p = _command(
+        sub,
+        "erase",
+        "delete faces (vectors and stored objects)",
+        "facepipe erase --tenant family --url file:///home/me/Pictures/old.jpg",
+        cmd_erase,
+    )
+    _stack_args(p)
+    p.add_argument("--tenant", type=tenant, required=True, help="tenant to erase from (required)")
+    p.add_argument("--url", help="erase the faces of the image with this URL")
+    p.add_argument("--site", help="erase the faces of this site")
+    p.add_argument("--sha256", help="erase the faces of the image with this sha256")
+    p.add_argument("--all", action="store_true", help="erase everything of the tenant")
+    p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _json(p)
+    _timeout(p, 120.0, "the indexer")
+    return parser
