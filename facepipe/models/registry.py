@@ -21,6 +21,8 @@ import httpx
 log = logging.getLogger("facepipe.models")
 
 MANIFEST = "pack.json"
+# Calibrated thresholds per recognizer file, keyed by its sha256 (python -m facepipe.calibrate --write).
+THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,31 @@ def _write_manifest(directory: Path, name: str, source: str) -> dict:
         "files": {p.name: {"sha256": sha256_file(p), "role": roles[p.name]} for p in files},
         "license": PACKS[name].license if name in PACKS else "",
     }
+    thresholds = known_thresholds(manifest["files"][recognizers[0]]["sha256"])
+    if thresholds:
+        manifest["thresholds"] = thresholds
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def known_thresholds(recognizer_sha256: str) -> dict[str, float]:
+    """The calibrated thresholds of a recognizer file, or {} when it was never calibrated."""
+    if not THRESHOLDS_FILE.is_file():
+        return {}
+    entry = json.loads(THRESHOLDS_FILE.read_text()).get(recognizer_sha256) or {}
+    return {"search_min_score": float(entry["search_min_score"])} if "search_min_score" in entry else {}
+
+
+def pack_thresholds(directory: Path) -> dict[str, float]:
+    """The thresholds in a pack's manifest, or {} when the pack has none."""
+    manifest_path = Path(directory) / MANIFEST
+    if not manifest_path.is_file():
+        return {}
+    try:
+        thresholds = json.loads(manifest_path.read_text()).get("thresholds") or {}
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in thresholds.items() if isinstance(v, int | float)}
 
 
 def load_pack(directory: Path, detector: str = "", recognizer: str = "") -> PackFiles:
