@@ -259,6 +259,7 @@ def test_default_install_wires_the_bundled_backends(rendered) -> None:
     assert "jetstream {" in nats_conf
 
     env = find(docs, "ConfigMap", f"{RELEASE}-indexer")["data"]
+    assert env["FACEPIPE_GRPC_HOST"] == "0.0.0.0"  # services bind loopback unless told otherwise
     assert env["FACEPIPE_NATS_URL"] == f"nats://{RELEASE}-nats:4222"
     assert env["FACEPIPE_VECTOR_STORE"] == "qdrant"
     assert env["FACEPIPE_QDRANT_URL"] == f"http://{RELEASE}-qdrant:6333"
@@ -469,6 +470,8 @@ def test_dockerfile_matches_its_service(service: str) -> None:
     assert user.split(":")[0] not in ("0", "root") and user.startswith("10001")
     [entrypoint] = [rest for word, rest in instructions if word == "ENTRYPOINT"]
     assert json.loads(entrypoint) == ["facepipe", "serve", service]
+    [env] = [rest for word, rest in instructions if word == "ENV"]
+    assert "FACEPIPE_GRPC_HOST=0.0.0.0" in env, "a container must listen beyond its loopback"
     [expose] = [rest for word, rest in instructions if word == "EXPOSE"]
     port = DEFAULT_PORTS[service]
     assert expose.split() == [str(port), str(port + HTTP_PORT_OFFSET)]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from facepipe.cli import addresses
+from facepipe.cli.errors import UsageError, rpc_failure
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
@@ -20,19 +21,16 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     for url in args.urls:
         seed, problem = check_seed(url)
         if problem:
-            print(f"error: {url!r} {problem}", file=sys.stderr)
-            return 2
+            raise UsageError(f"{url!r} {problem}")
         if seed not in seeds:
             seeds.append(seed)
     try:
         if args.sites_file:
             seeds += [u for u in parse_sites_file(Path(args.sites_file).read_text()) if u not in seeds]
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     if not seeds:
-        print("error: give at least one URL or --sites-file", file=sys.stderr)
-        return 2
+        raise UsageError("give at least one URL or --sites-file")
     addr = addresses.crawler_addr(args)
     with CrawlClient(addr) as client:
         try:
@@ -47,15 +45,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
                 print(f"\ncancelled crawl {job_id}", file=sys.stderr)
                 return 130
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                print(
-                    f"error: cannot reach the crawler at {addr} ({exc.details()}); "
-                    "start the local stack with `facepipe up --detach` or pass --addr",
-                    file=sys.stderr,
-                )
-                return 1
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1
+            raise rpc_failure(exc, "crawler", addr) from None
     doc = crawl_summary(job)
     if args.json:
         print(json.dumps(doc, indent=2))

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from facepipe.cli.errors import CliError, image_file, rpc_failure
 from facepipe.config import Settings
 
 
@@ -31,12 +32,20 @@ async def _detect(args: argparse.Namespace):
 
         from facepipe.v1 import detector_pb2_grpc
 
-        async with grpc.aio.insecure_channel(args.addr) as channel:
-            return await detector_pb2_grpc.DetectorStub(channel).DetectBatch(request, timeout=args.timeout)
+        try:
+            async with grpc.aio.insecure_channel(args.addr) as channel:
+                stub = detector_pb2_grpc.DetectorStub(channel)
+                return await stub.DetectBatch(request, timeout=args.timeout)
+        except grpc.RpcError as exc:
+            raise rpc_failure(exc, "detector", args.addr) from None
     from facepipe.faces import FaceEngine
+    from facepipe.models.registry import PackError
     from services.detector.servicer import detect_batch
 
-    engine = FaceEngine.load(Settings.from_env("detector"), "cli", embedder=False)
+    try:
+        engine = FaceEngine.load(Settings.from_env("detector"), "cli", embedder=False)
+    except PackError as exc:
+        raise CliError(str(exc)) from None
     try:
         return await detect_batch(engine.detector, request)
     finally:
@@ -47,9 +56,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from google.protobuf.json_format import MessageToDict
 
     for p in args.images:
-        if p != "-" and not Path(p).is_file():
-            print(f"error: no such file: {p}", file=sys.stderr)
-            return 2
+        image_file(p)
     response = asyncio.run(_detect(args))
     failed = 0
     if args.json:

@@ -30,3 +30,35 @@ class UsageError(CliError):
 
 def print_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+def image_file(path: str) -> None:
+    """Raises a usage error unless ``path`` is a readable image file ('-' is stdin)."""
+    from pathlib import Path
+
+    if path == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{path} is a directory; give one image file")
+    if not p.is_file():
+        raise UsageError(f"no such file: {path}")
+
+
+def rpc_failure(exc: Exception, service: str, addr: str) -> CliError:
+    """One message per kind of gRPC failure, naming the service and the address called."""
+    import grpc
+
+    code = exc.code() if isinstance(exc, grpc.RpcError) and hasattr(exc, "code") else None
+    details = exc.details() if code is not None else str(exc)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CliError(
+            f"cannot reach the {service} at {addr} ({details}); is it running? "
+            "`facepipe status` shows the local stack, `facepipe up --detach` starts it"
+        )
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return CliError(f"the {service} at {addr} did not answer in time; try a larger --timeout")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return UsageError(details)
+    name = code.name if code is not None else type(exc).__name__
+    return CliError(f"the {service} at {addr} answered {name}: {details}")

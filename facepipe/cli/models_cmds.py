@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from facepipe.cli.errors import CliError
 from facepipe.config import Settings
 
 
@@ -38,7 +39,6 @@ def cmd_models(args: argparse.Namespace) -> int:
             path = registry.install_local(args.name, Path(args.source), home)
         pack = registry.load_pack(path)
     except registry.PackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(str(exc)) from None
     print(f"{args.name}: detector {pack.detector.name}, recognizer {pack.recognizer.name} in {path}")
     return 0

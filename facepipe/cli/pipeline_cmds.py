@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 from facepipe.cli import addresses
+from facepipe.cli.errors import UsageError, image_file, rpc_failure
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -49,19 +49,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
 
+    image_file(args.image)
     path = Path(args.image)
-    if not path.is_file():
-        print(f"error: no such file: {path}", file=sys.stderr)
-        return 2
     request = indexer_pb2.SearchRequest(
         tenant_id=args.tenant, image=path.read_bytes(), top_k=args.top_k, min_score=args.min_score
     )
+    addr = addresses.indexer_addr(args)
     try:
-        with grpc.insecure_channel(addresses.indexer_addr(args)) as channel:
+        with grpc.insecure_channel(addr) as channel:
             resp = indexer_pb2_grpc.IndexerStub(channel).Search(request, timeout=args.timeout)
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        raise rpc_failure(exc, "indexer", addr) from None
     matches = [
         {
             "score": round(m.score, 4),
@@ -96,15 +94,14 @@ def cmd_erase(args: argparse.Namespace) -> int:
     selector = {"url": args.url, "site": args.site, "image_sha256": args.sha256}
     chosen = {k: v for k, v in selector.items() if v}
     if len(chosen) + int(args.all) != 1:
-        print("error: give exactly one of --url, --site, --sha256 or --all", file=sys.stderr)
-        return 2
+        raise UsageError("give exactly one of --url, --site, --sha256 or --all")
     request = indexer_pb2.DeleteFacesRequest(tenant_id=args.tenant, all=args.all, **chosen)
+    addr = addresses.indexer_addr(args)
     try:
-        with grpc.insecure_channel(addresses.indexer_addr(args)) as channel:
+        with grpc.insecure_channel(addr) as channel:
             resp = indexer_pb2_grpc.IndexerStub(channel).DeleteFaces(request, timeout=args.timeout)
     except grpc.RpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 1
+        raise rpc_failure(exc, "indexer", addr) from None
     doc = {"points_deleted": resp.points_deleted, "objects_deleted": resp.objects_deleted}
     print(
         json.dumps(doc)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
+import socket
 
 from facepipe.cli import addresses
+from facepipe.cli.errors import CliError
 from facepipe.config import Settings
 
 SERVICES = {
@@ -20,11 +21,32 @@ SERVICES = {
 }
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    module = importlib.import_module(SERVICES[args.service])
-    module.main(
-        Settings.from_env(args.service, grpc_port=args.port, http_port=args.http_port, grpc_host=args.host)
+    settings = Settings.from_env(
+        args.service, grpc_port=args.port, http_port=args.http_port, grpc_host=args.host
     )
+    # Said up front, in one line: the usual cause is a local stack already on the standard ports.
+    for what, option, port in (
+        ("gRPC", "--port", settings.grpc_port),
+        ("HTTP", "--http-port", settings.http_port),
+    ):
+        if _port_in_use(settings.grpc_host, port):
+            raise CliError(
+                f"{what} port {settings.grpc_host}:{port} is in use (a local stack? see `facepipe status`); "
+                f"pass a free {option} or stop it with `facepipe down`"
+            )
+    module = importlib.import_module(SERVICES[args.service])
+    module.main(settings)
     return 0
 
 
@@ -36,8 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             state = stack.start_detached(data_dir, auto_ports=args.auto_ports, timeout=args.timeout)
         except (RuntimeError, TimeoutError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            raise CliError(str(exc)) from None
         _print_status(state, as_json=False)
         return 0
     from facepipe.runtime.logs import setup_logging

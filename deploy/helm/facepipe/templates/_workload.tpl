@@ -3,12 +3,14 @@ Objects every facepipe component gets. Each template takes
 (dict "root" $ "name" "<component>" "c" <facepipe.component>).
 */}}
 
-{{/* The component's FACEPIPE_* environment as a YAML map of strings. */}}
+{{/* The component's FACEPIPE_* environment as a YAML map of strings.
+Services listen on loopback unless told otherwise; in a pod they must listen on every interface. */}}
 {{- define "facepipe.env" -}}
 {{- $root := .root }}
 {{- $v := $root.Values }}
 {{- $c := .c }}
 {{- $env := dict
+  "FACEPIPE_GRPC_HOST" "0.0.0.0"
   "FACEPIPE_HTTP_PORT" (add $c.port 1000 | toString)
   "FACEPIPE_LOG_LEVEL" $v.config.logLevel
   "FACEPIPE_NATS_URL" (include "facepipe.natsUrl" $root)
