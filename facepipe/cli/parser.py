@@ -14,7 +14,15 @@ from facepipe.cli.crawl_cmds import cmd_crawl
 from facepipe.cli.detect_cmds import cmd_detect
 from facepipe.cli.errors import USAGE
 from facepipe.cli.models_cmds import cmd_models
-from facepipe.cli.pipeline_cmds import cmd_erase, cmd_ingest, cmd_search
+from facepipe.cli.pipeline_cmds import (
+    NO_FACE,
+    cmd_batch,
+    cmd_dlq,
+    cmd_erase,
+    cmd_ingest,
+    cmd_search,
+    cmd_stats,
+)
 from facepipe.cli.stack_cmds import SERVICES, cmd_down, cmd_serve, cmd_status, cmd_up
 from facepipe.config import DEFAULT_PORTS
 
@@ -223,16 +231,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "batch",
+        "summary of an ingest run, from its completion events (kept for a day)",
+        "facepipe batch 3f2c9a0e5b7d4c1f8e6a2b9d0c4e7f1a",
+        cmd_batch,
+    )
+    _stack_args(p)
+    p.add_argument("batch_id", help="the batch id that ingest printed")
+    _json(p)
+
+    p = _command(
+        sub,
         "search",
-        "search indexed faces with the largest face of an image",
-        "facepipe search query.jpg --tenant family --top-k 10",
+        "search indexed faces with a face of an image (the largest unless --face or --all-faces); "
+        f"exit status {NO_FACE} when the image has no face",
+        "facepipe search query.jpg --tenant family --top-k 10\n"
+        "facepipe search group.jpg --tenant family --all-faces --site example.org",
         cmd_search,
     )
     _stack_args(p)
     p.add_argument("image", help="query image file")
     p.add_argument("--tenant", type=tenant, default="default", help="tenant to search in")
-    p.add_argument("--top-k", type=int_range(1), default=5, help="matches to return, best first")
-    p.add_argument("--min-score", type=float, default=0.0, help="lowest cosine similarity to return")
+    p.add_argument(
+        "--top-k", type=int_range(1), default=5, help="matches to return per query face, best first"
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="lowest cosine similarity to return (default: the model pack's calibrated threshold, else 0)",
+    )
+    faces = p.add_mutually_exclusive_group()
+    faces.add_argument(
+        "--face",
+        type=int_range(0),
+        default=0,
+        help="query face to search with, counted largest first (default: 0, the largest)",
+    )
+    faces.add_argument("--all-faces", action="store_true", help="search with every face of the image")
+    p.add_argument("--site", help="only faces of this site (host, host:port or URL)")
     p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
     _json(p)
     _timeout(p, 60.0, "the indexer")
@@ -269,11 +306,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _stack_args(p)
     p.add_argument("--tenant", type=tenant, required=True, help="tenant to erase from (required)")
-    p.add_argument("--url", help="erase the faces of the image with this URL")
-    p.add_argument("--site", help="erase the faces of this site")
+    p.add_argument("--url", help="erase the faces of the image with this URL or local path")
+    p.add_argument("--site", help="erase the faces of this site: host (any port), host:port or URL")
     p.add_argument("--sha256", help="erase the faces of the image with this sha256")
     p.add_argument("--all", action="store_true", help="erase everything of the tenant")
     p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
     _json(p)
     _timeout(p, 120.0, "the indexer")
+
+    p = _command(
+        sub,
+        "stats",
+        "count a tenant's faces and images; --list lists the faces, a page at a time",
+        "facepipe stats --tenant family --list --page-size 20",
+        cmd_stats,
+    )
+    _stack_args(p)
+    p.add_argument("--tenant", type=tenant, required=True, help="tenant to count (required)")
+    p.add_argument("--list", action="store_true", help="also list the faces, one page")
+    p.add_argument("--page-size", type=int_range(1, 1000), default=50, help="faces per page with --list")
+    p.add_argument("--page-token", default="", help="the page to list, as printed after the previous one")
+    p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _json(p)
+    _timeout(p, 60.0, "the indexer")
+
+    p = _command(
+        sub,
+        "dlq",
+        "view and replay dead letters (messages a stage gave up on)",
+        "facepipe dlq list\nfacepipe dlq replay 12 13",
+        cmd_dlq,
+    )
+    dsub = p.add_subparsers(dest="dlq_cmd", required=True, metavar="{list,replay}")
+    d = dsub.add_parser("list", help="oldest dead letters first", formatter_class=HelpFormatter)
+    _stack_args(d)
+    d.add_argument("--stage", help="only this stage's (extractor, detector, embedder, indexer)")
+    d.add_argument("--limit", type=int_range(1), default=100, help="dead letters to show")
+    _json(d)
+    d = dsub.add_parser(
+        "replay",
+        help="publish dead letters to their subject again and remove them",
+        formatter_class=HelpFormatter,
+    )
+    _stack_args(d)
+    d.add_argument(
+        "seqs", nargs="*", type=int_range(1), metavar="SEQ", help="sequence numbers from `dlq list`"
+    )
+    d.add_argument("--all", action="store_true", help="replay every dead letter (of --stage)")
+    d.add_argument("--stage", help="only this stage's")
+    _json(d)
     return parser
