@@ -287,7 +287,7 @@ def progress_bar(stream=sys.stderr, every_s: float = 10.0) -> Callable[[str, int
     every ``every_s`` seconds and at the end of each phase."""
     tty = stream.isatty()
     started: dict[str, float] = {}
-    last_line = [0.0]
+    last_line: dict[str, float] = {}  # phase -> when its latest plain line was written
 
     def show(phase: str, n: int, total: int) -> None:
         if total == 0:
@@ -304,8 +304,8 @@ def progress_bar(stream=sys.stderr, every_s: float = 10.0) -> Callable[[str, int
             stream.write(f"\r{phase:9} [{'#' * filled}{'.' * (width - filled)}] {figures}   ")
             if n == total:
                 stream.write("\n")
-        elif n == total or now - last_line[0] >= every_s:
-            last_line[0] = now
+        elif n == total or phase not in last_line or now - last_line[phase] >= every_s:
+            last_line[phase] = now
             stream.write(f"{phase}: {figures}\n")
         stream.flush()
 
