@@ -35,7 +35,7 @@ echo "== searching with ${#held_out[@]} held-out photos"
 for photo in "${held_out[@]}"; do
   $FP search "$photo" --tenant "$TENANT" --top-k 1 --json | python3 -c '
 import json, os, sys
-query, matches = sys.argv[1], json.load(sys.stdin)
+query, matches = sys.argv[1], json.load(sys.stdin)["matches"]
 person = os.path.basename(os.path.dirname(query))
 if not matches:
     print(f"{person:>16} -> no match")

@@ -172,7 +172,9 @@ def test_crawl_index_and_search_by_face(stack, site) -> None:
     assert set(statuses.values()) == {pipeline_pb2.IMAGE_STATUS_INDEXED}, statuses
 
     for person, photo in site.held_out.items():
-        matches = json.loads(run_cli(stack, "search", str(photo), "--tenant", "web", "--json").stdout)
+        matches = json.loads(run_cli(stack, "search", str(photo), "--tenant", "web", "--json").stdout)[
+            "matches"
+        ]
         assert matches, f"no match for {photo}"
         best = matches[0]
         assert best["url"].startswith(f"{site.origin}/photos/{person}/"), (person, matches[:3])

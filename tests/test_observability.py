@@ -319,7 +319,10 @@ def workload(stack, prometheus) -> None:
         facepipe("ingest", str(photos[0]), "--tenant", "obs", "--wait", "--json", *cli, env=stack["env"])
     )
     assert again["duplicates"] == 1, again
-    assert json.loads(facepipe("search", str(photos[1]), "--tenant", "obs", "--json", *cli, env=stack["env"]))
+    found = json.loads(
+        facepipe("search", str(photos[1]), "--tenant", "obs", "--json", *cli, env=stack["env"])
+    )
+    assert found["matches"]
 
     async def publish_malformed() -> None:
         import nats
