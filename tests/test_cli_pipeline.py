@@ -422,3 +422,17 @@ def test_dead_letters_can_be_listed_and_replayed(stack, web) -> None:
     assert mine[0]["seq"] not in {d["seq"] for d in after}
     out = cli(stack, "dlq", "replay", str(mine[0]["seq"]), check=False)
     assert out.returncode == 1 and "no dead letter" in out.stderr
+
+
+def test_ingest_of_local_files_never_imports_the_vector_store_client(stack) -> None:
+    command = [sys.executable, "-X", "importtime", "-m", "facepipe", "ingest", str(BRAD), "--wait"]
+    out = subprocess.run(
+        [*command, "--tenant", tenant(), "--data-dir", str(stack["dir"])],
+        env=stack["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "facepipe.client" in out.stderr  # -X importtime did report the imports
+    assert "qdrant_client" not in out.stderr
