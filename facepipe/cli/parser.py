@@ -34,7 +34,10 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class CommandParser(argparse.ArgumentParser):
-    """Reports an unknown option with the usage of the (sub)command it was given to."""
+    """Reports an unknown option with the usage of the (sub)command it was given to.
+
+    Prefixes of options are not accepted (``allow_abbrev=False``): a typo such as
+    ``erase --al`` must not silently become ``--all``."""
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
@@ -87,6 +90,7 @@ def _command(sub, name: str, help: str, example: str, func) -> argparse.Argument
     p = sub.add_parser(
         name,
         help=help,
+        allow_abbrev=False,
         description=help[:1].upper() + help[1:] + ".",
         epilog="example:\n  " + example.strip().replace("\n", "\n  "),
         formatter_class=HelpFormatter,
@@ -113,6 +117,7 @@ def _json(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="facepipe",
+        allow_abbrev=False,
         description="Find, index and search faces.",
         epilog="example:\n  facepipe up --detach && facepipe ingest ~/Pictures --tenant family --wait\n\n"
         "'facepipe COMMAND --help' describes each command.",
