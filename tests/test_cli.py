@@ -171,7 +171,11 @@ def test_user_mistakes_end_in_one_line_without_a_traceback(tmp_path) -> None:
         (["search", str(tmp_path)], 2, "is a directory; give one image file"),
         (["search", str(tmp_path / "missing.jpg")], 2, "no such file:"),
         (["search", str(image), "--addr", dead, "--timeout", "5"], 1, f"cannot reach the indexer at {dead}"),
-        (["erase", "--tenant", "t", "--all", "--addr", dead, "--timeout", "5"], 1, "cannot reach the indexer"),
+        (
+            ["erase", "--tenant", "t", "--all", "--addr", dead, "--timeout", "5"],
+            1,
+            "cannot reach the indexer",
+        ),
         (["erase", "--tenant", "t", "--url", "u", "--all"], 2, "give exactly one of"),
         (["crawl", "ftp://example.org/", "--addr", dead], 2, "is not an http(s) URL"),
         (["models", "install", "x", "--from", str(tmp_path / "none")], 1, "is not a directory"),
