@@ -128,3 +128,18 @@ def test_explicit_addresses_still_reach_a_stack(running, tmp_path) -> None:
         env=running["env"],
     )  # fmt: skip
     assert json.loads(out.stdout)["points_deleted"] == 0
+
+
+def test_ingest_of_local_files_loads_no_vector_store_or_model_runtime(running) -> None:
+    """Publishing local files needs NATS and the object store only: start-up stays short."""
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "facepipe", "ingest", str(running["photo"]),
+         "--tenant", TENANT, "--json", "--data-dir", str(running["dir"])],
+        env=running["env"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["images"] == 1
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert not imported & {"qdrant_client", "onnxruntime", "facepipe.storage.vectors"}

@@ -1,30 +1,46 @@
-"""Object (blob) and vector storage behind small interfaces, chosen by configuration."""
+"""Object (blob) and vector storage behind small interfaces, chosen by configuration.
 
-from facepipe.storage.objects import (
-    BUCKETS,
-    FACE_CROPS_BUCKET,
-    FACE_THUMBS_BUCKET,
-    RAW_IMAGES_BUCKET,
-    LocalObjectStore,
-    ObjectNotFound,
-    ObjectStore,
-    S3ObjectStore,
-    object_store_from_env,
-)
-from facepipe.storage.vectors import (
-    DEFAULT_COLLECTION,
-    INDEXED_FIELDS,
-    CollectionMissing,
-    DimensionMismatch,
-    EdgeVectorStore,
-    FacePoint,
-    QdrantServerVectorStore,
-    SearchHit,
-    StoredPoint,
-    StoreLocked,
-    VectorStore,
-    vector_store_from_env,
-)
+Names are imported on first use: a command that only stores objects (``facepipe
+ingest``) must not pay for loading the vector store's client library."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_SUBMODULE = {
+    **dict.fromkeys(
+        (
+            "BUCKETS",
+            "FACE_CROPS_BUCKET",
+            "FACE_THUMBS_BUCKET",
+            "RAW_IMAGES_BUCKET",
+            "LocalObjectStore",
+            "ObjectNotFound",
+            "ObjectStore",
+            "S3ObjectStore",
+            "object_store_from_env",
+        ),
+        "objects",
+    ),
+    **dict.fromkeys(
+        (
+            "DEFAULT_COLLECTION",
+            "INDEXED_FIELDS",
+            "CollectionMissing",
+            "DimensionMismatch",
+            "EdgeVectorStore",
+            "FacePoint",
+            "QdrantServerVectorStore",
+            "SearchHit",
+            "StoredPoint",
+            "StoreLocked",
+            "VectorStore",
+            "vector_store_from_env",
+        ),
+        "vectors",
+    ),
+}
 
 __all__ = [
     "BUCKETS",
@@ -49,3 +65,42 @@ __all__ = [
     "object_store_from_env",
     "vector_store_from_env",
 ]
+
+if TYPE_CHECKING:
+    from facepipe.storage.objects import (
+        BUCKETS,
+        FACE_CROPS_BUCKET,
+        FACE_THUMBS_BUCKET,
+        RAW_IMAGES_BUCKET,
+        LocalObjectStore,
+        ObjectNotFound,
+        ObjectStore,
+        S3ObjectStore,
+        object_store_from_env,
+    )
+    from facepipe.storage.vectors import (
+        DEFAULT_COLLECTION,
+        INDEXED_FIELDS,
+        CollectionMissing,
+        DimensionMismatch,
+        EdgeVectorStore,
+        FacePoint,
+        QdrantServerVectorStore,
+        SearchHit,
+        StoredPoint,
+        StoreLocked,
+        VectorStore,
+        vector_store_from_env,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
