@@ -146,10 +146,10 @@ def test_out_of_range_numbers_are_usage_errors(argv: list[str], message: str, ca
     assert message in capsys.readouterr().err
 
 
-def facepipe_offline(*args: str, home: Path) -> subprocess.CompletedProcess:
+def facepipe_offline(*args: str, home: Path, **extra_env: str) -> subprocess.CompletedProcess:
     """The real CLI with a FACEPIPE_HOME that holds no models and no stack."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPIPE_")}
-    env["FACEPIPE_HOME"] = str(home)
+    env.update(FACEPIPE_HOME=str(home), **extra_env)
     return run_facepipe(*args, env=env, check=False, timeout=120)
 
 
@@ -206,6 +206,30 @@ def test_without_a_stack_commands_say_how_to_start_one(tmp_path) -> None:
         assert override in result.stderr and "Traceback" not in result.stderr
     status = facepipe_offline("status", "--json", home=home)
     assert status.returncode == 1 and json.loads(status.stdout) == []
+
+
+def test_a_dead_nats_url_ends_in_one_line(tmp_path) -> None:
+    dead = f"nats://127.0.0.1:{free_port()}"
+    result = facepipe_offline(
+        "ingest",
+        str(sample_image()),
+        home=tmp_path / "home",
+        FACEPIPE_NATS_URL=dead,
+        FACEPIPE_OBJECT_DIR=str(tmp_path / "objects"),
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: cannot reach NATS at {dead} (from FACEPIPE_NATS_URL)")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_unexpected_errors_name_their_type_and_place() -> None:
+    from facepipe.cli import _unexpected
+
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        line = _unexpected(exc)
+    assert line.startswith("unexpected KeyError: 'missing' at test_cli.py:")
 
 
 def test_serve_refuses_a_port_in_use_in_one_line(tmp_path) -> None:
