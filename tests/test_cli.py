@@ -56,7 +56,7 @@ def test_every_option_has_help_and_shows_its_default(name: str) -> None:
         if isinstance(action, argparse._HelpAction):
             continue
         assert action.help, f"{name}: {action.dest} has no help text"
-        if action.option_strings and action.default not in (None, False):
+        if action.option_strings and action.default is not None and action.default is not False:
             # The value itself is shown, e.g. "(default: 120.0)".
             assert f"default: {action.default}" in text, f"{name}: {action.dest} hides its default"
 
@@ -206,6 +206,8 @@ def test_without_a_stack_commands_say_how_to_start_one(tmp_path) -> None:
         assert override in result.stderr and "Traceback" not in result.stderr
     status = facepipe_offline("status", "--json", home=home)
     assert status.returncode == 1 and json.loads(status.stdout) == []
+    down = facepipe_offline("down", home=home)
+    assert down.returncode == 0 and down.stdout == f"no running stack in {default_dir}\n"
 
 
 def test_a_dead_nats_url_ends_in_one_line(tmp_path) -> None:

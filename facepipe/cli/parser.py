@@ -27,7 +27,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        shown = default not in (None, False, argparse.SUPPRESS) and not isinstance(default, list)
+        # Identity, not equality: 0 and 0.0 equal False but are real defaults worth showing.
+        shown = not any(default is hidden for hidden in (None, False, argparse.SUPPRESS))
+        shown = shown and not isinstance(default, list)
         if shown and "default" not in text and (action.option_strings or action.nargs == "?"):
             text += " (default: %(default)s)"
         return text

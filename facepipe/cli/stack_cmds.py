@@ -70,8 +70,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from facepipe import stack
 
-    stopped = stack.stop(addresses.data_dir(args))
-    print("stopped" if stopped else "no running stack")
+    where = addresses.data_dir(args)
+    stopped = stack.stop(where)
+    print(f"stopped the stack in {where}" if stopped else f"no running stack in {where}")
     return 0
 
 
