@@ -114,6 +114,13 @@ def test_a_stopped_stack_is_never_confused_with_the_running_one(running, tmp_pat
     assert search_matches(running, "--data-dir", str(running["dir"])), "the running stack lost its faces"
 
 
+def test_up_refuses_a_second_stack_in_the_same_data_dir(running) -> None:
+    again = run_facepipe("up", "--detach", "--data-dir", str(running["dir"]), env=running["env"], check=False)
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"error: a stack is already running in {running['dir']} (supervisor pid ")
+    assert search_matches(running, "--data-dir", str(running["dir"])), "the running stack was disturbed"
+
+
 def test_explicit_addresses_still_reach_a_stack(running, tmp_path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
