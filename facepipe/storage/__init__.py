@@ -1,60 +1,46 @@
-"""Object (blob) and vector storage behind small interfaces, chosen by configuration."""
+"""Object (blob) and vector storage behind small interfaces, chosen by configuration.
 
+Names are imported on first use: a command that only stores objects (``facepipe
+ingest``) must not pay for loading the vector store's client library."""
+
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from facepipe.storage.objects import (
-    BUCKETS,
-    FACE_CROPS_BUCKET,
-    FACE_THUMBS_BUCKET,
-    RAW_IMAGES_BUCKET,
-    LocalObjectStore,
-    ObjectNotFound,
-    ObjectStore,
-    S3ObjectStore,
-    object_store_from_env,
-)
-
-# The vector stores pull in qdrant_client (seconds to import): loaded on first use,
-# so code that only stores objects (the CLI's ingest) stays quick to start.
-_VECTOR_NAMES = {
-    "DEFAULT_COLLECTION",
-    "INDEXED_FIELDS",
-    "CollectionMissing",
-    "DimensionMismatch",
-    "EdgeVectorStore",
-    "FacePoint",
-    "QdrantServerVectorStore",
-    "SearchHit",
-    "StoredPoint",
-    "StoreLocked",
-    "VectorStore",
-    "vector_store_from_env",
+_SUBMODULE = {
+    **dict.fromkeys(
+        (
+            "BUCKETS",
+            "FACE_CROPS_BUCKET",
+            "FACE_THUMBS_BUCKET",
+            "RAW_IMAGES_BUCKET",
+            "LocalObjectStore",
+            "ObjectNotFound",
+            "ObjectStore",
+            "S3ObjectStore",
+            "object_store_from_env",
+        ),
+        "objects",
+    ),
+    **dict.fromkeys(
+        (
+            "DEFAULT_COLLECTION",
+            "INDEXED_FIELDS",
+            "CollectionMissing",
+            "DimensionMismatch",
+            "EdgeVectorStore",
+            "FacePoint",
+            "QdrantServerVectorStore",
+            "SearchHit",
+            "StoredPoint",
+            "StoreLocked",
+            "VectorStore",
+            "vector_store_from_env",
+        ),
+        "vectors",
+    ),
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _VECTOR_NAMES:
-        from facepipe.storage import vectors
-
-        return getattr(vectors, name)
-    raise AttributeError(f"module 'facepipe.storage' has no attribute {name!r}")
-
-
-if TYPE_CHECKING:
-    from facepipe.storage.vectors import (
-        DEFAULT_COLLECTION,
-        INDEXED_FIELDS,
-        CollectionMissing,
-        DimensionMismatch,
-        EdgeVectorStore,
-        FacePoint,
-        QdrantServerVectorStore,
-        SearchHit,
-        StoredPoint,
-        StoreLocked,
-        VectorStore,
-        vector_store_from_env,
-    )
 
 __all__ = [
     "BUCKETS",
@@ -79,3 +65,42 @@ __all__ = [
     "object_store_from_env",
     "vector_store_from_env",
 ]
+
+if TYPE_CHECKING:
+    from facepipe.storage.objects import (
+        BUCKETS,
+        FACE_CROPS_BUCKET,
+        FACE_THUMBS_BUCKET,
+        RAW_IMAGES_BUCKET,
+        LocalObjectStore,
+        ObjectNotFound,
+        ObjectStore,
+        S3ObjectStore,
+        object_store_from_env,
+    )
+    from facepipe.storage.vectors import (
+        DEFAULT_COLLECTION,
+        INDEXED_FIELDS,
+        CollectionMissing,
+        DimensionMismatch,
+        EdgeVectorStore,
+        FacePoint,
+        QdrantServerVectorStore,
+        SearchHit,
+        StoredPoint,
+        StoreLocked,
+        VectorStore,
+        vector_store_from_env,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_SUBMODULE[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,114 @@
+"""The READMEs' command blocks, checked offline: every `facepipe ...` line parses
+with the real parser (its command and options exist) and every `make X` names a
+Makefile target. Blocks of the kind section need a cluster and are left out."""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+from conftest import ROOT
+
+from facepipe.cli import build_parser
+
+READMES = [
+    ROOT / "README.md",
+    *sorted(ROOT.glob("services/*/README.md")),
+    *sorted(ROOT.glob("deploy/**/README.md")),
+]
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+SEPARATORS = {"&&", "||", ";", "|", "&"}
+
+
+def command_blocks(text: str) -> list[tuple[str, str]]:
+    """(section heading, block) for each fenced block outside a kind section."""
+    blocks, heading = [], ""
+    parts = re.split(r"^```[^\n]*\n", text, flags=re.M)
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            headings = re.findall(r"^#+ (.*)$", part, flags=re.M)
+            heading = headings[-1] if headings else heading
+        elif "kind" not in heading.lower():
+            blocks.append((heading, part))
+    return blocks
+
+
+def commands(block: str) -> list[list[str]]:
+    """Each simple command of a shell block as words, without env assignments."""
+    found = []
+    for line in block.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars="&|;")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        try:
+            words = list(lexer)
+        except ValueError:  # an unbalanced quote in a JSON example: not a facepipe line
+            continue
+        current: list[str] = []
+        for word in [*words, ";"]:
+            if word in SEPARATORS:
+                while current and ASSIGNMENT.match(current[0]):
+                    current.pop(0)
+                if current:
+                    found.append(current)
+                current = []
+            else:
+                current.append(word)
+    return found
+
+
+def readme_commands(program: str) -> list[tuple[str, list[str]]]:
+    found = []
+    for readme in READMES:
+        for heading, block in command_blocks(readme.read_text()):
+            for words in commands(block):
+                if words[0] == program:
+                    found.append((f"{readme.relative_to(ROOT)} ({heading})", words))
+    return found
+
+
+FACEPIPE_LINES = readme_commands("facepipe")
+
+
+def test_the_readme_shows_facepipe_commands() -> None:
+    shown = {words[1] for _, words in FACEPIPE_LINES if len(words) > 1}
+    assert {
+        "up",
+        "status",
+        "ingest",
+        "search",
+        "erase",
+        "down",
+        "detect",
+        "serve",
+        "crawl",
+        "models",
+    } <= shown
+
+
+@pytest.mark.parametrize(("where", "words"), FACEPIPE_LINES, ids=[" ".join(w) for _, w in FACEPIPE_LINES])
+def test_every_facepipe_line_parses(where: str, words: list[str], capsys) -> None:
+    try:
+        build_parser().parse_args(words[1:])
+    except SystemExit as exit_info:
+        # --help exits 0; anything else is an unknown command or option.
+        assert exit_info.code == 0, f"{where}: `{shlex.join(words)}`\n{capsys.readouterr().err}"
+
+
+def test_every_make_target_exists() -> None:
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
+    for where, words in readme_commands("make"):
+        named = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
+        assert set(named) <= targets, f"{where}: `{shlex.join(words)}` names no Makefile target"
+
+
+def test_the_readme_says_how_to_activate_the_tools() -> None:
+    """`make setup` installs into .venv/bin only; the Quick start activates it before anything else."""
+    text = (ROOT / "README.md").read_text()
+    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "source .venv/bin/activate" in quick_start and "make shell" in quick_start
+    blocks = [block for _, block in command_blocks(text)]
+    activates = next(i for i, block in enumerate(blocks) if "source .venv/bin/activate" in block)
+    first_facepipe = next(i for i, block in enumerate(blocks) if re.search(r"^facepipe ", block, flags=re.M))
+    assert activates <= first_facepipe
