@@ -45,6 +45,10 @@ def test_every_command_is_known() -> None:
         "search",
         "crawl",
         "erase",
+        "batch",
+        "stats",
+        "dlq list",
+        "dlq replay",
     }
 
 
@@ -74,7 +78,9 @@ def test_every_command_has_an_example_that_parses(name: str) -> None:
 def test_defaults() -> None:
     parser = build_parser()
     search = parser.parse_args(["search", "q.jpg"])
-    assert (search.tenant, search.top_k, search.min_score, search.timeout) == ("default", 5, 0.0, 60.0)
+    # min_score None: the model pack's calibrated threshold.
+    assert (search.tenant, search.top_k, search.min_score, search.timeout) == ("default", 5, None, 60.0)
+    assert (search.face, search.all_faces, search.site) == (0, False, None)
     assert search.addr is None and search.data_dir is None and not search.json
     ingest = parser.parse_args(["ingest", "a", "b"])
     assert (ingest.sources, ingest.tenant, ingest.site, ingest.wait, ingest.timeout) == (

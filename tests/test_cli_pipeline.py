@@ -436,3 +436,20 @@ def test_ingest_of_local_files_never_imports_the_vector_store_client(stack) -> N
     assert out.returncode == 0, out.stderr[-2000:]
     assert "facepipe.client" in out.stderr  # -X importtime did report the imports
     assert "qdrant_client" not in out.stderr
+
+
+def test_a_pack_without_a_threshold_falls_back_to_zero_with_a_warning(stack, tmp_path) -> None:
+    t = tenant()
+    cli(stack, "ingest", str(BRAD), "--tenant", t, "--wait")
+    uncalibrated = tmp_path / "pack"
+    uncalibrated.mkdir()
+    (uncalibrated / "pack.json").write_text(json.dumps({"name": "uncalibrated"}))
+    env = {**stack["env"], "FACEPIPE_MODELS_DIR": str(uncalibrated)}
+    command = ("search", str(BRAD), "--tenant", t, "--data-dir", str(stack["dir"]))
+    out = run_facepipe(*command, "--json", env=env)
+    doc = json.loads(out.stdout)
+    assert (doc["min_score"], doc["min_score_from"]) == (0.0, "none") and doc["matches"]
+    assert out.stderr.startswith("warning: the model pack has no calibrated search threshold")
+    assert out.stderr.count("\n") == 1
+    given = json.loads(run_facepipe(*command, "--json", "--min-score", "0.99", env=env).stdout)
+    assert given["min_score_from"] == "--min-score" and given["min_score"] == 0.99

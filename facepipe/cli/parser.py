@@ -345,15 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_dlq,
     )
     dsub = p.add_subparsers(dest="dlq_cmd", required=True, metavar="{list,replay}")
-    d = dsub.add_parser("list", help="oldest dead letters first", formatter_class=HelpFormatter)
+    d = _command(
+        dsub, "list", "list dead letters, oldest first", "facepipe dlq list --stage extractor", cmd_dlq
+    )
     _stack_args(d)
     d.add_argument("--stage", help="only this stage's (extractor, detector, embedder, indexer)")
     d.add_argument("--limit", type=int_range(1), default=100, help="dead letters to show")
     _json(d)
-    d = dsub.add_parser(
+    d = _command(
+        dsub,
         "replay",
-        help="publish dead letters to their subject again and remove them",
-        formatter_class=HelpFormatter,
+        "publish dead letters to their subject again and remove them",
+        "facepipe dlq replay 12 13",
+        cmd_dlq,
     )
     _stack_args(d)
     d.add_argument(

@@ -169,11 +169,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         min_score, source = active_min_score(), "model pack"
         if min_score is None:
             min_score, source = 0.0, "none"
-            print(
-                "warning: the model pack has no calibrated search threshold; every nearest "
-                "neighbour is listed (give --min-score, or see `python -m facepipe.calibrate`)",
-                file=sys.stderr,
-            )
     data = path.read_bytes()
     site = site_forms(args.site)[0][0] if args.site else ""
 
@@ -189,6 +184,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _indexer(args, "Search", request)
 
     first = search(args.face)
+    if source == "none":  # said once the search worked, so a failure stays one line
+        print(
+            "warning: the model pack has no calibrated search threshold; every nearest "
+            "neighbour is listed (give --min-score, or see `python -m facepipe.calibrate`)",
+            file=sys.stderr,
+        )
     found = first.query_faces_found
     doc: dict[str, Any] = {
         "query": str(path),
