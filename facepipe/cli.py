@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 from facepipe.config import DEFAULT_PORTS, Settings
 
-SERVICES = {
-    "detector": "services.detector.main",
-    "embedder": "services.embedder.main",
-    "indexer": "services.indexer.main",
-    "extractor": "services.extractor.main",
-    "crawler": "services.crawler.main",
-    "node": "services.node.main",
-}
+# Services register their ``main(settings)`` here (pyproject.toml), so facepipe never imports them.
+SERVICE_ENTRY_POINTS = "facepipe.services"
+
+
+def installed_services() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=SERVICE_ENTRY_POINTS)}
 
 
 def _settings(service: str = "facepipe", **overrides) -> Settings:
@@ -27,8 +25,8 @@ def _settings(service: str = "facepipe", **overrides) -> Settings:
 
 # -- serve ---------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    module = importlib.import_module(SERVICES[args.service])
-    module.main(_settings(args.service, grpc_port=args.port, http_port=args.http_port))
+    main = installed_services()[args.service].load()
+    main(_settings(args.service, grpc_port=args.port, http_port=args.http_port))
     return 0
 
 
@@ -55,8 +53,8 @@ async def _detect(args: argparse.Namespace):
 
         async with grpc.aio.insecure_channel(args.addr) as channel:
             return await detector_pb2_grpc.DetectorStub(channel).DetectBatch(request, timeout=args.timeout)
+    from facepipe.detection import detect_batch
     from facepipe.faces import FaceEngine
-    from services.detector.servicer import detect_batch
 
     engine = FaceEngine.load(_settings("detector"), "cli", embedder=False)
     try:
@@ -343,9 +341,8 @@ def _crawler_addr(args: argparse.Namespace) -> str:
 def cmd_crawl(args: argparse.Namespace) -> int:
     import grpc
 
+    from facepipe.crawl import CrawlClient, check_seed, crawl_summary, parse_sites_file, progress_printer
     from facepipe.pipeline import TENANT_RE
-    from services.crawler.client import CrawlClient, crawl_summary, progress_printer
-    from services.crawler.config import check_seed, parse_sites_file
 
     if not TENANT_RE.match(args.tenant):
         print(f"error: invalid tenant {args.tenant!r}: 1-64 letters, digits, '_' or '-'", file=sys.stderr)
@@ -441,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run one service in the foreground")
-    p.add_argument("service", choices=sorted(SERVICES))
+    p.add_argument("service", choices=sorted(installed_services()))
     p.add_argument("--port", type=int, default=None, help=f"gRPC port (defaults: {DEFAULT_PORTS})")
     p.add_argument(
         "--http-port", type=int, default=None, help="metrics/health port (default: gRPC port + 1000)"

@@ -16,9 +16,10 @@ from datetime import UTC
 import httpx
 
 from facepipe.netguard import BlockedTargetError, NetGuardError, check_public_target
-from services.crawler.config import CrawlConfig
-from services.crawler.politeness import HostScheduler
-from services.crawler.urls import host_key, normalize_url, site_key
+
+from .config import CrawlConfig
+from .politeness import HostScheduler
+from .urls import host_key, normalize_url, site_key
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})

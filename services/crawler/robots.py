@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from urllib.robotparser import RobotFileParser
 
-from services.crawler.fetch import Fetcher, FetchError
-from services.crawler.urls import origin
+from .fetch import Fetcher, FetchError
+from .urls import origin
 
 MAX_ROBOTS_BYTES = 512 * 1024
 # Kinds of FetchError that mean the site itself may not be crawled.

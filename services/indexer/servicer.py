@@ -12,8 +12,9 @@ from typing import Any
 import grpc
 import numpy as np
 
+from facepipe.faces import FaceEngine
 from facepipe.imaging import ImageError
-from facepipe.pipeline import TENANT_RE
+from facepipe.pipeline import TENANT_RE, Loaded
 from facepipe.protoconv import face_to_proto
 from facepipe.storage import (
     BUCKETS,
@@ -25,7 +26,8 @@ from facepipe.storage import (
     VectorStore,
 )
 from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
-from services.indexer.consumer import SHA256_RE
+
+from .stage import SHA256_RE, IndexerDeps, counters
 
 log = logging.getLogger("facepipe.indexer")
 
@@ -35,11 +37,12 @@ FILTER_FIELDS = ("site", "url", "image_sha256")
 
 
 class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
-    def __init__(self, service) -> None:
-        self.service = service  # IndexerService: store, objects, engine, writer, dedup state
+    def __init__(self, loaded: Loaded[IndexerDeps]) -> None:
+        self.loaded = loaded
 
     async def Search(self, request: indexer_pb2.SearchRequest, context) -> indexer_pb2.SearchResponse:
-        store = await self._store(context)
+        deps = await self._deps(context)
+        store = deps.store
         tenant = await _tenant(request.tenant_id, context)
         top_k = request.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= MAX_TOP_K:
@@ -52,11 +55,11 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         response = indexer_pb2.SearchResponse()
         query = request.WhichOneof("query")
         if query == "image":
-            vector = await self._image_vector(request.image, response, context)
+            vector = await _image_vector(deps.engine, request.image, response, context)
             if vector is None:
                 return response
         elif query == "vector":
-            vector = await self._given_vector(request.vector, context)
+            vector = await _given_vector(deps, request.vector, context)
         else:
             await _invalid(context, "give a query: image (encoded bytes) or vector")
         hits = await asyncio.to_thread(
@@ -65,56 +68,26 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         response.matches.extend(_match(h) for h in hits)
         return response
 
-    async def _image_vector(
-        self, data: bytes, response: indexer_pb2.SearchResponse, context
-    ) -> np.ndarray | None:
-        """The embedding of the largest accepted face, or None when there is none."""
-        engine = self.service.engine
-        try:
-            image = await asyncio.to_thread(engine.detector.decode, data)
-        except ImageError as exc:
-            await _invalid(context, f"cannot use the query image: {exc}")
-        faces = await engine.detector.detect(image, engine.detector.params())
-        response.query_faces_found = len(faces)
-        if not faces:
-            return None
-        best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
-        response.query_face.CopyFrom(face_to_proto(best))
-        vectors, _ = await engine.embedder.embed_faces(image.bgr, [best.landmarks])
-        return vectors[0]
-
-    async def _given_vector(self, embedding: common_pb2.Embedding, context) -> np.ndarray:
-        dim, model = self.service.dim, self.service.model
-        vec = np.asarray(embedding.vector, dtype=np.float32)
-        if vec.size != dim:
-            await _invalid(context, f"vector has {vec.size} dimensions, the index holds {dim}-d vectors")
-        if embedding.dim and embedding.dim != vec.size:
-            await _invalid(context, f"vector.dim is {embedding.dim} but the vector has {vec.size} values")
-        if embedding.model and embedding.model != model:
-            await _invalid(context, f"vector is from model {embedding.model!r}, the index holds {model!r}")
-        norm = float(np.linalg.norm(vec))
-        if not math.isfinite(norm) or norm == 0.0:
-            await _invalid(context, "vector is all zeros or has non-finite values")
-        return vec / norm
-
     async def GetStats(self, request: indexer_pb2.GetStatsRequest, context) -> indexer_pb2.GetStatsResponse:
-        store = await self._store(context)
+        deps = await self._deps(context)
+        store = deps.store
         tenant = await _tenant(request.tenant_id, context) if request.tenant_id else None
         points = await asyncio.to_thread(store.count, tenant)
-        objects = self.service.objects
+        objects = deps.objects
         return indexer_pb2.GetStatsResponse(
             points=points,
-            dim=self.service.dim,
-            model=self.service.model,
+            dim=deps.dim,
+            model=deps.model,
             vector_store=store.describe(),
             object_store=objects.describe() if objects is not None else "",
-            counters=self.service.counters(),
+            counters=counters(deps),
         )
 
     async def DeleteFaces(
         self, request: indexer_pb2.DeleteFacesRequest, context
     ) -> indexer_pb2.DeleteFacesResponse:
-        store = await self._store(context)
+        deps = await self._deps(context)
+        store = deps.store
         tenant = await _tenant(request.tenant_id, context)
         selector = request.WhichOneof("selector")
         if selector is None or (selector == "all" and not request.all):
@@ -127,10 +100,9 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             if selector == "image_sha256" and not SHA256_RE.match(value):
                 await _invalid(context, f"image_sha256 {value!r} is not 64 lowercase hex digits")
             filters = {selector: value}
-        erased = await asyncio.to_thread(erase_faces, store, self.service.objects, tenant, filters)
-        await self._forget(tenant, erased, everything=filters is None)
-        if self.service.writer is not None:
-            await self.service.writer.note_deleted(erased.points)
+        erased = await asyncio.to_thread(erase_faces, store, deps.objects, tenant, filters)
+        await _forget(deps, tenant, erased, everything=filters is None)
+        await deps.writer.note_deleted(erased.points)
         log.info(
             "faces erased",
             extra={
@@ -142,25 +114,63 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         )
         return indexer_pb2.DeleteFacesResponse(points_deleted=erased.points, objects_deleted=erased.objects)
 
-    async def _forget(self, tenant: str, erased: Erased, everything: bool) -> None:
-        """Drops dedup state, so the erased images and faces can be ingested again."""
-        images, face_hashes = await self.service.dedup_state()
-        if images is not None:
-            if everything:
-                await images.forget_tenant(tenant)
-            for sha in erased.images:
-                await images.forget(tenant, sha)
-        if face_hashes is not None:
-            if everything:
-                await face_hashes.forget_tenant(tenant)
-            for phash in erased.face_phashes:
-                await face_hashes.forget(tenant, phash)
-
-    async def _store(self, context) -> VectorStore:
-        store = self.service.store
-        if store is None or self.service.engine is None:
+    async def _deps(self, context) -> IndexerDeps:
+        deps = self.loaded.value
+        if deps is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the index is still loading")
-        return store
+        return deps
+
+
+def register(server: grpc.aio.Server, loaded: Loaded[IndexerDeps]) -> list[str]:
+    indexer_pb2_grpc.add_IndexerServicer_to_server(IndexerServicer(loaded), server)
+    return [indexer_pb2.DESCRIPTOR.services_by_name["Indexer"].full_name]
+
+
+async def _image_vector(
+    engine: FaceEngine, data: bytes, response: indexer_pb2.SearchResponse, context
+) -> np.ndarray | None:
+    """The embedding of the largest accepted face, or None when there is none."""
+    try:
+        image = await asyncio.to_thread(engine.detector.decode, data)
+    except ImageError as exc:
+        await _invalid(context, f"cannot use the query image: {exc}")
+    faces = await engine.detector.detect(image, engine.detector.params())
+    response.query_faces_found = len(faces)
+    if not faces:
+        return None
+    best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+    response.query_face.CopyFrom(face_to_proto(best))
+    vectors, _ = await engine.embedder.embed_faces(image.bgr, [best.landmarks])
+    return vectors[0]
+
+
+async def _given_vector(deps: IndexerDeps, embedding: common_pb2.Embedding, context) -> np.ndarray:
+    dim, model = deps.dim, deps.model
+    vec = np.asarray(embedding.vector, dtype=np.float32)
+    if vec.size != dim:
+        await _invalid(context, f"vector has {vec.size} dimensions, the index holds {dim}-d vectors")
+    if embedding.dim and embedding.dim != vec.size:
+        await _invalid(context, f"vector.dim is {embedding.dim} but the vector has {vec.size} values")
+    if embedding.model and embedding.model != model:
+        await _invalid(context, f"vector is from model {embedding.model!r}, the index holds {model!r}")
+    norm = float(np.linalg.norm(vec))
+    if not math.isfinite(norm) or norm == 0.0:
+        await _invalid(context, "vector is all zeros or has non-finite values")
+    return vec / norm
+
+
+async def _forget(deps: IndexerDeps, tenant: str, erased: Erased, everything: bool) -> None:
+    """Drops dedup state, so the erased images and faces can be ingested again."""
+    if deps.images is not None:
+        if everything:
+            await deps.images.forget_tenant(tenant)
+        for sha in erased.images:
+            await deps.images.forget(tenant, sha)
+    if deps.face_hashes is not None:
+        if everything:
+            await deps.face_hashes.forget_tenant(tenant)
+        for phash in erased.face_phashes:
+            await deps.face_hashes.forget(tenant, phash)
 
 
 @dataclass

@@ -13,13 +13,18 @@ import math
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from nats.aio.msg import Msg
 
 from facepipe import bus
 from facepipe.batching import DynamicBatcher
-from facepipe.pipeline import check_tenant, point_id
-from facepipe.storage import FacePoint, VectorStore
+from facepipe.dedup import FaceHashIndex, ImageStates
+from facepipe.faces import FaceEngine
+from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant, point_id, report_failed
+from facepipe.storage import FacePoint, ObjectStore, VectorStore
 from facepipe.v1 import pipeline_pb2
 
 log = logging.getLogger("facepipe.indexer")
@@ -166,3 +171,103 @@ class PointWriter:
         await self._batcher.close()
         if self._optimizing is not None:
             await asyncio.gather(self._optimizing, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class IndexerDeps:
+    store: VectorStore
+    objects: ObjectStore
+    engine: FaceEngine
+    writer: PointWriter
+    # The shared dedup state, in NATS KV; None without NATS.
+    images: ImageStates | None
+    face_hashes: FaceHashIndex | None
+    # The collection's size follows the model, so a model change is caught, never mixed in.
+    dim: int
+    model: str
+    output: StageOutput
+
+
+async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> IndexerDeps:
+    settings = opened.settings
+    store, objects = opened.vectors, opened.objects
+    assert store is not None and objects is not None  # declared in main.py
+    engine = await asyncio.to_thread(FaceEngine.load, settings, opened.name)
+    try:
+        dim, model = engine.embedder.dim, engine.embedder.model_name
+        await asyncio.to_thread(store.ensure_collection, dim)
+        js = opened.output.js
+        images = await ImageStates.open(js) if js is not None else None
+        face_hashes = await FaceHashIndex.open(js, settings.dedup_max_hamming) if js is not None else None
+    except BaseException:
+        await engine.close()
+        raise
+    writer = PointWriter(
+        store,
+        max_batch=max(1, settings.max_inflight) * 4,
+        optimize_every=optimize_every,
+        service=opened.name,
+    )
+    points = await writer.refresh()
+    log.info("index open", extra={"vector_store": store.describe(), "dim": dim, "points": points})
+    return IndexerDeps(store, objects, engine, writer, images, face_hashes, dim, model, opened.output)
+
+
+async def close_deps(deps: IndexerDeps) -> None:
+    await deps.writer.close()
+    await deps.engine.close()
+
+
+async def handle(deps: IndexerDeps, delivery: bus.Delivery) -> None:
+    msg: pipeline_pb2.EmbeddedImage = delivery.payload
+    record = msg.image
+    points = face_points(msg, deps.dim, deps.model, int(time.time() * 1000))
+    await deps.writer.write(points)
+    if deps.images is not None:
+        await deps.images.mark_indexed(record.tenant_id, record.image_sha256, len(points))
+    output = deps.output
+    await output.emit_done(
+        record,
+        pipeline_pb2.IMAGE_STATUS_INDEXED,
+        faces_indexed=len(points),
+        faces_dup_skipped=msg.faces_dup_skipped,
+        faces_rejected=msg.faces_rejected,
+    )
+    output.count_faces("indexed", len(points))
+    output.count_faces("rejected", msg.faces_rejected)
+    output.count_faces("dup_skipped", msg.faces_dup_skipped)
+
+
+async def on_dead(deps: IndexerDeps, msg: Msg, payload: Any, error: str, reason: str) -> None:
+    """A dead-lettered image is marked failed, so a later ingest of it can take it over."""
+    record = getattr(payload, "image", None)
+    if deps.images is not None and record is not None:
+        try:
+            await deps.images.mark_failed(record.tenant_id, record.image_sha256, record.message_id)
+        except ValueError:
+            pass  # no valid tenant or sha: no state to mark
+        except Exception as exc:  # noqa: BLE001 - the FAILED event below matters more
+            log.warning("cannot mark image failed", extra={"error": str(exc)})
+    await report_failed(deps.output, payload, error)
+
+
+def counters(deps: IndexerDeps) -> dict[str, int]:
+    """Integer counters of the stage worker and the writer, for /stats and GetStats."""
+    out: dict[str, int] = {}
+    if deps.output.stats is not None:
+        out.update({k: v for k, v in deps.output.stats.snapshot().items() if isinstance(v, int)})
+    out.update(deps.writer.counters)
+    return out
+
+
+def stats(deps: IndexerDeps) -> dict[str, Any]:
+    return {
+        **deps.writer.counters,
+        "points": deps.writer.points,
+        "dim": deps.dim,
+        "model": deps.model,
+        "vector_store": deps.store.describe(),
+    }
+
+
+STAGE: Stage[IndexerDeps] = Stage(bus.STAGES["indexer"], pipeline_pb2.EmbeddedImage, handle, on_dead=on_dead)
