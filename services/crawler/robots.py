@@ -69,7 +69,7 @@ class RobotsCache:
         except FetchError as exc:
             if exc.kind in FATAL_KINDS:
                 raise
-            if exc.kind == "redirects":
+            if exc.kind in ("redirects", "redirect_loop"):
                 # RFC 9309: too many redirects reads as "unavailable", which allows all.
                 return parse_robots("", self.user_agent)
             return _disallow_all(
