@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import grpc
@@ -16,18 +14,10 @@ from facepipe.faces import FaceEngine
 from facepipe.imaging import ImageError
 from facepipe.pipeline import TENANT_RE, Loaded
 from facepipe.protoconv import face_to_proto
-from facepipe.storage import (
-    BUCKETS,
-    FACE_CROPS_BUCKET,
-    FACE_THUMBS_BUCKET,
-    RAW_IMAGES_BUCKET,
-    ObjectStore,
-    SearchHit,
-    VectorStore,
-)
+from facepipe.storage import SearchHit
 from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
 
-from .stage import SHA256_RE, IndexerDeps, counters
+from .stage import SHA256_RE, IndexerDeps, counters, erase_faces, forget_erased
 
 log = logging.getLogger("facepipe.indexer")
 
@@ -101,7 +91,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
                 await _invalid(context, f"image_sha256 {value!r} is not 64 lowercase hex digits")
             filters = {selector: value}
         erased = await asyncio.to_thread(erase_faces, store, deps.objects, tenant, filters)
-        await _forget(deps, tenant, erased, everything=filters is None)
+        await forget_erased(deps, tenant, erased, everything=filters is None)
         await deps.writer.note_deleted(erased.points)
         log.info(
             "faces erased",
@@ -157,73 +147,6 @@ async def _given_vector(deps: IndexerDeps, embedding: common_pb2.Embedding, cont
     if not math.isfinite(norm) or norm == 0.0:
         await _invalid(context, "vector is all zeros or has non-finite values")
     return vec / norm
-
-
-async def _forget(deps: IndexerDeps, tenant: str, erased: Erased, everything: bool) -> None:
-    """Drops dedup state, so the erased images and faces can be ingested again."""
-    if deps.images is not None:
-        if everything:
-            await deps.images.forget_tenant(tenant)
-        for sha in erased.images:
-            await deps.images.forget(tenant, sha)
-    if deps.face_hashes is not None:
-        if everything:
-            await deps.face_hashes.forget_tenant(tenant)
-        for phash in erased.face_phashes:
-            await deps.face_hashes.forget(tenant, phash)
-
-
-@dataclass
-class Erased:
-    points: int = 0
-    objects: int = 0
-    images: set[str] = field(default_factory=set)  # shas left without any face in the tenant
-    face_phashes: set[str] = field(default_factory=set)
-
-
-def erase_faces(
-    store: VectorStore, objects: ObjectStore | None, tenant: str, filters: dict[str, str] | None
-) -> Erased:
-    """Deletes the selected points, then their stored objects; ``filters`` None erases the tenant."""
-    payloads = store.delete(tenant, filters)
-    erased = Erased(points=len(payloads))
-    erased.face_phashes = {p["face_phash"] for p in payloads if p.get("face_phash")}
-    if objects is None:
-        return erased
-    prefix = f"{tenant}/"
-    if filters is None:
-        erased.objects = sum(objects.delete_prefix(bucket, prefix) for bucket in BUCKETS)
-        return erased
-    for p in payloads:
-        crop_key = p.get("crop_key") or ""
-        erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, crop_key, prefix)
-        if crop_key:
-            sidecar = str(PurePosixPath(crop_key).with_suffix(".json"))
-            erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, sidecar, prefix)
-        erased.objects += _delete(
-            objects, p.get("thumb_bucket") or FACE_THUMBS_BUCKET, p.get("thumb_key"), prefix
-        )
-    shas = {p.get("image_sha256") for p in payloads} | {filters.get("image_sha256")}
-    for sha in shas:
-        if not sha or not SHA256_RE.match(sha) or store.scroll(tenant, {"image_sha256": sha}, limit=1):
-            continue
-        # Nothing of this image is left in the tenant: its raw image and any stray crops go too.
-        erased.objects += objects.delete_prefix(RAW_IMAGES_BUCKET, f"{prefix}{sha}.")
-        erased.objects += objects.delete_prefix(FACE_CROPS_BUCKET, f"{prefix}{sha}/")
-        erased.objects += objects.delete_prefix(FACE_THUMBS_BUCKET, f"{prefix}{sha}/")
-        erased.images.add(sha)
-    return erased
-
-
-def _delete(objects: ObjectStore, bucket: str, key: str | None, prefix: str) -> int:
-    # Only the tenant's own keys: a payload must never lead erasure into another tenant's objects.
-    if not key or not key.startswith(prefix):
-        return 0
-    try:
-        return int(objects.delete(bucket, key))
-    except ValueError as exc:  # an invalid bucket or key in a payload: nothing stored there
-        log.warning("skipping object", extra={"bucket": bucket, "key": key, "error": str(exc)})
-        return 0
 
 
 def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:

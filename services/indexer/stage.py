@@ -1,4 +1,5 @@
-"""The indexer stage: embedded faces become vector points with deterministic ids.
+"""The indexer stage: embedded faces become vector points with deterministic ids;
+and erasure, which deletes a tenant's points with their stored objects.
 
 Points of concurrent messages are grouped into one upsert, and the Edge shard
 is optimized in the background every ``optimize_every`` changed points, since
@@ -13,7 +14,8 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,15 @@ from facepipe.batching import DynamicBatcher
 from facepipe.dedup import FaceHashIndex, ImageStates
 from facepipe.faces import FaceEngine
 from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant, point_id, report_failed
-from facepipe.storage import FacePoint, ObjectStore, VectorStore
+from facepipe.storage import (
+    BUCKETS,
+    FACE_CROPS_BUCKET,
+    FACE_THUMBS_BUCKET,
+    RAW_IMAGES_BUCKET,
+    FacePoint,
+    ObjectStore,
+    VectorStore,
+)
 from facepipe.v1 import pipeline_pb2
 
 log = logging.getLogger("facepipe.indexer")
@@ -249,6 +259,73 @@ async def on_dead(deps: IndexerDeps, msg: Msg, payload: Any, error: str, reason:
         except Exception as exc:  # noqa: BLE001 - the FAILED event below matters more
             log.warning("cannot mark image failed", extra={"error": str(exc)})
     await report_failed(deps.output, payload, error)
+
+
+async def forget_erased(deps: IndexerDeps, tenant: str, erased: Erased, everything: bool) -> None:
+    """Drops dedup state, so the erased images and faces can be ingested again."""
+    if deps.images is not None:
+        if everything:
+            await deps.images.forget_tenant(tenant)
+        for sha in erased.images:
+            await deps.images.forget(tenant, sha)
+    if deps.face_hashes is not None:
+        if everything:
+            await deps.face_hashes.forget_tenant(tenant)
+        for phash in erased.face_phashes:
+            await deps.face_hashes.forget(tenant, phash)
+
+
+@dataclass
+class Erased:
+    points: int = 0
+    objects: int = 0
+    images: set[str] = field(default_factory=set)  # shas left without any face in the tenant
+    face_phashes: set[str] = field(default_factory=set)
+
+
+def erase_faces(
+    store: VectorStore, objects: ObjectStore | None, tenant: str, filters: dict[str, str] | None
+) -> Erased:
+    """Deletes the selected points, then their stored objects; ``filters`` None erases the tenant."""
+    payloads = store.delete(tenant, filters)
+    erased = Erased(points=len(payloads))
+    erased.face_phashes = {p["face_phash"] for p in payloads if p.get("face_phash")}
+    if objects is None:
+        return erased
+    prefix = f"{tenant}/"
+    if filters is None:
+        erased.objects = sum(objects.delete_prefix(bucket, prefix) for bucket in BUCKETS)
+        return erased
+    for p in payloads:
+        crop_key = p.get("crop_key") or ""
+        erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, crop_key, prefix)
+        if crop_key:
+            sidecar = str(PurePosixPath(crop_key).with_suffix(".json"))
+            erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, sidecar, prefix)
+        erased.objects += _delete(
+            objects, p.get("thumb_bucket") or FACE_THUMBS_BUCKET, p.get("thumb_key"), prefix
+        )
+    shas = {p.get("image_sha256") for p in payloads} | {filters.get("image_sha256")}
+    for sha in shas:
+        if not sha or not SHA256_RE.match(sha) or store.scroll(tenant, {"image_sha256": sha}, limit=1):
+            continue
+        # Nothing of this image is left in the tenant: its raw image and any stray crops go too.
+        erased.objects += objects.delete_prefix(RAW_IMAGES_BUCKET, f"{prefix}{sha}.")
+        erased.objects += objects.delete_prefix(FACE_CROPS_BUCKET, f"{prefix}{sha}/")
+        erased.objects += objects.delete_prefix(FACE_THUMBS_BUCKET, f"{prefix}{sha}/")
+        erased.images.add(sha)
+    return erased
+
+
+def _delete(objects: ObjectStore, bucket: str, key: str | None, prefix: str) -> int:
+    # Only the tenant's own keys: a payload must never lead erasure into another tenant's objects.
+    if not key or not key.startswith(prefix):
+        return 0
+    try:
+        return int(objects.delete(bucket, key))
+    except ValueError as exc:  # an invalid bucket or key in a payload: nothing stored there
+        log.warning("skipping object", extra={"bucket": bucket, "key": key, "error": str(exc)})
+        return 0
 
 
 def counters(deps: IndexerDeps) -> dict[str, int]:
