@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 from facepipe import bus
 from facepipe.natsd import NatsServer
 from facepipe.v1 import crawler_pb2
-from services.crawler import CrawlConfig, CrawlReport, MemoryCrawlState, crawl
-from services.crawler.consumer import ingest_request
-from services.crawler.models import Candidate
-from services.crawler.state import NatsCrawlState
+from facepipe_services.crawler import CrawlConfig, CrawlReport, MemoryCrawlState, crawl
+from facepipe_services.crawler.models import Candidate
+from facepipe_services.crawler.stage import ingest_request
+from facepipe_services.crawler.state import NatsCrawlState
 
 IMAGES_PER_PAGE = 12
 

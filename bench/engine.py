@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 
 from facepipe.config import Settings
+from facepipe.detection import detect_batch
 from facepipe.faces import FaceEngine
 from facepipe.v1 import common_pb2, detector_pb2
-from services.detector.servicer import detect_batch
 
 
 def bench_images(shared: Path, min_count: int = 32) -> list[bytes]:

@@ -1,24 +1,38 @@
-"""The skeleton of a pipeline stage service: a gRPC service that also consumes
-its stage from NATS JetStream when ``FACEPIPE_NATS_URL`` is set."""
+"""The skeleton every facepipe service is built from: it opens the shared
+resources a service declares (object store, vector store) and the service's own
+dependencies, registers its gRPC servicers, consumes its stage from NATS
+JetStream when ``FACEPIPE_NATS_URL`` is set, and derives the /readyz checks
+(NATS, stores, models) from what the service declared.
+
+A service supplies functions, never a subclass: ``open_deps`` builds its
+dependencies, ``register`` adds its servicers over them, and a :class:`Stage`
+holds the stage logic as functions of those dependencies."""
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import grpc
 from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from facepipe import bus
 from facepipe.config import Settings
 from facepipe.runtime import metrics
-from facepipe.runtime.server import ReadyCheck, Service
+from facepipe.runtime.server import ReadyCheck, Service, ServiceRuntime
 from facepipe.v1 import pipeline_pb2
+
+if TYPE_CHECKING:
+    # Annotations only: facepipe.storage loads the vector clients, slow for CLI start-up.
+    from facepipe.storage import ObjectStore, VectorStore
 
 log = logging.getLogger("facepipe.pipeline")
 
@@ -49,78 +63,35 @@ async def read_raw(objects, record: pipeline_pb2.ImageRecord) -> bytes:
         raise bus.PermanentError(f"raw image is gone: {exc}", reason="not_found") from exc
 
 
-class StageService(Service):
-    """Subclasses set ``stage`` and ``message_type`` and implement ``handle``."""
+D = TypeVar("D")
 
-    stage: str
-    message_type: type[Message]
+FACE_COUNTERS = {
+    "indexed": "faces_processed",
+    "rejected": "faces_rejected",
+    "dup_skipped": "faces_dup_skipped",
+}
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.nc = None
-        self.js = None
-        self.worker: bus.StageWorker | None = None
 
-    async def load(self) -> None:
-        """Loads models and opens stores, before consuming starts."""
+class StageOutput:
+    """What stage logic sends besides its own work: messages, done events and face
+    counts. Without NATS (gRPC only) there is no ``js``: done events and counts are
+    skipped, and publishing is refused."""
 
-    async def unload(self) -> None:
-        """Releases what ``load`` opened."""
-
-    @abc.abstractmethod
-    async def handle(self, delivery: bus.Delivery) -> None: ...
+    def __init__(
+        self, service: str, js: JetStreamContext | None = None, stats: bus.StageStats | None = None
+    ) -> None:
+        self.service = service
+        self.js = js
+        self.stats = stats
 
     @property
-    def spec(self) -> bus.StageSpec:
-        return bus.STAGES[self.stage]
+    def connected(self) -> bool:
+        return self.js is not None
 
-    async def connected(self) -> None:
-        """Runs once NATS and the topology are up, before consuming starts."""
-
-    async def start(self, runtime) -> None:
-        await self.load()
-        if not self.settings.nats_url:
-            log.info("no FACEPIPE_NATS_URL: serving gRPC only")
-            return
-        self.nc = await bus.connect(self.settings.nats_url, self.name)
-        self.js = self.nc.jetstream()
-        await bus.ensure_topology(self.js, self.settings.dedup_ttl_seconds)
-        await self.connected()
-        self.worker = bus.StageWorker(
-            self.nc,
-            self.spec,
-            self.decode,
-            self.handle,
-            on_dead=self.on_dead,
-            max_inflight=self.settings.max_inflight,
-            service=self.name,
-        )
-        await self.worker.start()
-
-    async def drain(self) -> None:
-        if self.worker is not None:
-            await self.worker.drain(grace=self.settings.drain_seconds)
-
-    async def stop(self) -> None:
-        if self.nc is not None:
-            await self.nc.close()
-        await self.unload()
-
-    def decode(self, msg: Msg) -> Any:
-        message = self.message_type()
-        try:
-            message.ParseFromString(msg.data)
-        except DecodeError as exc:
-            raise bus.PermanentError(
-                f"malformed {self.message_type.__name__}: {exc}", reason="malformed"
-            ) from exc
-        return message
-
-    async def on_dead(self, msg: Msg, payload: Any, error: str, reason: str) -> None:
-        """A dead-lettered image still completes its ingest run, as FAILED."""
-        record = getattr(payload, "image", None)
-        if isinstance(record, pipeline_pb2.ImageRecord):
-            await self.emit_done(record, pipeline_pb2.IMAGE_STATUS_FAILED, error=error, reason=reason)
+    async def publish(self, subject: str, data: bytes, msg_id: str | None = None) -> None:
+        if self.js is None:
+            raise RuntimeError(f"{self.service} cannot publish to {subject}: no NATS (FACEPIPE_NATS_URL)")
+        await bus.publish(self.js, subject, data, msg_id=msg_id)
 
     async def emit_done(
         self,
@@ -146,7 +117,7 @@ class StageService(Service):
             faces_indexed=faces_indexed,
             faces_dup_skipped=faces_dup_skipped,
             faces_rejected=faces_rejected,
-            stage=self.name,
+            stage=self.service,
             error=error,
             rejected_reasons=dict(rejected_reasons or {}),
             faces_known=faces_known,
@@ -157,27 +128,209 @@ class StageService(Service):
         await bus.publish(self.js, subject, done.SerializeToString(), msg_id=msg_id)
 
     def count_faces(self, outcome: str, n: int) -> None:
-        if n and self.worker is not None:
-            key = {
-                "indexed": "faces_processed",
-                "rejected": "faces_rejected",
-                "dup_skipped": "faces_dup_skipped",
-            }
-            self.worker.stats.add(key[outcome], n)
-            metrics.PIPELINE_FACES.labels(self.name, outcome).inc(n)
+        if n and self.stats is not None:
+            self.stats.add(FACE_COUNTERS[outcome], n)
+            metrics.PIPELINE_FACES.labels(self.service, outcome).inc(n)
+
+
+async def report_failed(output: StageOutput, payload: Any, error: str, reason: str = "") -> None:
+    """A dead-lettered image still completes its ingest run, as FAILED."""
+    record = getattr(payload, "image", None)
+    if isinstance(record, pipeline_pb2.ImageRecord):
+        await output.emit_done(record, pipeline_pb2.IMAGE_STATUS_FAILED, error=error, reason=reason)
+
+
+@dataclass(frozen=True)
+class Stage(Generic[D]):
+    """A service's stage as functions of its dependencies ``D``.
+
+    ``decode`` defaults to parsing ``message_type``; ``on_dead`` defaults to
+    :func:`report_failed`; ``drain`` runs before the consumer stops taking work."""
+
+    spec: bus.StageSpec
+    message_type: type[Message]
+    handle: Callable[[D, bus.Delivery], Awaitable[None]]
+    decode: Callable[[Msg], Any] | None = None
+    on_dead: Callable[[D, Msg, Any, str, str], Awaitable[None]] | None = None
+    drain: Callable[[D], None] | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The shared resources a service holds. The skeleton opens the stores and checks
+    each declared resource for /readyz; ``models`` is ready once ``open_deps`` returned."""
+
+    object_store: bool = False
+    vector_store: bool = False
+    models: bool = False
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the skeleton hands ``open_deps``: the settings, the stores it opened and
+    the stage's output (connected to NATS when the service consumes a stage)."""
+
+    name: str
+    settings: Settings
+    output: StageOutput
+    objects: ObjectStore | None = None  # set when Resources(object_store=True)
+    vectors: VectorStore | None = None  # set when Resources(vector_store=True)
+
+
+class Loaded(Generic[D]):
+    """A service's dependencies once ``open_deps`` returned. Servicers are registered
+    before that (the server answers health checks while models load), so they hold
+    this and answer UNAVAILABLE while ``value`` is None."""
+
+    def __init__(self) -> None:
+        self.value: D | None = None
+
+
+def decode_as(message_type: type[Message]) -> Callable[[Msg], Any]:
+    def decode(msg: Msg) -> Any:
+        message = message_type()
+        try:
+            message.ParseFromString(msg.data)
+        except DecodeError as exc:
+            raise bus.PermanentError(f"malformed {message_type.__name__}: {exc}", reason="malformed") from exc
+        return message
+
+    return decode
+
+
+class StageService(Service, Generic[D]):
+    """A service assembled from its parts; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        *,
+        open_deps: Callable[[Opened], Awaitable[D]],
+        register: Callable[[grpc.aio.Server, Loaded[D]], list[str]],
+        close_deps: Callable[[D], Awaitable[None]] | None = None,
+        stage: Stage[D] | None = None,
+        resources: Resources = Resources(),
+        stats: Callable[[D], dict[str, Any]] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.stage = stage
+        self.resources = resources
+        self.loaded: Loaded[D] = Loaded()
+        self._open_deps = open_deps
+        self._close_deps = close_deps
+        self._register = register
+        self._stats = stats
+        self.objects: ObjectStore | None = None
+        self.vectors: VectorStore | None = None
+        self.output = StageOutput(name)
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.worker: bus.StageWorker | None = None
+
+    def register(self, server: grpc.aio.Server) -> list[str]:
+        return self._register(server, self.loaded)
+
+    async def start(self, runtime: ServiceRuntime | None) -> None:
+        from facepipe.storage import object_store_from_env, vector_store_from_env
+
+        if self.resources.object_store:
+            self.objects = await asyncio.to_thread(object_store_from_env)
+        if self.resources.vector_store:
+            self.vectors = await asyncio.to_thread(vector_store_from_env)
+        if self.stage is not None:
+            await self._connect(self.stage)
+        self.output = StageOutput(self.name, self.js, self.worker.stats if self.worker else None)
+        opened = Opened(self.name, self.settings, self.output, self.objects, self.vectors)
+        self.loaded.value = await self._open_deps(opened)
+        if self.worker is not None:
+            await self.worker.start()
+
+    async def _connect(self, stage: Stage[D]) -> None:
+        if not self.settings.nats_url:
+            log.info("no FACEPIPE_NATS_URL: serving gRPC only")
+            return
+        self.nc = await bus.connect(self.settings.nats_url, self.name)
+        self.js = self.nc.jetstream()
+        await bus.ensure_topology(self.js, self.settings.dedup_ttl_seconds)
+        self.worker = bus.StageWorker(
+            self.nc,
+            stage.spec,
+            stage.decode or decode_as(stage.message_type),
+            self._handle,
+            on_dead=self._on_dead,
+            max_inflight=self.settings.max_inflight,
+            service=self.name,
+        )
+
+    async def _handle(self, delivery: bus.Delivery) -> None:
+        assert self.stage is not None and self.loaded.value is not None  # the worker starts after both
+        await self.stage.handle(self.loaded.value, delivery)
+
+    async def _on_dead(self, msg: Msg, payload: Any, error: str, reason: str) -> None:
+        assert self.stage is not None and self.loaded.value is not None
+        if self.stage.on_dead is not None:
+            await self.stage.on_dead(self.loaded.value, msg, payload, error, reason)
+        else:
+            await report_failed(self.output, payload, error, reason)
+
+    async def drain(self) -> None:
+        if self.stage is not None and self.stage.drain is not None and self.loaded.value is not None:
+            self.stage.drain(self.loaded.value)
+        if self.worker is not None:
+            await self.worker.drain(grace=self.settings.drain_seconds)
+
+    async def stop(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+        deps, self.loaded.value = self.loaded.value, None
+        try:
+            if deps is not None and self._close_deps is not None:
+                await self._close_deps(deps)
+        finally:
+            if self.vectors is not None:
+                # Flushes, and releases the Edge lock so the next process can open the shard.
+                await asyncio.to_thread(self.vectors.close)
+                self.vectors = None
 
     def ready_checks(self) -> dict[str, ReadyCheck]:
         checks: dict[str, ReadyCheck] = {}
-        if self.settings.nats_url:
-
-            async def nats_ok() -> tuple[bool, str]:
-                if self.nc is None or not self.nc.is_connected:
-                    return False, "not connected to NATS"
-                await self.js.stream_info(bus.STREAM)
-                return True, ""
-
-            checks["nats"] = nats_ok
+        if self.stage is not None and self.settings.nats_url:
+            checks["nats"] = self._nats_ready
+        if self.resources.object_store:
+            checks["object_store"] = self._object_store_ready
+        if self.resources.vector_store:
+            checks["vector_store"] = self._vector_store_ready
+        if self.resources.models:
+            checks["models"] = self._models_ready
         return checks
 
+    async def _nats_ready(self) -> tuple[bool, str]:
+        if self.nc is None or self.js is None or not self.nc.is_connected:
+            return False, "not connected to NATS"
+        await self.js.stream_info(bus.STREAM)
+        return True, ""
+
+    async def _object_store_ready(self) -> tuple[bool, str]:
+        if self.objects is None:
+            return False, "object store not opened"
+        await asyncio.to_thread(self.objects.ping)
+        return True, ""
+
+    async def _vector_store_ready(self) -> tuple[bool, str]:
+        if self.vectors is None:
+            return False, "vector store not open"
+        await asyncio.to_thread(self.vectors.ping)
+        return True, ""
+
+    async def _models_ready(self) -> tuple[bool, str]:
+        return self.loaded.value is not None, "models not loaded"
+
     def stats(self) -> dict[str, Any]:
-        return {"stage": self.stage, **(self.worker.stats.snapshot() if self.worker else {})}
+        out: dict[str, Any] = {}
+        if self.stage is not None:
+            out = {"stage": self.stage.spec.name, **(self.worker.stats.snapshot() if self.worker else {})}
+        if self._stats is not None and self.loaded.value is not None:
+            out.update(self._stats(self.loaded.value))
+        return out

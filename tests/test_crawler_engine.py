@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from facepipe.crawl import parse_sites_file
 from facepipe.netguard import BlockedTargetError, address_problem, check_public_target
-from services.crawler import (
+from facepipe_services.crawler import (
     Candidate,
     CrawlConfig,
     CrawlError,
@@ -25,13 +26,12 @@ from services.crawler import (
     MemoryCrawlState,
     SinkError,
     crawl,
-    parse_sites_file,
 )
-from services.crawler.fetch import decode_html, parse_retry_after
-from services.crawler.mining import largest_in_srcset, mine_html
-from services.crawler.robots import parse_robots
-from services.crawler.sitemap import parse_sitemap
-from services.crawler.urls import normalize_url, not_a_photo, site_key
+from facepipe_services.crawler.fetch import decode_html, parse_retry_after
+from facepipe_services.crawler.mining import largest_in_srcset, mine_html
+from facepipe_services.crawler.robots import parse_robots
+from facepipe_services.crawler.sitemap import parse_sitemap
+from facepipe_services.crawler.urls import normalize_url, not_a_photo, site_key
 
 SITE_DIR = Path(__file__).parent / "crawler_site"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -24,12 +24,13 @@ from prometheus_client import REGISTRY
 
 from facepipe import bus
 from facepipe.config import Settings
+from facepipe.pipeline import StageService
 from facepipe.runtime.server import ServiceRuntime
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc, pipeline_pb2
-from services.crawler.config import CrawlConfig, CrawlerSettings
-from services.crawler.consumer import ingest_message_id
-from services.crawler.main import CrawlerService
-from services.crawler.urls import site_key
+from facepipe_services.crawler.config import CrawlConfig, CrawlerSettings
+from facepipe_services.crawler.main import build
+from facepipe_services.crawler.stage import CrawlerDeps, ingest_message_id
+from facepipe_services.crawler.urls import site_key
 
 FINISHED = {
     crawler_pb2.CRAWL_STATUS_DONE,
@@ -121,7 +122,7 @@ class Crawler:
 
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
-        self.service: CrawlerService = runtime.service  # type: ignore[assignment]
+        self.service: StageService[CrawlerDeps] = runtime.service  # type: ignore[assignment]
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{runtime.grpc_port}")
         self.stub = crawler_pb2_grpc.CrawlerStub(self.channel)
 
@@ -176,9 +177,7 @@ async def start_crawler(nats_server, monkeypatch) -> AsyncIterator:
             http_port=free_port(),
             drain_seconds=5.0,
         )
-        service = CrawlerService(
-            settings, crawl or CrawlerSettings.from_env(), CrawlConfig.from_env(**defaults)
-        )
+        service = build(settings, crawl or CrawlerSettings.from_env(), CrawlConfig.from_env(**defaults))
         runtime = ServiceRuntime(service, settings)
         await runtime.start()
         started.append(Crawler(runtime))

@@ -25,11 +25,12 @@ from facepipe.bus import PermanentError
 from facepipe.config import Settings
 from facepipe.dedup import phash_hex
 from facepipe.imaging import decode_image
+from facepipe.pipeline import StageService
 from facepipe.storage import RAW_IMAGES_BUCKET, LocalObjectStore
 from facepipe.v1 import common_pb2, pipeline_pb2
-from services.extractor.consumer import missing_fields, parse_ingest
-from services.extractor.fetch import ImageFetcher, TransientFetchError, describe_content, sniff_image
-from services.extractor.main import ExtractorService
+from facepipe_services.extractor.fetch import ImageFetcher, TransientFetchError, describe_content, sniff_image
+from facepipe_services.extractor.main import build
+from facepipe_services.extractor.stage import ExtractorDeps, missing_fields, parse_ingest
 
 
 def make_image(fmt: str, seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
@@ -151,10 +152,10 @@ def objects(tmp_path, monkeypatch) -> LocalObjectStore:
 
 
 @pytest.fixture
-async def extractor(nats_server, objects, monkeypatch) -> AsyncIterator[ExtractorService]:
+async def extractor(nats_server, objects, monkeypatch) -> AsyncIterator[StageService[ExtractorDeps]]:
     monkeypatch.setenv("FACEPIPE_ALLOW_PRIVATE_NETWORKS", "1")
     settings = Settings.from_env("extractor", nats_url=nats_server.url, max_inflight=8)
-    service = ExtractorService(settings)
+    service = build(settings)
     await service.start(None)
     yield service
     await service.drain()
@@ -478,7 +479,7 @@ async def test_dead_letter_releases_the_claim(extractor, observer, objects, site
     assert dead.headers[bus.HDR_REASON] == "max_deliver" and dead.headers[bus.HDR_DELIVERIES] == "2"
     ((_, done),) = await observer.done_events(1)
     assert (done.status, done.message_id, done.image_sha256) == (pipeline_pb2.IMAGE_STATUS_FAILED, "x1", sha)
-    states = await extractor.consumer.states()
+    states = extractor.loaded.value.states
     assert (await states.get("t1", sha)).state == "failed"
 
     objects.delete(RAW_IMAGES_BUCKET, f"t1/{sha}.png/blocker")

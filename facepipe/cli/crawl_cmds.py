@@ -14,8 +14,7 @@ from facepipe.cli.errors import UsageError, rpc_failure
 def cmd_crawl(args: argparse.Namespace) -> int:
     import grpc
 
-    from services.crawler.client import CrawlClient, crawl_summary, progress_printer
-    from services.crawler.config import check_seed, parse_sites_file
+    from facepipe.crawl import CrawlClient, check_seed, crawl_summary, parse_sites_file, progress_printer
 
     seeds: list[str] = []
     for url in args.urls:

@@ -38,9 +38,9 @@ async def _detect(args: argparse.Namespace):
                 return await stub.DetectBatch(request, timeout=args.timeout)
         except grpc.RpcError as exc:
             raise rpc_failure(exc, "detector", args.addr) from None
+    from facepipe.detection import detect_batch
     from facepipe.faces import FaceEngine
     from facepipe.models.registry import PackError
-    from services.detector.servicer import detect_batch
 
     try:
         engine = FaceEngine.load(Settings.from_env("detector"), "cli", embedder=False)

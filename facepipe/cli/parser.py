@@ -23,7 +23,7 @@ from facepipe.cli.pipeline_cmds import (
     cmd_search,
     cmd_stats,
 )
-from facepipe.cli.stack_cmds import SERVICES, cmd_down, cmd_serve, cmd_status, cmd_up
+from facepipe.cli.stack_cmds import cmd_down, cmd_serve, cmd_status, cmd_up, installed_services
 from facepipe.config import DEFAULT_PORTS
 
 INT32_MAX = 2**31 - 1
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "facepipe serve detector --port 50061    # gRPC 127.0.0.1:50061, metrics on :51061",
         cmd_serve,
     )
-    p.add_argument("service", choices=sorted(SERVICES), help="the service to run")
+    p.add_argument("service", choices=sorted(installed_services()), help="the service to run")
     ports = ", ".join(f"{k} {v}" for k, v in DEFAULT_PORTS.items())
     p.add_argument("--port", type=int_range(0, 65535), help=f"gRPC port (default: the service's: {ports})")
     p.add_argument(

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import socket
+from importlib.metadata import EntryPoint, entry_points
 
 from facepipe.cli import addresses
 from facepipe.cli.errors import CliError
 from facepipe.config import Settings
 
-SERVICES = {
-    "detector": "services.detector.main",
-    "embedder": "services.embedder.main",
-    "indexer": "services.indexer.main",
-    "extractor": "services.extractor.main",
-    "crawler": "services.crawler.main",
-    "node": "services.node.main",
-}
+# Services register their ``main(settings)`` here (pyproject.toml), so facepipe never imports them.
+SERVICE_ENTRY_POINTS = "facepipe.services"
+
+
+def installed_services() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=SERVICE_ENTRY_POINTS)}
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -45,8 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"{what} port {settings.grpc_host}:{port} is in use (a local stack? see `facepipe status`); "
                 f"pass a free {option} or stop it with `facepipe down`"
             )
-    module = importlib.import_module(SERVICES[args.service])
-    module.main(settings)
+    installed_services()[args.service].load()(settings)
     return 0
 
 

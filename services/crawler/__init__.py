@@ -1,9 +1,9 @@
 """The crawler: walks sites politely and finds every real image on them."""
 
-from services.crawler.config import CrawlConfig, parse_sites_file
-from services.crawler.engine import Progress, Sink, SinkError, crawl
-from services.crawler.models import Candidate, CrawlError, CrawlReport
-from services.crawler.state import CrawlState, MemoryCrawlState, NatsCrawlState, SeenEntry
+from .config import CrawlConfig
+from .engine import Progress, Sink, SinkError, crawl
+from .models import Candidate, CrawlError, CrawlReport
+from .state import CrawlState, MemoryCrawlState, NatsCrawlState, SeenEntry
 
 __all__ = [
     "Candidate",
@@ -18,5 +18,4 @@ __all__ = [
     "SeenEntry",
     "SinkError",
     "crawl",
-    "parse_sites_file",
 ]

@@ -14,16 +14,17 @@ from functools import partial
 from typing import Any
 
 from facepipe.runtime import metrics
-from services.crawler.config import CrawlConfig
-from services.crawler.fetch import HTML_TYPES, Fetcher, FetchError, decode_html
-from services.crawler.mining import PageMine, mine_html
-from services.crawler.models import Candidate, CrawlError, CrawlReport
-from services.crawler.politeness import HostScheduler
-from services.crawler.render import Renderer, RenderUnavailable
-from services.crawler.robots import RobotsCache, RobotsRules
-from services.crawler.sitemap import MAX_SITEMAP_BYTES, parse_sitemap
-from services.crawler.state import CrawlState
-from services.crawler.urls import is_image_url, is_page_url, normalize_url, not_a_photo, origin, site_key
+
+from .config import CrawlConfig
+from .fetch import HTML_TYPES, Fetcher, FetchError, decode_html
+from .mining import PageMine, mine_html
+from .models import Candidate, CrawlError, CrawlReport
+from .politeness import HostScheduler
+from .render import Renderer, RenderUnavailable
+from .robots import RobotsCache, RobotsRules
+from .sitemap import MAX_SITEMAP_BYTES, parse_sitemap
+from .state import CrawlState
+from .urls import is_image_url, is_page_url, normalize_url, not_a_photo, origin, site_key
 
 log = logging.getLogger("facepipe.crawler")
 

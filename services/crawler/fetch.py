@@ -1,6 +1,7 @@
-"""HTTP fetching with the crawler's guards: private-network refusal on every
-redirect hop, a redirect limit, per-site scheduling, retries with backoff that
-honour Retry-After, timeouts, and a streamed size cap."""
+"""The crawler's HTTP fetching: per-site scheduling, retries with backoff that
+honour Retry-After, timeouts, content types and HTML decoding, on top of the
+guarded fetch of facepipe.netfetch (private-network refusal on every redirect
+hop, a redirect limit, a streamed size cap)."""
 
 from __future__ import annotations
 
@@ -15,26 +16,21 @@ from datetime import UTC
 
 import httpx
 
-from facepipe.netguard import BlockedTargetError, NetGuardError, check_public_target
-from services.crawler.config import CrawlConfig
-from services.crawler.politeness import HostScheduler
-from services.crawler.urls import host_key, normalize_url, site_key
+from facepipe.netfetch import REDIRECT_STATUSES, FetchError, GuardedClient, read_capped
+
+from .config import CrawlConfig
+from .politeness import HostScheduler
+from .urls import normalize_url, site_key
+
+# FetchError and REDIRECT_STATUSES are the crawler's too; the engine and the renderer import them here.
+__all__ = ["REDIRECT_STATUSES", "FetchError", "FetchResult", "Fetcher", "decode_html", "parse_retry_after"]
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # How long a host's address check is trusted.
 GUARD_TTL = 300.0
 
 # Raises FetchError to refuse a redirect target.
 HopCheck = Callable[[str], Awaitable[None]]
-
-
-class FetchError(Exception):
-    def __init__(self, url: str, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.url = url
-        self.kind = kind
-        self.message = message
 
 
 class _Retryable(Exception):
@@ -130,33 +126,22 @@ class Fetcher:
     def __init__(self, config: CrawlConfig, scheduler: HostScheduler) -> None:
         self.config = config
         self.scheduler = scheduler
-        self._guarded: dict[str, tuple[float, NetGuardError | None]] = {}
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            headers={"User-Agent": config.user_agent, "Accept": "text/html,application/xhtml+xml,*/*;q=0.8"},
-            timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout),
-            # Environment proxies would hide the real target from the address guard.
-            trust_env=False,
+        self.guarded = GuardedClient(
+            user_agent=config.user_agent,
+            accept="text/html,application/xhtml+xml,*/*;q=0.8",
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            allow_private=config.allow_private_networks,
+            max_redirects=config.max_redirects,
+            check_ttl=GUARD_TTL,
         )
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.guarded.aclose()
 
     async def check_target(self, url: str) -> None:
         """Raises FetchError when ``url`` may not be fetched (private address, no DNS)."""
-        host = host_key(url)
-        now = time.monotonic()
-        cached = self._guarded.get(host)
-        if cached is None or cached[0] < now:
-            error: NetGuardError | None = None
-            try:
-                await check_public_target(url, allow_private=self.config.allow_private_networks)
-            except NetGuardError as exc:
-                error = exc
-            cached = self._guarded[host] = (now + GUARD_TTL, error)
-        if cached[1] is not None:
-            kind = "blocked" if isinstance(cached[1], BlockedTargetError) else "dns"
-            raise FetchError(url, kind, str(cached[1]))
+        await self.guarded.check(url)
 
     async def fetch(
         self,
@@ -171,22 +156,20 @@ class Fetcher:
         Bodies are read for 2xx responses whose content type is in ``want`` (or
         is missing; None reads any type), up to ``max_bytes``.
         """
-        current = url
-        chain: list[str] = []
-        for hop in range(self.config.max_redirects + 1):
-            await self.check_target(current)
-            if hop and hop_check is not None:
-                await hop_check(current)
-            result = await self._request(current, max_bytes, want)
+
+        def next_url(result: FetchResult) -> str | None:
             if result.location is None:
-                result.url, result.redirects = current, chain
-                return result
-            target = normalize_url(result.location, current)
+                return None
+            target = normalize_url(result.location, result.url)
             if target is None:
-                raise FetchError(current, "redirect", f"redirect to a non-http(s) URL {result.location!r}")
-            chain.append(current)
-            current = target
-        raise FetchError(url, "redirects", f"more than {self.config.max_redirects} redirects")
+                raise FetchError(result.url, "redirect", f"redirect to a non-http(s) URL {result.location!r}")
+            return target
+
+        result, chain = await self.guarded.follow(
+            url, lambda hop: self._request(hop, max_bytes, want), next_url, hop_check
+        )
+        result.redirects = chain
+        return result
 
     async def _request(self, url: str, max_bytes: int, want: tuple[str, ...] | None) -> FetchResult:
         config = self.config
@@ -222,7 +205,7 @@ class Fetcher:
         raise FetchError(url, last.kind, f"{last.message} (after {config.retries + 1} attempts)")
 
     async def _send(self, url: str, max_bytes: int, want: tuple[str, ...] | None) -> FetchResult:
-        response = await self.client.send(self.client.build_request("GET", url), stream=True)
+        response = await self.guarded.open(url)
         try:
             status = response.status_code
             if status == 429 or status >= 500:
@@ -235,22 +218,7 @@ class Fetcher:
             elif 200 <= status < 300 and (
                 want is None or result.content_type in want or not result.content_type
             ):
-                result.body = await _read_capped(response, url, max_bytes)
+                result.body = await read_capped(response, url, max_bytes)
             return result
         finally:
             await response.aclose()
-
-
-async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise FetchError(url, "too_large", f"body of {declared} bytes is over the {max_bytes} byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    # Decoded bytes are counted, so a small compressed bomb is cut off too.
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise FetchError(url, "too_large", f"body is over the {max_bytes} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)

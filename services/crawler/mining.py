@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
-from services.crawler.models import Candidate
-from services.crawler.urls import is_image_url, normalize_url, not_a_photo
+from .models import Candidate
+from .urls import is_image_url, normalize_url, not_a_photo
 
 # Image attributes of <img>, most specific first: lazy loaders keep the real image
 # in data-* and a placeholder in src/srcset.

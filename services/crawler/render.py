@@ -13,9 +13,9 @@ from typing import Any
 
 from playwright.async_api import Error, async_playwright
 
-from services.crawler.config import CrawlConfig
-from services.crawler.fetch import REDIRECT_STATUSES
-from services.crawler.urls import normalize_url
+from .config import CrawlConfig
+from .fetch import REDIRECT_STATUSES
+from .urls import normalize_url
 
 log = logging.getLogger("facepipe.crawler.render")
 

@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from urllib.robotparser import RobotFileParser
 
-from services.crawler.fetch import Fetcher, FetchError
-from services.crawler.urls import origin
+from .fetch import Fetcher, FetchError
+from .urls import origin
 
 MAX_ROBOTS_BYTES = 512 * 1024
 # Kinds of FetchError that mean the site itself may not be crawled.
@@ -69,7 +69,7 @@ class RobotsCache:
         except FetchError as exc:
             if exc.kind in FATAL_KINDS:
                 raise
-            if exc.kind == "redirects":
+            if exc.kind in ("redirects", "redirect_loop"):
                 # RFC 9309: too many redirects reads as "unavailable", which allows all.
                 return parse_robots("", self.user_agent)
             return _disallow_all(

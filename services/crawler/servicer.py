@@ -8,13 +8,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import grpc
 
 from facepipe import bus
+from facepipe.pipeline import Loaded
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
-from services.crawler.jobs import (
+
+from .jobs import (
     CANCELLED,
     FAILED,
     QUEUED,
@@ -25,24 +27,23 @@ from services.crawler.jobs import (
     build_job,
     now_ms,
 )
-
-if TYPE_CHECKING:
-    from services.crawler.main import CrawlerService
+from .stage import CrawlerDeps
 
 log = logging.getLogger("facepipe.crawler")
 
 
 class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
-    def __init__(self, service: CrawlerService) -> None:
-        self.service = service
+    def __init__(self, loaded: Loaded[CrawlerDeps]) -> None:
+        self.loaded = loaded
 
     async def StartCrawl(
         self, request: crawler_pb2.StartCrawlRequest, context
     ) -> crawler_pb2.StartCrawlResponse:
-        jobs = await self._jobs(context)
+        deps = await self._deps(context)
+        jobs = await _jobs(deps, context)
         job_id = uuid.uuid4().hex
         try:
-            job = build_job(request, self.service.crawl_settings, self.service.defaults, job_id)
+            job = build_job(request, deps.crawl_settings, deps.defaults, job_id)
         except InvalidCrawl as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
@@ -50,8 +51,8 @@ class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
         except Exception as exc:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, f"could not record the crawl job: {exc}")
         try:
-            await bus.publish(
-                self.service.js, bus.SUBJECT_CRAWL_JOBS, job.SerializeToString(), msg_id=f"crawl.{job_id}"
+            await deps.output.publish(
+                bus.SUBJECT_CRAWL_JOBS, job.SerializeToString(), msg_id=f"crawl.{job_id}"
             )
         except Exception as exc:
             problem = f"could not queue the crawl job: {type(exc).__name__}: {exc}"
@@ -70,39 +71,52 @@ class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
         return crawler_pb2.StartCrawlResponse(job_id=job_id, status=crawler_pb2.CRAWL_STATUS_QUEUED)
 
     async def GetCrawl(self, request: crawler_pb2.GetCrawlRequest, context) -> crawler_pb2.GetCrawlResponse:
-        record = await self._record(request.job_id, context)
+        jobs = await _jobs(await self._deps(context), context)
+        record = await _record(jobs, request.job_id, context)
         return record.to_proto(max(0, request.max_candidates))
 
     async def CancelCrawl(
         self, request: crawler_pb2.CancelCrawlRequest, context
     ) -> crawler_pb2.CancelCrawlResponse:
-        record = await self._record(request.job_id, context)
+        jobs = await _jobs(await self._deps(context), context)
+        record = await _record(jobs, request.job_id, context)
         if not record.finished:
-            jobs = self.service.jobs
             # The flag first: a replica taking the job right now sees it either way.
             await jobs.request_cancel(record.job_id)
             record = await jobs.update(record.job_id, _cancel) or record
             log.info("crawl cancel requested", extra={"job_id": record.job_id, "status": record.status})
         return crawler_pb2.CancelCrawlResponse(job_id=record.job_id, status=STATUS_TO_PROTO[record.status])
 
-    async def _jobs(self, context) -> JobStore:
-        if self.service.jobs is None:
-            await _abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "crawl jobs need NATS: this crawler runs without FACEPIPE_NATS_URL",
-            )
-        return self.service.jobs
+    async def _deps(self, context) -> CrawlerDeps:
+        deps = self.loaded.value
+        if deps is None:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the crawler is still starting")
+        return deps
 
-    async def _record(self, job_id: str, context) -> JobRecord:
-        jobs = await self._jobs(context)
-        try:
-            record = await jobs.get(job_id)
-        except InvalidCrawl as exc:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        if record is None:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no crawl job {job_id!r}")
-        return record
+
+def register(server: grpc.aio.Server, loaded: Loaded[CrawlerDeps]) -> list[str]:
+    crawler_pb2_grpc.add_CrawlerServicer_to_server(CrawlerServicer(loaded), server)
+    return [crawler_pb2.DESCRIPTOR.services_by_name["Crawler"].full_name]
+
+
+async def _jobs(deps: CrawlerDeps, context) -> JobStore:
+    if deps.jobs is None:
+        await _abort(
+            context,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "crawl jobs need NATS: this crawler runs without FACEPIPE_NATS_URL",
+        )
+    return deps.jobs
+
+
+async def _record(jobs: JobStore, job_id: str, context) -> JobRecord:
+    try:
+        record = await jobs.get(job_id)
+    except InvalidCrawl as exc:
+        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if record is None:
+        await _abort(context, grpc.StatusCode.NOT_FOUND, f"no crawl job {job_id!r}")
+    return record
 
 
 def _cancel(record: JobRecord) -> bool:

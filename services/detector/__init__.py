@@ -1,0 +1,1 @@
+"""The detector service; README.md says what it consumes, produces and serves."""

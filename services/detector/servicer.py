@@ -1,70 +1,48 @@
-"""facepipe.v1.Detector over gRPC."""
+"""facepipe.v1.Detector over gRPC: checks the batch, then detects through
+facepipe.detection.detect_batch."""
 
 from __future__ import annotations
-
-import asyncio
 
 import grpc
 
 from facepipe.aio import ordered_map
-from facepipe.faces import FaceDetector
-from facepipe.imaging import ImageError
-from facepipe.protoconv import face_to_proto, image_bytes, image_error
-from facepipe.runtime import metrics
+from facepipe.detection import detect_batch
+from facepipe.pipeline import Loaded
 from facepipe.v1 import detector_pb2, detector_pb2_grpc
+
+from .stage import DetectorDeps
 
 MAX_IMAGES_PER_BATCH = 256
 
 
 class DetectorServicer(detector_pb2_grpc.DetectorServicer):
-    def __init__(self, service) -> None:
-        self.service = service  # gives .detector once models are loaded, and .objects
+    def __init__(self, loaded: Loaded[DetectorDeps]) -> None:
+        self.loaded = loaded
 
     async def DetectBatch(
         self, request: detector_pb2.DetectBatchRequest, context
     ) -> detector_pb2.DetectBatchResponse:
-        detector = await self._detector(context)
+        deps = await self._deps(context)
         if len(request.images) > MAX_IMAGES_PER_BATCH:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_IMAGES_PER_BATCH} images per batch"
             )
-        return await detect_batch(detector, request, self.service.objects)
+        return await detect_batch(deps.detector, request, deps.objects)
 
     async def DetectStream(self, request_iterator, context):
-        detector = await self._detector(context)
+        deps = await self._deps(context)
         async for response in ordered_map(
-            request_iterator, lambda req: detect_batch(detector, req, self.service.objects), max_inflight=4
+            request_iterator, lambda req: detect_batch(deps.detector, req, deps.objects), max_inflight=4
         ):
             yield response
 
-    async def _detector(self, context) -> FaceDetector:
-        if self.service.detector is None:
+    async def _deps(self, context) -> DetectorDeps:
+        deps = self.loaded.value
+        if deps is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading")
-        return self.service.detector
+        return deps
 
 
-async def detect_batch(
-    detector: FaceDetector, request: detector_pb2.DetectBatchRequest, objects=None
-) -> detector_pb2.DetectBatchResponse:
-    opts = request.options
-    params = detector.params(opts.input_size, opts.score_threshold, opts.max_faces, opts.include_rejected)
-
-    async def one(index: int, image) -> detector_pb2.ImageDetections:
-        image_id = image.id or str(index)
-        try:
-            data = await image_bytes(image, objects)
-            decoded, faces = await detector.detect_bytes(data, params)
-        except ImageError as exc:
-            metrics.IMAGES.labels("detector", exc.code).inc()
-            return detector_pb2.ImageDetections(id=image_id, error=image_error(exc))
-        metrics.IMAGES.labels("detector", "ok").inc()
-        for f in faces:
-            outcome = "accepted" if f.quality.accepted else "rejected"
-            for reason in f.quality.reasons or ["none"]:
-                metrics.FACES.labels("detector", outcome, reason).inc()
-        return detector_pb2.ImageDetections(
-            id=image_id, faces=[face_to_proto(f) for f in faces], width=decoded.width, height=decoded.height
-        )
-
-    results = await asyncio.gather(*(one(i, img) for i, img in enumerate(request.images)))
-    return detector_pb2.DetectBatchResponse(results=results, model=detector.model_name)
+def register(server: grpc.aio.Server, loaded: Loaded[DetectorDeps]) -> list[str]:
+    detector_pb2_grpc.add_DetectorServicer_to_server(DetectorServicer(loaded), server)
+    return [detector_pb2.DESCRIPTOR.services_by_name["Detector"].full_name]

@@ -9,9 +9,12 @@ import numpy as np
 
 from facepipe.faces import FaceEmbedder
 from facepipe.imaging import ImageError, decode_image
+from facepipe.pipeline import Loaded
 from facepipe.protoconv import embedding_to_proto, image_bytes, image_error, landmarks_from_proto
 from facepipe.runtime import metrics
 from facepipe.v1 import embedder_pb2, embedder_pb2_grpc
+
+from .stage import EmbedderDeps
 
 MAX_INPUTS_PER_BATCH = 256
 
@@ -21,26 +24,25 @@ class InvalidInput(ImageError):
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
-    def __init__(self, service) -> None:
-        self.service = service
+    def __init__(self, loaded: Loaded[EmbedderDeps]) -> None:
+        self.loaded = loaded
 
     async def EmbedBatch(
         self, request: embedder_pb2.EmbedBatchRequest, context
     ) -> embedder_pb2.EmbedBatchResponse:
-        embedder: FaceEmbedder | None = self.service.embedder
-        if embedder is None:
+        deps = self.loaded.value
+        if deps is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading")
         if len(request.inputs) > MAX_INPUTS_PER_BATCH:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_INPUTS_PER_BATCH} inputs per batch"
             )
-        settings = self.service.settings
-        objects = self.service.objects
+        embedder, objects = deps.embedder, deps.objects
 
         async def one(index: int, item: embedder_pb2.EmbedInput) -> embedder_pb2.EmbedResult:
             item_id = item.id or str(index)
             try:
-                crops = await _crops(embedder, item, settings.max_pixels, objects)
+                crops = await _crops(embedder, item, deps.max_pixels, objects)
                 vectors = await embedder.embed_crops(crops)
             except (ImageError, ValueError) as exc:
                 err = exc if isinstance(exc, ImageError) else InvalidInput(str(exc))
@@ -71,6 +73,11 @@ async def _crops(
     image = await asyncio.to_thread(decode_image, data, max_pixels)
     landmarks = [landmarks_from_proto(f) for f in item.faces]
     return await asyncio.to_thread(lambda: [embedder.align(image.bgr, lmk) for lmk in landmarks])
+
+
+def register(server: grpc.aio.Server, loaded: Loaded[EmbedderDeps]) -> list[str]:
+    embedder_pb2_grpc.add_EmbedderServicer_to_server(EmbedderServicer(loaded), server)
+    return [embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name]
 
 
 def _aligned(embedder: FaceEmbedder, data: bytes, max_pixels: int) -> np.ndarray:

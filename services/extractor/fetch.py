@@ -1,6 +1,7 @@
-"""Fetches image URLs for the extractor: timeouts, a size cap, manual redirects
-re-checked against the private-network guard at every hop, and content sniffing
-from the magic bytes, whatever the server's Content-Type says."""
+"""Fetches image URLs for the extractor: timeouts, transient versus permanent
+failures, and content sniffing from the magic bytes, whatever the server's
+Content-Type says; the redirect chain, the private-network guard at every hop
+and the size cap are facepipe.netfetch's."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ import httpx
 
 from facepipe import __version__
 from facepipe.bus import PermanentError
-from facepipe.netguard import NetGuardError, UnresolvableTargetError, check_public_target
+from facepipe.netfetch import FetchError, GuardedClient, read_capped, redirect_target
 
-REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 # Worth retrying: the server may recover.
 TRANSIENT_STATUSES = (408, 425, 429)
 SNIFF_BYTES = 32
+# PermanentError reasons for the guarded fetch's refusals; "dns" is transient.
+REFUSAL_REASONS = {
+    "blocked": "blocked_target",
+    "redirects": "too_many_redirects",
+    "redirect_loop": "redirect_loop",
+    "too_large": "too_large",
+}
 
 
 class TransientFetchError(Exception):
@@ -88,62 +95,44 @@ class ImageFetcher:
     ) -> None:
         self.max_bytes = max_bytes
         self.total_timeout = total_timeout
-        self.max_redirects = max_redirects
-        # None: FACEPIPE_ALLOW_PRIVATE_NETWORKS decides at each check.
-        self.allow_private = allow_private
-        self.client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+        # allow_private None: FACEPIPE_ALLOW_PRIVATE_NETWORKS decides at each check.
+        self.guarded = GuardedClient(
+            user_agent=f"facepipe-extractor/{__version__}",
+            accept="image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0.1",
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            allow_private=allow_private,
+            max_redirects=max_redirects,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            headers={
-                "User-Agent": f"facepipe-extractor/{__version__}",
-                "Accept": "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0.1",
-            },
         )
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.guarded.aclose()
 
     async def fetch(self, url: str) -> Fetched:
         try:
             async with asyncio.timeout(self.total_timeout):
-                return await self._follow(url)
+                fetched, _ = await self.guarded.follow(url, self._get, _redirect_url)
+                return fetched
         except TimeoutError:
             raise TransientFetchError(f"fetching {url} took over {self.total_timeout:g}s") from None
-
-    async def _follow(self, url: str) -> Fetched:
-        chain = [url]
-        while True:
-            await self._check(chain[-1])
-            target = await self._get(chain[-1])
-            if isinstance(target, Fetched):
-                return target
-            if target in chain:
-                raise PermanentError(
-                    f"redirect loop: {' -> '.join([*chain, target])}", reason="redirect_loop"
-                )
-            if len(chain) > self.max_redirects:
-                raise PermanentError(
-                    f"more than {self.max_redirects} redirects from {url}: {' -> '.join(chain)}",
-                    reason="too_many_redirects",
-                )
-            chain.append(target)
-
-    async def _check(self, url: str) -> None:
-        try:
-            await check_public_target(url, allow_private=self.allow_private)
-        except UnresolvableTargetError as exc:
-            raise TransientFetchError(str(exc)) from exc  # DNS trouble can pass
-        except NetGuardError as exc:
-            raise PermanentError(str(exc), reason="blocked_target") from exc
+        except FetchError as exc:
+            if exc.kind not in REFUSAL_REASONS:
+                raise TransientFetchError(str(exc)) from exc  # DNS trouble can pass
+            message = str(exc)
+            if exc.kind == "too_large":
+                message += " (FACEPIPE_MAX_IMAGE_BYTES)"
+            raise PermanentError(message, reason=REFUSAL_REASONS[exc.kind]) from exc
 
     async def _get(self, url: str) -> Fetched | str:
         """The image, or the URL a redirect points to."""
         try:
-            async with self.client.stream("GET", url) as resp:
+            resp = await self.guarded.open(url)
+            try:
                 status = resp.status_code
-                if status in REDIRECT_STATUSES and "location" in resp.headers:
-                    return str(resp.url.join(resp.headers["location"]))
+                target = redirect_target(resp)
+                if target is not None:
+                    return target
                 if status in TRANSIENT_STATUSES or status >= 500:
                     raise TransientFetchError(f"HTTP {status} {resp.reason_phrase} from {url}")
                 if not 200 <= status < 300:
@@ -151,6 +140,8 @@ class ImageFetcher:
                         f"HTTP {status} {resp.reason_phrase} from {url}", reason="fetch_failed"
                     )
                 return await self._read(url, resp)
+            finally:
+                await resp.aclose()
         except httpx.TimeoutException as exc:
             raise TransientFetchError(f"timed out fetching {url}: {type(exc).__name__}") from exc
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
@@ -164,35 +155,23 @@ class ImageFetcher:
 
     async def _read(self, url: str, resp: httpx.Response) -> Fetched:
         declared = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-        length = resp.headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            raise self._too_large(url, f"{length} bytes")
-        body = bytearray()
-        sniffed = None
-        # aiter_bytes undoes Content-Encoding, so the cap also stops compression bombs.
-        async for chunk in resp.aiter_bytes():
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise self._too_large(url, f"over {self.max_bytes} bytes")
-            if sniffed is None and len(body) >= SNIFF_BYTES:
-                sniffed = self._sniff(url, bytes(body[:SNIFF_BYTES]), declared)
-        if sniffed is None:
-            sniffed = self._sniff(url, bytes(body), declared)
-        return Fetched(bytes(body), str(resp.url), sniffed, declared)
-
-    def _too_large(self, url: str, size: str) -> PermanentError:
-        return PermanentError(
-            f"{url} is {size}, over the {self.max_bytes}-byte limit (FACEPIPE_MAX_IMAGE_BYTES)",
-            reason="too_large",
+        # The type is checked on the first bytes, so a large non-image is never read whole.
+        body = await read_capped(
+            resp, url, self.max_bytes, lambda head: _sniff(url, head, declared), SNIFF_BYTES
         )
+        return Fetched(body, str(resp.url), _sniff(url, body[:SNIFF_BYTES], declared), declared)
 
-    @staticmethod
-    def _sniff(url: str, head: bytes, declared: str) -> str:
-        kind = sniff_image(head)
-        if kind is None:
-            said = f" (Content-Type: {declared})" if declared else ""
-            raise PermanentError(
-                f"{url} is not an image: it looks like {describe_content(head)}{said}",
-                reason="not_an_image",
-            )
-        return kind
+
+def _redirect_url(got: Fetched | str) -> str | None:
+    return got if isinstance(got, str) else None
+
+
+def _sniff(url: str, head: bytes, declared: str) -> str:
+    kind = sniff_image(head)
+    if kind is None:
+        said = f" (Content-Type: {declared})" if declared else ""
+        raise PermanentError(
+            f"{url} is not an image: it looks like {describe_content(head)}{said}",
+            reason="not_an_image",
+        )
+    return kind

@@ -5,27 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import grpc
 import numpy as np
 
+from facepipe.faces import FaceEngine
 from facepipe.imaging import ImageError
-from facepipe.pipeline import TENANT_RE
+from facepipe.pipeline import TENANT_RE, Loaded
 from facepipe.protoconv import face_to_proto
-from facepipe.storage import (
-    BUCKETS,
-    FACE_CROPS_BUCKET,
-    FACE_THUMBS_BUCKET,
-    RAW_IMAGES_BUCKET,
-    ObjectStore,
-    SearchHit,
-    VectorStore,
-)
+from facepipe.storage import SearchHit
 from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
-from services.indexer.consumer import SHA256_RE
+
+from .stage import SHA256_RE, IndexerDeps, counters, erase_faces, forget_erased
 
 log = logging.getLogger("facepipe.indexer")
 
@@ -38,11 +30,12 @@ MAX_LIST_POINTS = 1_000_000
 
 
 class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
-    def __init__(self, service) -> None:
-        self.service = service  # IndexerService: store, objects, engine, writer, dedup state
+    def __init__(self, loaded: Loaded[IndexerDeps]) -> None:
+        self.loaded = loaded
 
     async def Search(self, request: indexer_pb2.SearchRequest, context) -> indexer_pb2.SearchResponse:
-        store = await self._store(context)
+        deps = await self._deps(context)
+        store = deps.store
         tenant = await _tenant(request.tenant_id, context)
         top_k = request.top_k or DEFAULT_TOP_K
         if not 1 <= top_k <= MAX_TOP_K:
@@ -55,11 +48,13 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         response = indexer_pb2.SearchResponse()
         query = request.WhichOneof("query")
         if query == "image":
-            vector = await self._image_vector(request.image, request.query_face_index, response, context)
+            vector = await _image_vector(
+                deps.engine, request.image, request.query_face_index, response, context
+            )
             if vector is None:
                 return response
         elif query == "vector":
-            vector = await self._given_vector(request.vector, context)
+            vector = await _given_vector(deps, request.vector, context)
         else:
             await _invalid(context, "give a query: image (encoded bytes) or vector")
         hits = await asyncio.to_thread(
@@ -68,71 +63,31 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         response.matches.extend(_match(h) for h in hits)
         return response
 
-    async def _image_vector(
-        self, data: bytes, face_index: int, response: indexer_pb2.SearchResponse, context
-    ) -> np.ndarray | None:
-        """The embedding of the chosen face (largest first), or None when there is no face."""
-        engine = self.service.engine
-        if face_index < 0:
-            await _invalid(context, f"query_face_index must be 0 or more, got {face_index}")
-        try:
-            image = await asyncio.to_thread(engine.detector.decode, data)
-        except ImageError as exc:
-            await _invalid(context, f"cannot use the query image: {exc}")
-        faces = await engine.detector.detect(image, engine.detector.params())
-        response.query_faces_found = len(faces)
-        if not faces:
-            return None
-        by_area = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
-        response.query_faces.extend(face_to_proto(f) for f in by_area)
-        if face_index >= len(by_area):
-            await _invalid(
-                context,
-                f"query_face_index {face_index} is out of range: the image has {len(by_area)} face(s)",
-            )
-        chosen = by_area[face_index]
-        response.query_face_index = face_index
-        response.query_face.CopyFrom(face_to_proto(chosen))
-        vectors, _ = await engine.embedder.embed_faces(image.bgr, [chosen.landmarks])
-        return vectors[0]
-
-    async def _given_vector(self, embedding: common_pb2.Embedding, context) -> np.ndarray:
-        dim, model = self.service.dim, self.service.model
-        vec = np.asarray(embedding.vector, dtype=np.float32)
-        if vec.size != dim:
-            await _invalid(context, f"vector has {vec.size} dimensions, the index holds {dim}-d vectors")
-        if embedding.dim and embedding.dim != vec.size:
-            await _invalid(context, f"vector.dim is {embedding.dim} but the vector has {vec.size} values")
-        if embedding.model and embedding.model != model:
-            await _invalid(context, f"vector is from model {embedding.model!r}, the index holds {model!r}")
-        norm = float(np.linalg.norm(vec))
-        if not math.isfinite(norm) or norm == 0.0:
-            await _invalid(context, "vector is all zeros or has non-finite values")
-        return vec / norm
-
     async def GetStats(self, request: indexer_pb2.GetStatsRequest, context) -> indexer_pb2.GetStatsResponse:
-        store = await self._store(context)
+        deps = await self._deps(context)
+        store = deps.store
         tenant = await _tenant(request.tenant_id, context) if request.tenant_id else None
         points = await asyncio.to_thread(store.count, tenant)
         images = 0
         if tenant is not None and request.count_images:
             payloads = await asyncio.to_thread(store.scroll, tenant, None, MAX_LIST_POINTS)
             images = len({p.payload.get("image_sha256") for p in payloads})
-        objects = self.service.objects
+        objects = deps.objects
         return indexer_pb2.GetStatsResponse(
             images=images,
             points=points,
-            dim=self.service.dim,
-            model=self.service.model,
+            dim=deps.dim,
+            model=deps.model,
             vector_store=store.describe(),
             object_store=objects.describe() if objects is not None else "",
-            counters=self.service.counters(),
+            counters=counters(deps),
         )
 
     async def DeleteFaces(
         self, request: indexer_pb2.DeleteFacesRequest, context
     ) -> indexer_pb2.DeleteFacesResponse:
-        store = await self._store(context)
+        deps = await self._deps(context)
+        store = deps.store
         tenant = await _tenant(request.tenant_id, context)
         selector = request.WhichOneof("selector")
         if selector is None or (selector == "all" and not request.all):
@@ -145,10 +100,9 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             if selector == "image_sha256" and not SHA256_RE.match(value):
                 await _invalid(context, f"image_sha256 {value!r} is not 64 lowercase hex digits")
             filters = {selector: value}
-        erased = await asyncio.to_thread(erase_faces, store, self.service.objects, tenant, filters)
-        await self._forget(tenant, erased, everything=filters is None)
-        if self.service.writer is not None:
-            await self.service.writer.note_deleted(erased.points)
+        erased = await asyncio.to_thread(erase_faces, store, deps.objects, tenant, filters)
+        await forget_erased(deps, tenant, erased, everything=filters is None)
+        await deps.writer.note_deleted(erased.points)
         log.info(
             "faces erased",
             extra={
@@ -163,7 +117,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
     async def ListFaces(
         self, request: indexer_pb2.ListFacesRequest, context
     ) -> indexer_pb2.ListFacesResponse:
-        store = await self._store(context)
+        deps = await self._deps(context)
         tenant = await _tenant(request.tenant_id, context)
         page_size = request.page_size or DEFAULT_PAGE_SIZE
         if not 1 <= page_size <= MAX_TOP_K:
@@ -174,7 +128,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
                 await _invalid(context, f"page_token {request.page_token!r} is not one this service gave")
             start = int(request.page_token)
         # Sorted by point id, so pages stay stable while nothing is written.
-        stored = await asyncio.to_thread(store.scroll, tenant, None, MAX_LIST_POINTS)
+        stored = await asyncio.to_thread(deps.store.scroll, tenant, None, MAX_LIST_POINTS)
         stored.sort(key=lambda p: p.id)
         page = stored[start : start + page_size]
         response = indexer_pb2.ListFacesResponse(
@@ -184,78 +138,58 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             response.next_page_token = str(start + page_size)
         return response
 
-    async def _forget(self, tenant: str, erased: Erased, everything: bool) -> None:
-        """Drops dedup state, so the erased images and faces can be ingested again."""
-        images, face_hashes = await self.service.dedup_state()
-        if images is not None:
-            if everything:
-                await images.forget_tenant(tenant)
-            for sha in erased.images:
-                await images.forget(tenant, sha)
-        if face_hashes is not None:
-            if everything:
-                await face_hashes.forget_tenant(tenant)
-            for phash in erased.face_phashes:
-                await face_hashes.forget(tenant, phash)
-
-    async def _store(self, context) -> VectorStore:
-        store = self.service.store
-        if store is None or self.service.engine is None:
+    async def _deps(self, context) -> IndexerDeps:
+        deps = self.loaded.value
+        if deps is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the index is still loading")
-        return store
+        return deps
 
 
-@dataclass
-class Erased:
-    points: int = 0
-    objects: int = 0
-    images: set[str] = field(default_factory=set)  # shas left without any face in the tenant
-    face_phashes: set[str] = field(default_factory=set)
+def register(server: grpc.aio.Server, loaded: Loaded[IndexerDeps]) -> list[str]:
+    indexer_pb2_grpc.add_IndexerServicer_to_server(IndexerServicer(loaded), server)
+    return [indexer_pb2.DESCRIPTOR.services_by_name["Indexer"].full_name]
 
 
-def erase_faces(
-    store: VectorStore, objects: ObjectStore | None, tenant: str, filters: dict[str, str] | None
-) -> Erased:
-    """Deletes the selected points, then their stored objects; ``filters`` None erases the tenant."""
-    payloads = store.delete(tenant, filters)
-    erased = Erased(points=len(payloads))
-    erased.face_phashes = {p["face_phash"] for p in payloads if p.get("face_phash")}
-    if objects is None:
-        return erased
-    prefix = f"{tenant}/"
-    if filters is None:
-        erased.objects = sum(objects.delete_prefix(bucket, prefix) for bucket in BUCKETS)
-        return erased
-    for p in payloads:
-        crop_key = p.get("crop_key") or ""
-        erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, crop_key, prefix)
-        if crop_key:
-            sidecar = str(PurePosixPath(crop_key).with_suffix(".json"))
-            erased.objects += _delete(objects, p.get("crop_bucket") or FACE_CROPS_BUCKET, sidecar, prefix)
-        erased.objects += _delete(
-            objects, p.get("thumb_bucket") or FACE_THUMBS_BUCKET, p.get("thumb_key"), prefix
-        )
-    shas = {p.get("image_sha256") for p in payloads} | {filters.get("image_sha256")}
-    for sha in shas:
-        if not sha or not SHA256_RE.match(sha) or store.scroll(tenant, {"image_sha256": sha}, limit=1):
-            continue
-        # Nothing of this image is left in the tenant: its raw image and any stray crops go too.
-        erased.objects += objects.delete_prefix(RAW_IMAGES_BUCKET, f"{prefix}{sha}.")
-        erased.objects += objects.delete_prefix(FACE_CROPS_BUCKET, f"{prefix}{sha}/")
-        erased.objects += objects.delete_prefix(FACE_THUMBS_BUCKET, f"{prefix}{sha}/")
-        erased.images.add(sha)
-    return erased
-
-
-def _delete(objects: ObjectStore, bucket: str, key: str | None, prefix: str) -> int:
-    # Only the tenant's own keys: a payload must never lead erasure into another tenant's objects.
-    if not key or not key.startswith(prefix):
-        return 0
+async def _image_vector(
+    engine: FaceEngine, data: bytes, face_index: int, response: indexer_pb2.SearchResponse, context
+) -> np.ndarray | None:
+    """The embedding of the chosen face (largest first), or None when there is no face."""
+    if face_index < 0:
+        await _invalid(context, f"query_face_index must be 0 or more, got {face_index}")
     try:
-        return int(objects.delete(bucket, key))
-    except ValueError as exc:  # an invalid bucket or key in a payload: nothing stored there
-        log.warning("skipping object", extra={"bucket": bucket, "key": key, "error": str(exc)})
-        return 0
+        image = await asyncio.to_thread(engine.detector.decode, data)
+    except ImageError as exc:
+        await _invalid(context, f"cannot use the query image: {exc}")
+    faces = await engine.detector.detect(image, engine.detector.params())
+    response.query_faces_found = len(faces)
+    if not faces:
+        return None
+    by_area = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+    response.query_faces.extend(face_to_proto(f) for f in by_area)
+    if face_index >= len(by_area):
+        await _invalid(
+            context, f"query_face_index {face_index} is out of range: the image has {len(by_area)} face(s)"
+        )
+    chosen = by_area[face_index]
+    response.query_face_index = face_index
+    response.query_face.CopyFrom(face_to_proto(chosen))
+    vectors, _ = await engine.embedder.embed_faces(image.bgr, [chosen.landmarks])
+    return vectors[0]
+
+
+async def _given_vector(deps: IndexerDeps, embedding: common_pb2.Embedding, context) -> np.ndarray:
+    dim, model = deps.dim, deps.model
+    vec = np.asarray(embedding.vector, dtype=np.float32)
+    if vec.size != dim:
+        await _invalid(context, f"vector has {vec.size} dimensions, the index holds {dim}-d vectors")
+    if embedding.dim and embedding.dim != vec.size:
+        await _invalid(context, f"vector.dim is {embedding.dim} but the vector has {vec.size} values")
+    if embedding.model and embedding.model != model:
+        await _invalid(context, f"vector is from model {embedding.model!r}, the index holds {model!r}")
+    norm = float(np.linalg.norm(vec))
+    if not math.isfinite(norm) or norm == 0.0:
+        await _invalid(context, "vector is all zeros or has non-finite values")
+    return vec / norm
 
 
 def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:

@@ -13,19 +13,68 @@ import numpy as np
 
 from facepipe import bus
 from facepipe.dedup import FaceHashIndex, phash_hex
-from facepipe.faces import FaceEmbedder
+from facepipe.faces import FaceEmbedder, FaceEngine
 from facepipe.imaging import ImageError, decode_image, encode_jpeg, thumbnail
-from facepipe.pipeline import point_id, read_raw
+from facepipe.pipeline import Opened, Stage, StageOutput, point_id, read_raw
 from facepipe.protoconv import embedding_to_proto, landmarks_from_proto
 from facepipe.runtime import metrics
-from facepipe.storage import FACE_CROPS_BUCKET, FACE_THUMBS_BUCKET
+from facepipe.storage import FACE_CROPS_BUCKET, FACE_THUMBS_BUCKET, ObjectStore
 from facepipe.v1 import common_pb2, pipeline_pb2
 
 
-@dataclass
+@dataclass(frozen=True)
 class DedupPolicy:
     enabled: bool
     max_hamming: int
+
+
+@dataclass(frozen=True)
+class EmbedderDeps:
+    engine: FaceEngine
+    objects: ObjectStore
+    # The tenant's face hashes, shared through NATS KV; None without NATS.
+    faces_index: FaceHashIndex | None
+    policy: DedupPolicy
+    max_pixels: int
+    output: StageOutput
+
+    @property
+    def embedder(self) -> FaceEmbedder:
+        return self.engine.embedder
+
+
+async def open_deps(opened: Opened) -> EmbedderDeps:
+    settings = opened.settings
+    policy = DedupPolicy(settings.enable_global_dedup, settings.dedup_max_hamming)
+    engine = await asyncio.to_thread(FaceEngine.load, settings, opened.name, False, True)
+    try:
+        js = opened.output.js
+        faces_index = await FaceHashIndex.open(js, max_hamming=policy.max_hamming) if js else None
+    except BaseException:
+        await engine.close()
+        raise
+    assert opened.objects is not None  # declared in main.py
+    return EmbedderDeps(engine, opened.objects, faces_index, policy, settings.max_pixels, opened.output)
+
+
+async def close_deps(deps: EmbedderDeps) -> None:
+    await deps.engine.close()
+
+
+async def handle(deps: EmbedderDeps, delivery: bus.Delivery) -> None:
+    embedded = await embed_record(
+        deps.embedder,
+        deps.objects,
+        deps.faces_index,
+        deps.policy,
+        delivery.payload,
+        deps.max_pixels,
+        deps.output.service,
+    )
+    deps.output.count_faces("dup_skipped", embedded.faces_dup_skipped)
+    await deps.output.publish(
+        bus.SUBJECT_EMBEDDED, embedded.SerializeToString(), msg_id=f"embedded.{embedded.image.message_id}"
+    )
 
 
 async def embed_record(
@@ -123,3 +172,6 @@ async def _crops_and_thumbs(
         return crops, thumbs
 
     return await asyncio.to_thread(cut)
+
+
+STAGE: Stage[EmbedderDeps] = Stage(bus.STAGES["embedder"], pipeline_pb2.DetectedImage, handle)

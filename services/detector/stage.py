@@ -3,15 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from facepipe import bus
-from facepipe.faces import DetectedFace, FaceDetector
+from facepipe.faces import DetectedFace, FaceDetector, FaceEngine
 from facepipe.imaging import ImageError, encode_jpeg, thumbnail
 from facepipe.models.align import align_face
-from facepipe.pipeline import read_raw
+from facepipe.models.registry import square_input_size
+from facepipe.pipeline import Opened, Stage, StageOutput, read_raw
 from facepipe.protoconv import face_to_proto
 from facepipe.runtime import metrics
+from facepipe.storage import ObjectStore
 from facepipe.v1 import pipeline_pb2
+
+
+@dataclass(frozen=True)
+class DetectorDeps:
+    engine: FaceEngine
+    objects: ObjectStore
+    # The embedder's crop size: cutting its crops here spares it a second full decode.
+    crop_size: int
+    output: StageOutput
+
+    @property
+    def detector(self) -> FaceDetector:
+        return self.engine.detector
+
+
+async def open_deps(opened: Opened) -> DetectorDeps:
+    engine = await asyncio.to_thread(FaceEngine.load, opened.settings, opened.name, True, False)
+    try:
+        crop_size = await asyncio.to_thread(square_input_size, engine.pack.recognizer)
+    except BaseException:
+        await engine.close()
+        raise
+    assert opened.objects is not None  # declared in main.py
+    return DetectorDeps(engine, opened.objects, crop_size, opened.output)
+
+
+async def close_deps(deps: DetectorDeps) -> None:
+    await deps.engine.close()
 
 
 def face_crops(bgr, faces: list[DetectedFace], size: int) -> list[pipeline_pb2.FaceCrop]:
@@ -53,3 +84,14 @@ async def detect_record(
         crops=crops,
         rejected_reasons=rejected_reasons,
     )
+
+
+async def handle(deps: DetectorDeps, delivery: bus.Delivery) -> None:
+    detected = await detect_record(deps.detector, deps.objects, delivery.payload, deps.crop_size)
+    deps.output.count_faces("rejected", detected.faces_rejected)
+    await deps.output.publish(
+        bus.SUBJECT_DETECTED, detected.SerializeToString(), msg_id=f"detected.{detected.image.message_id}"
+    )
+
+
+STAGE: Stage[DetectorDeps] = Stage(bus.STAGES["detector"], pipeline_pb2.ImageRecord, handle)

@@ -1,15 +1,22 @@
-"""Client side of facepipe.v1.Crawler, used by ``facepipe crawl``."""
+"""Client side of facepipe.v1.Crawler (``facepipe crawl``, bench): the gRPC
+client, a job's JSON summary and live progress, and the checks of seed URLs and
+sites files that the CLI and the crawler service share."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
+from urllib.parse import SplitResult, urlsplit
 
 import grpc
 
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
+
+MAX_SEED_CHARS = 2048
+_COMMENT = re.compile(r"(^|\s)#.*")
 
 RENDER_MODES = {
     "auto": crawler_pb2.RENDER_MODE_AUTO,
@@ -133,3 +140,50 @@ def progress_printer(stream: TextIO = sys.stderr) -> Callable[[crawler_pb2.GetCr
         stream.flush()
 
     return show
+
+
+def check_seed(seed: str) -> tuple[str | None, str | None]:
+    """The seed as a URL (a bare host is taken as https), or None and what is wrong with it."""
+    line = seed.strip()
+    if not line:
+        return None, "is empty"
+    if len(line) > MAX_SEED_CHARS:
+        return None, f"is longer than {MAX_SEED_CHARS} characters"
+    url = line if "://" in line else f"https://{line}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None, "is not an http(s) URL"
+    if not parts.hostname or " " in line or not _valid_port(parts):
+        return None, "has no valid host"
+    return url, None
+
+
+def parse_sites_file(text: str) -> list[str]:
+    """One URL per line; ``#`` starts a comment; blank lines are ignored.
+
+    A bare host (``example.com/path``) is taken as https. Raises ValueError naming
+    every bad line, so a long list is fixed in one go.
+    """
+    sites: list[str] = []
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        # "#" opens a comment at line start or after a space; in a URL it is a fragment.
+        line = _COMMENT.sub("", raw).strip()
+        if not line:
+            continue
+        url, problem = check_seed(line)
+        if problem:
+            problems.append(f"line {number}: {line!r} {problem}")
+        elif url not in sites:
+            sites.append(url)
+    if problems:
+        raise ValueError("bad sites file:\n" + "\n".join(problems))
+    return sites
+
+
+def _valid_port(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,257 @@
+"""The extractor's stage: ``facepipe.ingest`` (IngestRequest) in, a validated,
+hashed and stored image out on ``facepipe.images.stored`` (ImageRecord).
+Exact duplicates (same tenant, same sha256) end in a DUPLICATE done event."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+from PIL import Image
+
+from facepipe import bus
+from facepipe.dedup import ImageStates, phash_hex
+from facepipe.imaging import EXTENSIONS, ImageError, probe_image
+from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant
+from facepipe.runtime import metrics
+from facepipe.storage import RAW_IMAGES_BUCKET, ObjectNotFound, ObjectStore
+from facepipe.v1 import common_pb2, pipeline_pb2
+
+from .fetch import ImageFetcher
+
+log = logging.getLogger("facepipe.extractor")
+
+# Batch ids become a subject token (facepipe.events.done.<batch_id>).
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+MAX_ID_CHARS = 256
+# Camera JPEGs with an embedded preview decode as MPO; they are JPEGs to everyone else.
+FORMAT_ALIASES = {"MPO": "JPEG"}
+
+
+def parse_ingest(data: bytes) -> pipeline_pb2.IngestRequest:
+    """Protobuf, or its JSON mapping (for ``nats pub`` users) when it starts with ``{``."""
+    request = pipeline_pb2.IngestRequest()
+    if not data.strip():
+        raise bus.PermanentError("empty ingest message", reason="malformed")
+    if data.lstrip()[:1] == b"{":
+        try:
+            json_format.Parse(data, request, ignore_unknown_fields=True)
+        except (json_format.ParseError, UnicodeDecodeError) as exc:
+            raise bus.PermanentError(f"malformed IngestRequest JSON: {exc}", reason="malformed") from exc
+        return request
+    try:
+        request.ParseFromString(data)
+    except DecodeError as exc:
+        raise bus.PermanentError(f"malformed IngestRequest protobuf: {exc}", reason="malformed") from exc
+    if not request.ListFields():  # bytes that parse, but as nothing we know
+        raise bus.PermanentError(
+            "malformed IngestRequest: neither JSON nor a protobuf with known fields", reason="malformed"
+        )
+    return request
+
+
+def derived_message_id(msg: Msg) -> str:
+    """Stable across redeliveries: the stream sequence and the time the stream stored it."""
+    meta = msg.metadata
+    return f"ingest-{meta.sequence.stream}-{int(meta.timestamp.timestamp() * 1e6)}"
+
+
+def missing_fields(request: pipeline_pb2.IngestRequest) -> list[str]:
+    missing = [] if request.tenant_id else ["tenant_id"]
+    if request.bucket or request.key:
+        missing += [name for name in ("bucket", "key") if not getattr(request, name)]
+    elif not request.url:
+        missing.append("url (or bucket and key)")
+    elif request.url.startswith("file:"):
+        # file:// URLs only label local files that the CLI stored under bucket + key.
+        missing.append("bucket and key (file:// URLs are not fetched)")
+    return missing
+
+
+def validate(request: pipeline_pb2.IngestRequest) -> None:
+    missing = missing_fields(request)
+    if missing:
+        raise bus.PermanentError(f"missing required fields: {', '.join(missing)}", reason="missing_fields")
+    check_tenant(request.tenant_id)
+    if request.batch_id and (len(request.batch_id) > MAX_ID_CHARS or not BATCH_ID_RE.match(request.batch_id)):
+        raise bus.PermanentError(
+            f"invalid batch_id {request.batch_id!r}: letters, digits, '_', '-' and single dots",
+            reason="invalid_batch_id",
+        )
+
+
+@dataclass(frozen=True)
+class InspectedImage:
+    sha256: str
+    phash: str
+    width: int
+    height: int
+    format: str
+    content_type: str
+    extension: str
+
+
+def inspect_image(data: bytes, max_pixels: int, max_bytes: int) -> InspectedImage:
+    """Validates by decoding (pixel guard included) and hashes; CPU-bound, run in a thread."""
+    try:
+        probe = probe_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    except ImageError as exc:
+        metrics.IMAGES.labels("extractor", exc.code).inc()
+        raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
+    fmt = probe.format.upper()
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
+    return InspectedImage(
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=phash_hex(probe.preview),
+        width=probe.width,
+        height=probe.height,
+        format=fmt,
+        content_type=Image.MIME.get(fmt, "application/octet-stream"),
+        extension=EXTENSIONS.get(fmt, fmt.lower() or "bin"),
+    )
+
+
+@dataclass(frozen=True)
+class ExtractorDeps:
+    objects: ObjectStore
+    fetcher: ImageFetcher
+    # Exact-duplicate claims in NATS KV; None without NATS.
+    states: ImageStates | None
+    max_pixels: int
+    max_image_bytes: int
+    output: StageOutput
+
+
+async def open_deps(opened: Opened) -> ExtractorDeps:
+    settings = opened.settings
+    js = opened.output.js
+    states = await ImageStates.open(js) if js is not None else None
+    assert opened.objects is not None  # declared in main.py
+    fetcher = ImageFetcher(settings.max_image_bytes)
+    return ExtractorDeps(
+        opened.objects, fetcher, states, settings.max_pixels, settings.max_image_bytes, opened.output
+    )
+
+
+async def close_deps(deps: ExtractorDeps) -> None:
+    await deps.fetcher.aclose()
+
+
+def decode(msg: Msg) -> pipeline_pb2.IngestRequest:
+    request = parse_ingest(msg.data)
+    mid = request.message_id
+    if not mid or len(mid) > MAX_ID_CHARS or not mid.isprintable():
+        request.message_id = derived_message_id(msg)
+    return request
+
+
+async def handle(deps: ExtractorDeps, delivery: bus.Delivery) -> None:
+    request: pipeline_pb2.IngestRequest = delivery.payload
+    validate(request)
+    data = await _load(deps, request)
+    image = await asyncio.to_thread(inspect_image, data, deps.max_pixels, deps.max_image_bytes)
+    metrics.IMAGES.labels("extractor", "ok").inc()
+    # on_dead reads the sha from the payload to release the claim.
+    request.image_sha256 = image.sha256
+    tenant = request.tenant_id
+    output = deps.output
+    assert deps.states is not None  # the stage only runs with NATS
+
+    claim = await deps.states.claim(tenant, image.sha256, request.message_id)
+    if claim.state == "duplicate":
+        metrics.DEDUP.labels(output.service, "exact", "hit").inc()
+        await output.emit_done(request, pipeline_pb2.IMAGE_STATUS_DUPLICATE, faces_known=claim.faces)
+        output.count_faces("dup_skipped", claim.faces)
+        log.info(
+            "duplicate image",
+            extra={"tenant": tenant, "sha256": image.sha256, "first_message": claim.owner},
+        )
+        return
+    if claim.state == "new":
+        metrics.DEDUP.labels(output.service, "exact", "miss").inc()
+
+    raw_key = f"{tenant}/{image.sha256}.{image.extension}"
+    objects = deps.objects
+    if not await asyncio.to_thread(objects.exists, RAW_IMAGES_BUCKET, raw_key):
+        await asyncio.to_thread(objects.put, RAW_IMAGES_BUCKET, raw_key, data, image.content_type)
+    record = pipeline_pb2.ImageRecord(
+        tenant_id=tenant,
+        site=request.site,
+        url=request.url,
+        page_url=request.page_url,
+        alt_text=request.alt_text,
+        image_sha256=image.sha256,
+        phash=image.phash,
+        raw=common_pb2.ObjectRef(bucket=RAW_IMAGES_BUCKET, key=raw_key),
+        content_type=image.content_type,
+        width=image.width,
+        height=image.height,
+        size_bytes=len(data),
+        batch_id=request.batch_id,
+        message_id=request.message_id,
+        face_hints=request.face_hints,
+        ingested_at_ms=int(time.time() * 1000),
+    )
+    await output.publish(
+        bus.SUBJECT_STORED, record.SerializeToString(), msg_id=f"stored.{request.message_id}"
+    )
+
+
+async def _load(deps: ExtractorDeps, request: pipeline_pb2.IngestRequest) -> bytes:
+    if request.bucket and request.key:
+        return await _read_object(deps.objects, request)
+    fetched = await deps.fetcher.fetch(request.url)
+    if fetched.url != request.url:
+        log.debug("followed redirects", extra={"url": request.url, "final_url": fetched.url})
+    return fetched.data
+
+
+async def _read_object(objects: ObjectStore, request: pipeline_pb2.IngestRequest) -> bytes:
+    try:
+        data = await asyncio.to_thread(objects.get, request.bucket, request.key)
+    except ObjectNotFound as exc:
+        raise bus.PermanentError(str(exc), reason="not_found") from exc
+    except ValueError as exc:  # an invalid bucket name or key
+        raise bus.PermanentError(str(exc), reason="invalid_object_ref") from exc
+    given = request.image_sha256.lower()
+    if given:
+        actual = hashlib.sha256(data).hexdigest()
+        if given != actual:
+            raise bus.PermanentError(
+                f"image_sha256 {given} does not match {request.bucket}/{request.key} (sha256 {actual})",
+                reason="sha_mismatch",
+            )
+    return data
+
+
+async def on_dead(deps: ExtractorDeps, msg: Msg, payload: Any, error: str, reason: str) -> None:
+    """A dead-lettered ingest still ends in an ImageDone, and releases its claim."""
+    if isinstance(payload, pipeline_pb2.IngestRequest):
+        request = pipeline_pb2.IngestRequest()
+        request.CopyFrom(payload)
+    else:
+        request = pipeline_pb2.IngestRequest(message_id=derived_message_id(msg))
+    if request.batch_id and not BATCH_ID_RE.match(request.batch_id):
+        request.batch_id = ""  # not a valid subject token: report under "none"
+    # Released before the event, so whoever waits on the event may ingest it again.
+    if request.image_sha256 and deps.states is not None:
+        try:
+            await deps.states.mark_failed(request.tenant_id, request.image_sha256, request.message_id)
+        except ValueError:
+            pass  # no valid tenant or sha: nothing was claimed
+        except Exception as exc:  # noqa: BLE001 - a stale claim is taken over later
+            log.warning("could not release claim", extra={"sha256": request.image_sha256, "error": str(exc)})
+    await deps.output.emit_done(request, pipeline_pb2.IMAGE_STATUS_FAILED, error=error, reason=reason)
+
+
+STAGE: Stage[ExtractorDeps] = Stage(
+    bus.STAGES["extractor"], pipeline_pb2.IngestRequest, handle, decode=decode, on_dead=on_dead
+)
