@@ -132,9 +132,11 @@ def test_explicit_addresses_still_reach_a_stack(running, tmp_path) -> None:
     # And the stack aimed at by --data-dir is the one that acts.
     out = run_facepipe(
         "erase", "--tenant", TENANT, "--sha256", "0" * 64, "--json", "--data-dir", str(running["dir"]),
-        env=running["env"],
+        env=running["env"], check=False,
     )  # fmt: skip
+    assert out.returncode == 1, out.stderr
     assert json.loads(out.stdout)["points_deleted"] == 0
+    assert f"nothing matched --sha256 {'0' * 64} in tenant {TENANT}" in out.stderr
 
 
 def test_ingest_of_local_files_loads_no_vector_store_or_model_runtime(running) -> None:
