@@ -10,6 +10,7 @@ from facepipe.storage.objects import (
     ObjectStore,
     S3ObjectStore,
     object_store_from_env,
+    open_object_store,
 )
 from facepipe.storage.vectors import (
     DEFAULT_COLLECTION,
@@ -23,6 +24,7 @@ from facepipe.storage.vectors import (
     StoredPoint,
     StoreLocked,
     VectorStore,
+    open_vector_store,
     vector_store_from_env,
 )
 
@@ -47,5 +49,7 @@ __all__ = [
     "StoredPoint",
     "VectorStore",
     "object_store_from_env",
+    "open_object_store",
+    "open_vector_store",
     "vector_store_from_env",
 ]
