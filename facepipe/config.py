@@ -196,7 +196,9 @@ def _read(cls: type, f: dataclasses.Field, env: Mapping[str, str]) -> tuple[bool
     return True, value
 
 
-def load(cls: type[T], env: Mapping[str, str] | None = None, home: Path | None = None, **overrides: Any) -> T:
+def load(
+    cls: type[T], env: Mapping[str, str] | None = None, home: Path | None = None, /, **overrides: Any
+) -> T:
     """``cls`` with every field the environment sets, sub-settings included; ``overrides``
     that are not None win. Folders declared ``under_home`` default to ``home/<name>``."""
     env = _env(env)
@@ -307,9 +309,10 @@ class IndexerSettings:
     ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
 
     optimize_every: int = setting(
-        5000,
+        10_000,
         minimum=1,
-        help="Points written between two optimizations of a Qdrant Edge shard (HNSW build, vacuum).",
+        help="Points upserted or deleted between two optimizations of a Qdrant Edge shard "
+        "(HNSW build, vacuum).",
     )
 
     def __post_init__(self) -> None:

@@ -41,10 +41,10 @@ class CrawlerService(StageService):
         crawl_settings: CrawlerSettings | None = None,
         defaults: CrawlConfig | None = None,
     ) -> None:
-        self.crawl_settings = crawl_settings or CrawlerSettings.from_env()
+        self.crawl_settings = crawl_settings or settings.crawler
         # A crawl is one message: the stage's in-flight limit is the job limit.
         super().__init__(dataclasses.replace(settings, max_inflight=self.crawl_settings.max_jobs))
-        self.defaults = defaults or CrawlConfig.from_env()
+        self.defaults = defaults or settings.crawl
         self._spec = dataclasses.replace(bus.STAGES[self.stage], ack_wait=self.crawl_settings.ack_wait)
         self.jobs: JobStore | None = None
         self.consumer = JobConsumer(self)

@@ -11,7 +11,7 @@ from facepipe.faces import FaceDetector, FaceEngine
 from facepipe.models.registry import square_input_size
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import run_service
-from facepipe.storage import object_store_from_env
+from facepipe.storage import open_object_store
 from facepipe.v1 import detector_pb2, detector_pb2_grpc, pipeline_pb2
 from services.detector.consumer import detect_record
 from services.detector.servicer import DetectorServicer
@@ -34,7 +34,7 @@ class DetectorService(StageService):
         return [detector_pb2.DESCRIPTOR.services_by_name["Detector"].full_name]
 
     async def load(self) -> None:
-        self.objects = object_store_from_env()
+        self.objects = open_object_store(self.settings.objects)
         self.engine = await asyncio.to_thread(FaceEngine.load, self.settings, self.name, True, False)
         self.detector = self.engine.detector
         # Cutting the embedder's crops here spares it a second full decode.

@@ -11,7 +11,7 @@ from facepipe.dedup import FaceHashIndex
 from facepipe.faces import FaceEmbedder, FaceEngine
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import run_service
-from facepipe.storage import object_store_from_env
+from facepipe.storage import open_object_store
 from facepipe.v1 import embedder_pb2, embedder_pb2_grpc, pipeline_pb2
 from services.embedder.consumer import DedupPolicy, embed_record
 from services.embedder.servicer import EmbedderServicer
@@ -35,7 +35,7 @@ class EmbedderService(StageService):
         return [embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name]
 
     async def load(self) -> None:
-        self.objects = object_store_from_env()
+        self.objects = open_object_store(self.settings.objects)
         self.engine = await asyncio.to_thread(FaceEngine.load, self.settings, self.name, False, True)
         self.embedder = self.engine.embedder
 

@@ -84,12 +84,12 @@ class ImageFetcher:
         read_timeout: float = 20.0,
         total_timeout: float = 120.0,
         max_redirects: int = 5,
-        allow_private: bool | None = None,
+        allow_private: bool = False,
     ) -> None:
         self.max_bytes = max_bytes
         self.total_timeout = total_timeout
         self.max_redirects = max_redirects
-        # None: FACEPIPE_ALLOW_PRIVATE_NETWORKS decides at each check.
+        # NetGuardSettings.allow_private_networks (FACEPIPE_ALLOW_PRIVATE_NETWORKS).
         self.allow_private = allow_private
         self.client = httpx.AsyncClient(
             follow_redirects=False,

@@ -16,7 +16,7 @@ from facepipe import bus
 from facepipe.config import Settings
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import ReadyCheck, run_service
-from facepipe.storage import ObjectStore, object_store_from_env
+from facepipe.storage import ObjectStore, open_object_store
 from facepipe.v1 import extractor_pb2, extractor_pb2_grpc, pipeline_pb2
 from services.extractor.consumer import IngestConsumer
 from services.extractor.fetch import ImageFetcher
@@ -39,8 +39,10 @@ class ExtractorService(StageService):
         return [extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name]
 
     async def load(self) -> None:
-        self.objects = object_store_from_env()
-        self.fetcher = ImageFetcher(self.settings.max_image_bytes)
+        self.objects = open_object_store(self.settings.objects)
+        self.fetcher = ImageFetcher(
+            self.settings.max_image_bytes, allow_private=self.settings.netguard.allow_private_networks
+        )
 
     async def unload(self) -> None:
         if self.fetcher is not None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
@@ -21,9 +20,9 @@ from facepipe.dedup import FaceHashIndex, ImageStates
 from facepipe.faces import FaceEngine
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import ReadyCheck, run_service
-from facepipe.storage import ObjectStore, VectorStore, object_store_from_env, vector_store_from_env
+from facepipe.storage import ObjectStore, VectorStore, open_object_store, open_vector_store
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc, pipeline_pb2
-from services.indexer.consumer import OPTIMIZE_EVERY, PointWriter, face_points
+from services.indexer.consumer import PointWriter, face_points
 from services.indexer.servicer import IndexerServicer
 
 log = logging.getLogger("facepipe.indexer")
@@ -44,15 +43,15 @@ class IndexerService(StageService):
         self.face_hashes: FaceHashIndex | None = None
         self.dim = 0
         self.model = ""
-        self.optimize_every = int(os.environ.get("FACEPIPE_OPTIMIZE_EVERY") or OPTIMIZE_EVERY)
+        self.optimize_every = settings.indexer.optimize_every
 
     def register(self, server) -> list[str]:
         indexer_pb2_grpc.add_IndexerServicer_to_server(IndexerServicer(self), server)
         return [indexer_pb2.DESCRIPTOR.services_by_name["Indexer"].full_name]
 
     async def load(self) -> None:
-        self.objects = await asyncio.to_thread(object_store_from_env)
-        self.store = await asyncio.to_thread(vector_store_from_env)
+        self.objects = await asyncio.to_thread(open_object_store, self.settings.objects)
+        self.store = await asyncio.to_thread(open_vector_store, self.settings.vectors)
         try:
             self.engine = await asyncio.to_thread(FaceEngine.load, self.settings, self.name)
             # The collection's size follows the model, so a model change is caught, never mixed in.
