@@ -531,6 +531,9 @@ class Settings:
     crawl: CrawlConfig = group(CrawlConfig, "Crawl defaults")
     clients: ClientSettings = group(ClientSettings, "Command line")
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
     @classmethod
     def from_env(
         cls, service: str = "facepipe", env: Mapping[str, str] | None = None, **overrides: Any
