@@ -139,7 +139,8 @@ async def ingest(
     """Stores local files, publishes one IngestRequest per image, and with ``wait``
     collects one ImageDone per message. Each image's trace starts here, in a
     span whose context travels with the message through every stage."""
-    setup_tracing("cli", Settings.from_env("cli").otlp_endpoint)
+    settings = Settings.from_env("cli")
+    setup_tracing("cli", settings.otlp_endpoint, settings.trace_file)
     started = time.monotonic()
     summary = IngestSummary(batch_id=uuid.uuid4().hex)
     nc = await bus.connect(nats_url, "cli")

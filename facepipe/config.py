@@ -1,16 +1,30 @@
-"""Settings from the environment.
+"""Every setting of facepipe, read from the environment in this one module.
 
-Every field of :class:`Settings` is read from ``FACEPIPE_<FIELD>`` (upper case),
-so one process can be configured entirely through env vars, as on Kubernetes.
+:class:`Settings` is what a process gets: the service's own knobs (models,
+detection, quality, the pipeline, tracing) as flat fields, and one typed,
+frozen sub-settings object per concern: ``objects`` (object store), ``vectors``
+(vector store), ``netguard``, ``indexer``, ``crawler`` (the crawler service),
+``crawl`` (the defaults of one crawl) and ``clients`` (the addresses the CLI
+talks to). Each field names its variable and a help text in its metadata; the
+README's settings table is generated from them (``python -m facepipe.config
+--markdown``). Nothing else in facepipe or services reads ``os.environ``:
+modules receive these objects.
+
+An empty variable counts as unset. A bad value raises :class:`ValueError`
+naming the variable, e.g. ``FACEPIPE_GRPC_PORT='abc' is not a valid int``.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import re
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 DEFAULT_PORTS = {
     "detector": 50051,
@@ -20,104 +34,523 @@ DEFAULT_PORTS = {
     "crawler": 50055,
     "node": 50056,
 }
+# The port of a service that has no entry above.
+FALLBACK_PORT = 50050
 # Metrics/health HTTP port = gRPC port + this offset, unless FACEPIPE_HTTP_PORT is set.
 HTTP_PORT_OFFSET = 1000
 
+HOME_ENV = "FACEPIPE_HOME"
+ALLOW_PRIVATE_NETWORKS_ENV = "FACEPIPE_ALLOW_PRIVATE_NETWORKS"
+DEFAULT_HOME = Path("~/.facepipe")
 
-def _home() -> Path:
-    return Path(os.environ.get("FACEPIPE_HOME", Path.home() / ".facepipe")).expanduser()
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+T = TypeVar("T")
 
 
-def _parse(value: str, kind: Any) -> Any:
-    if kind in (bool, "bool"):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    if kind in (int, "int"):
-        return int(value)
-    if kind in (float, "float"):
-        return float(value)
-    if kind in ("tuple[str, ...]",):
-        return tuple(v.strip() for v in value.split(",") if v.strip())
+# --- the environment -------------------------------------------------------------------------
+
+
+def environ(overlay: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment, with ``overlay`` on top (e.g. a local stack's settings)."""
+    return {**os.environ, **(overlay or {})}
+
+
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def parse_bool(raw: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off``, any case; anything else is a ValueError."""
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use one of {', '.join(TRUE_WORDS + FALSE_WORDS)})")
+
+
+def resolve_home(env: Mapping[str, str] | None = None) -> Path:
+    """The data home: ``FACEPIPE_HOME``, else ``~/.facepipe``. Models, objects, vectors and
+    the local stack live under it unless their own settings say otherwise."""
+    raw = _env(env).get(HOME_ENV, "").strip()
+    return Path(raw or DEFAULT_HOME).expanduser()
+
+
+def default_stack_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where ``facepipe up`` keeps a stack when no ``--data-dir`` is given."""
+    return resolve_home(env) / "stack"
+
+
+# --- field declarations ----------------------------------------------------------------------
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002 - the word the table prints
+    env: str | None = None,
+    aliases: tuple[str, ...] = (),
+    choices: tuple[str, ...] = (),
+    value_aliases: Mapping[str, str] | None = None,
+    minimum: float | None = None,
+    under_home: str | None = None,
+    shown: str | None = None,
+    from_env: bool = True,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A settings field: its default, help text and how the environment sets it.
+
+    ``env`` is the variable (default: the class's prefix + the field name upper-cased);
+    ``aliases`` are read when it is unset. ``under_home`` makes the default a folder of
+    that name under the data home. ``shown`` is the default as the README prints it.
+    """
+    metadata = {
+        "help": help,
+        "env": env,
+        "aliases": aliases,
+        "choices": choices,
+        "value_aliases": dict(value_aliases or {}),
+        "minimum": minimum,
+        "under_home": under_home,
+        "shown": shown,
+        "from_env": from_env,
+    }
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def group(cls: type, help: str) -> Any:  # noqa: A002
+    """A field holding one sub-settings object, loaded from the environment with its parent."""
+    return field(default_factory=cls, metadata={"group": cls, "help": help})
+
+
+def env_name(cls: type, f: dataclasses.Field) -> str | None:
+    """The variable that sets field ``f`` of ``cls``, or None when the environment does not."""
+    if f.metadata.get("group") or not f.metadata.get("from_env", True):
+        return None
+    return f.metadata.get("env") or cls.ENV_PREFIX + f.name.upper()
+
+
+def _kind(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def _parse(raw: str, kind: str) -> Any:
+    if kind == "bool":
+        return parse_bool(raw)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "tuple[str, ...]":
+        return tuple(v.strip() for v in raw.split(",") if v.strip())
     if kind in ("Path", "Path | None"):
-        return Path(value).expanduser()
-    return value
+        return Path(raw).expanduser()
+    return raw
+
+
+def _problem(value: Any, f: dataclasses.Field) -> str | None:
+    """What is wrong with ``value`` for field ``f`` under its declared bounds, or None."""
+    choices = f.metadata.get("choices") or ()
+    if choices and value not in choices:
+        *first, last = (repr(c) for c in choices)
+        return f"expected {', '.join(first)} or {last}" if first else f"expected {last}"
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        return "must not be negative" if minimum == 0 else f"must be at least {minimum:g}"
+    return None
+
+
+def check_fields(obj: Any) -> None:
+    """Raises ValueError naming the first field of ``obj`` outside its declared bounds."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        problem = _problem(value, f)
+        if problem:
+            raise ValueError(f"{f.name}={value!r}: {problem}")
+
+
+def _read(cls: type, f: dataclasses.Field, env: Mapping[str, str]) -> tuple[bool, Any]:
+    """(True, value) when the environment sets field ``f``, else (False, None)."""
+    name = env_name(cls, f)
+    if name is None:
+        return False, None
+    for var in (name, *f.metadata.get("aliases", ())):
+        raw = env.get(var, "").strip()
+        if raw:
+            break
+    else:
+        return False, None
+    kind = _kind(f)
+    try:
+        value = _parse(raw, kind)
+    except ValueError:
+        raise ValueError(f"{var}={raw!r} is not a valid {kind.replace(' | None', '')}") from None
+    if isinstance(value, str) and f.metadata.get("choices"):
+        value = value.lower()
+        value = f.metadata.get("value_aliases", {}).get(value, value)
+    problem = _problem(value, f)
+    if problem:
+        raise ValueError(f"{var}={raw!r}: {problem}")
+    return True, value
+
+
+def load(
+    cls: type[T], env: Mapping[str, str] | None = None, home: Path | None = None, /, **overrides: Any
+) -> T:
+    """``cls`` with every field the environment sets, sub-settings included; ``overrides``
+    that are not None win. Folders declared ``under_home`` default to ``home/<name>``."""
+    env = _env(env)
+    home = resolve_home(env) if home is None else home
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if overrides.get(f.name) is not None:
+            values[f.name] = overrides[f.name]
+        elif sub := f.metadata.get("group"):
+            values[f.name] = load(sub, env, home)
+        else:
+            found, value = _read(cls, f, env)
+            if found:
+                values[f.name] = value
+            elif f.metadata.get("under_home"):
+                values[f.name] = home / f.metadata["under_home"]
+    return cls(**values)
+
+
+# --- sub-settings ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectStoreSettings:
+    """Object store: images, face crops and thumbnails."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    kind: str = setting(
+        "local",
+        env="FACEPIPE_OBJECT_STORE",
+        choices=("local", "s3"),
+        value_aliases={"minio": "s3"},
+        help="`local` (a folder) or `s3` (any S3-compatible server, e.g. MinIO).",
+    )
+    dir: Path = setting(
+        default_factory=lambda: DEFAULT_HOME.expanduser() / "objects",
+        env="FACEPIPE_OBJECT_DIR",
+        under_home="objects",
+        help="Folder of the local object store.",
+    )
+    s3_endpoint: str = setting("", help="S3 server as host:port; required with `s3`.")
+    s3_access_key: str = setting("", help="S3 access key.")
+    s3_secret_key: str = setting("", help="S3 secret key.")
+    s3_secure: bool = setting(False, help="Talk TLS to the S3 server.")
+    s3_region: str = setting("us-east-1", help="S3 region.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ObjectStoreSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class VectorStoreSettings:
+    """Vector store: face embeddings with their payloads."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    kind: str = setting(
+        "edge",
+        env="FACEPIPE_VECTOR_STORE",
+        choices=("edge", "qdrant"),
+        help="`edge` (Qdrant Edge in the indexer process; one process owns the folder) "
+        "or `qdrant` (a Qdrant server).",
+    )
+    dir: Path = setting(
+        default_factory=lambda: DEFAULT_HOME.expanduser() / "vectors",
+        env="FACEPIPE_VECTOR_DIR",
+        under_home="vectors",
+        help="Folder of the Qdrant Edge shards.",
+    )
+    qdrant_url: str = setting("", help="Qdrant server URL, e.g. http://qdrant:6333; required with `qdrant`.")
+    qdrant_api_key: str = setting("", help="Qdrant API key.")
+    qdrant_collection: str = setting("faces", help="Collection (Edge: shard folder) of the faces.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> VectorStoreSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class NetGuardSettings:
+    """Network guard of every fetch driven by user-supplied URLs."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    allow_private_networks: bool = setting(
+        False,
+        env=ALLOW_PRIVATE_NETWORKS_ENV,
+        help="Allow fetches from private, loopback and link-local addresses (tests, intranets).",
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NetGuardSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class IndexerSettings:
+    """The indexer service."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    optimize_every: int = setting(
+        10_000,
+        minimum=1,
+        help="Points upserted or deleted between two optimizations of a Qdrant Edge shard "
+        "(HNSW build, vacuum).",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> IndexerSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class CrawlerSettings:
+    """The crawler service's own knobs."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_CRAWL_"
+
+    max_jobs: int = setting(4, minimum=1, help="Crawl jobs one replica runs at once.")
+    ack_wait: float = setting(
+        300.0,
+        minimum=1,
+        help="Seconds a job stays with a replica without a heartbeat; after a crash the job "
+        "resumes elsewhere this much later. Set it alike on every replica.",
+    )
+    progress_interval: float = setting(
+        1.0, minimum=0, help="Seconds between progress writes to the job record and cancel checks."
+    )
+    max_seeds: int = setting(1000, minimum=1, help="Most seeds one StartCrawl may give.")
+    max_pages_limit: int = setting(100_000, minimum=1, help="Most pages per site one StartCrawl may ask.")
+    max_depth_limit: int = setting(50, minimum=0, help="Deepest link depth one StartCrawl may ask.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> CrawlerSettings:
+        return load(cls, env, **overrides)
+
+
+RENDER_MODES = ("auto", "never", "always")
+
+
+@dataclass
+class CrawlConfig:
+    """Defaults of one crawl (a StartCrawl request overrides some per job)."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_CRAWL_"
+
+    max_pages: int = setting(1000, minimum=1, help="Pages per site (one seed is one site).")
+    max_depth: int = setting(5, minimum=0, help="Link depth from the seed.")
+    same_site: bool = setting(True, help="Stay on the seed's site.")
+    user_agent: str = setting(
+        "facepipe-crawler/0.1 (+https://github.com/facepipe)", help="User-Agent of every request."
+    )
+    per_domain_concurrency: int = setting(2, minimum=1, help="Requests in flight per site.")
+    per_domain_delay: float = setting(1.0, minimum=0, help="Seconds between request starts per site.")
+    max_crawl_delay: float = setting(30.0, minimum=0, help="Cap on a robots.txt Crawl-delay, seconds.")
+    max_parallel_sites: int = setting(4, minimum=1, help="Sites crawled at once per job.")
+    connect_timeout: float = setting(10.0, minimum=0, help="Connect timeout, seconds.")
+    read_timeout: float = setting(20.0, minimum=0, help="Read timeout, seconds.")
+    request_timeout: float = setting(60.0, minimum=0, help="Whole-request timeout, seconds.")
+    max_redirects: int = setting(5, minimum=0, help="Redirects followed per request.")
+    max_html_bytes: int = setting(5 * 1024 * 1024, minimum=0, help="Largest HTML page read, bytes.")
+    retries: int = setting(3, minimum=0, help="Retries of a failed request.")
+    backoff_base: float = setting(1.0, minimum=0, help="First retry delay, seconds; doubles each retry.")
+    max_retry_after: float = setting(
+        120.0,
+        minimum=0,
+        help="A Retry-After longer than this is not waited for; the URL is recorded as an error.",
+    )
+    # The network guard's switch, under its own name (the table lists it there).
+    allow_private_networks: bool = setting(
+        False, env=ALLOW_PRIVATE_NETWORKS_ENV, help="Crawl private addresses too."
+    )
+    render_mode: str = setting(
+        "auto",
+        choices=RENDER_MODES,
+        help="JavaScript rendering: `auto` renders when static HTML has no images or the site is "
+        "known to need it; `never`, `always`.",
+    )
+    render_contexts: int = setting(2, minimum=1, help="Browser pages rendering at once.")
+    render_timeout: float = setting(30.0, minimum=0, help="Seconds to render one page.")
+    render_settle: float = setting(
+        1.0, minimum=0, help="Seconds to let scripts settle after load and scrolls."
+    )
+    render_max_scrolls: int = setting(20, minimum=0, help="Scrolls per page, to load lazy images.")
+    chromium_path: str = setting("/usr/bin/chromium", help="Chromium binary used for rendering.")
+    min_image_side: int = setting(
+        64, minimum=0, help="Images declared smaller than this (width or height) are icons, not photos."
+    )
+    sitemaps: bool = setting(True, help="Read the site's sitemaps for more pages.")
+    max_sitemap_documents: int = setting(20, minimum=0, help="Sitemap documents read per site.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> CrawlConfig:
+        """Defaults with ``FACEPIPE_CRAWL_<FIELD>`` applied, e.g. FACEPIPE_CRAWL_PER_DOMAIN_DELAY=0.5;
+        private networks follow FACEPIPE_ALLOW_PRIVATE_NETWORKS."""
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where the command line finds the pipeline when no local stack is running."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    indexer_addr: str = setting(
+        "",
+        shown=f"127.0.0.1:{DEFAULT_PORTS['indexer']}",
+        help="Indexer address (host:port) for search, stats and erase.",
+    )
+    crawler_addr: str = setting(
+        "", shown=f"127.0.0.1:{DEFAULT_PORTS['crawler']}", help="Crawler address (host:port) for crawl."
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ClientSettings:
+        return load(cls, env, **overrides)
+
+    def address(self, service: str) -> str:
+        """The configured address of ``service``, else its default port on loopback."""
+        configured = {"indexer": self.indexer_addr, "crawler": self.crawler_addr}.get(service, "")
+        return configured or f"127.0.0.1:{DEFAULT_PORTS.get(service, FALLBACK_PORT)}"
+
+
+# --- the settings of one process -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything one facepipe process is configured with."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
     # Service identity and ports (0 picks the default for the service).
-    service: str = "facepipe"
-    # Loopback for local use; containers set FACEPIPE_GRPC_HOST=0.0.0.0 to be reachable.
-    grpc_host: str = "127.0.0.1"
-    grpc_port: int = 0
-    http_port: int = 0
-    log_level: str = "INFO"
-    # Seconds to drain in-flight work on SIGTERM.
-    drain_seconds: float = 10.0
+    service: str = setting("facepipe", from_env=False, help="The service this process runs.")
+    grpc_host: str = setting(
+        "127.0.0.1",
+        help="Address the gRPC and HTTP servers bind; containers set 0.0.0.0 to be reachable.",
+    )
+    grpc_port: int = setting(0, shown="per service, 50051-50056", help="gRPC port.")
+    http_port: int = setting(0, shown="gRPC port + 1000", help="Port of /metrics, /healthz, /readyz, /stats.")
+    log_level: str = setting("INFO", help="Log level (DEBUG, INFO, WARNING, ERROR).")
+    drain_seconds: float = setting(10.0, minimum=0, help="Seconds to drain in-flight work on SIGTERM.")
 
     # Models.
-    home: Path = field(default_factory=_home)
-    model_pack: str = "local"
-    models_dir: Path | None = None
-    detector_model: str = ""
-    recognizer_model: str = ""
-    # Provider preference, first available wins; CPU is always appended.
-    providers: tuple[str, ...] = ("DmlExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-    intra_op_threads: int = 0
-    # Remote inference nodes, host:port,...; empty means in-process.
-    inference_nodes: tuple[str, ...] = ()
+    home: Path = setting(
+        default_factory=lambda: DEFAULT_HOME.expanduser(),
+        env=HOME_ENV,
+        shown="~/.facepipe",
+        help="Data home: models, objects, vectors and the local stack live under it.",
+    )
+    model_pack: str = setting("local", help="Model pack under `$FACEPIPE_HOME/models/`.")
+    models_dir: Path | None = setting(
+        None, shown="$FACEPIPE_HOME/models/<pack>", help="Folder of the model pack's ONNX files."
+    )
+    detector_model: str = setting("", help="Detector ONNX file in the pack (empty: the pack's).")
+    recognizer_model: str = setting("", help="Recognizer ONNX file in the pack (empty: the pack's).")
+    providers: tuple[str, ...] = setting(
+        ("DmlExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+        help="ONNX Runtime providers, comma-separated; the first available wins, CPU is always added.",
+    )
+    intra_op_threads: int = setting(0, minimum=0, help="ONNX Runtime threads per session (0: its default).")
+    inference_nodes: tuple[str, ...] = setting(
+        (), help="Remote inference nodes, host:port,...; empty runs the models in-process."
+    )
 
     # Detection.
-    det_size: int = 640
-    det_threshold: float = 0.5
-    nms_threshold: float = 0.4
-    max_pixels: int = 50_000_000
-    max_image_bytes: int = 50 * 1024 * 1024
-    max_batch: int = 8
-    max_wait_ms: float = 5.0
-    workers: int = 0
+    det_size: int = setting(640, minimum=1, help="Detector input size, pixels.")
+    det_threshold: float = setting(0.5, minimum=0, help="Detector score threshold.")
+    nms_threshold: float = setting(0.4, minimum=0, help="Non-maximum suppression IoU threshold.")
+    max_pixels: int = setting(50_000_000, minimum=1, help="Images with more pixels are refused.")
+    max_image_bytes: int = setting(50 * 1024 * 1024, minimum=1, help="Images larger than this are refused.")
+    max_batch: int = setting(8, minimum=1, help="Model calls batched together.")
+    max_wait_ms: float = setting(5.0, minimum=0, help="Milliseconds a batch waits to fill.")
+    workers: int = setting(0, minimum=0, help="Threads decoding and preprocessing images (0: per CPU).")
 
     # Quality thresholds.
-    min_face_score: float = 0.5
-    min_face_px: int = 24
-    min_blur: float = 15.0
-    max_yaw: float = 60.0
-    max_roll: float = 45.0
+    min_face_score: float = setting(0.5, minimum=0, help="Faces below this detector score are rejected.")
+    min_face_px: int = setting(24, minimum=0, help="Faces smaller than this (pixels) are rejected.")
+    min_blur: float = setting(
+        15.0, minimum=0, help="Faces blurrier than this Laplacian variance are rejected."
+    )
+    max_yaw: float = setting(60.0, minimum=0, help="Faces turned further than this (degrees) are rejected.")
+    max_roll: float = setting(45.0, minimum=0, help="Faces tilted further than this (degrees) are rejected.")
 
     # Pipeline: NATS JetStream (empty: gRPC only, no stage consumer).
-    nats_url: str = ""
-    # Messages a stage handles at once; model calls among them are batched.
-    max_inflight: int = 16
-    dedup_ttl_seconds: float = 30 * 24 * 3600.0
-    # Global near-duplicate face dedup (also read from DEDUP_MAX_HAMMING / ENABLE_GLOBAL_DEDUP).
-    dedup_max_hamming: int = 8
-    enable_global_dedup: bool = True
+    nats_url: str = setting("", help="NATS URL; empty serves gRPC only, without the stage consumer.")
+    max_inflight: int = setting(16, minimum=1, help="Messages a stage handles at once; model calls batch.")
+    dedup_ttl_seconds: float = setting(
+        30 * 24 * 3600.0, minimum=0, help="Seconds a face hash is kept for near-duplicate checks."
+    )
+    dedup_max_hamming: int = setting(
+        8,
+        minimum=0,
+        aliases=("DEDUP_MAX_HAMMING",),
+        help="Largest pHash Hamming distance that counts as the same face.",
+    )
+    enable_global_dedup: bool = setting(
+        True, aliases=("ENABLE_GLOBAL_DEDUP",), help="Skip faces already indexed for the tenant."
+    )
 
-    # Tracing: OTLP/gRPC endpoint, e.g. http://otel-collector:4317. Empty disables export.
-    otlp_endpoint: str = ""
+    # Tracing.
+    otlp_endpoint: str = setting(
+        "",
+        aliases=("OTEL_EXPORTER_OTLP_ENDPOINT",),
+        help="OTLP/gRPC endpoint of the traces, e.g. http://otel-collector:4317; empty: no export.",
+    )
+    trace_file: Path | None = setting(None, help="Also write spans as JSON lines to this file.")
+
+    # Sub-settings.
+    objects: ObjectStoreSettings = group(ObjectStoreSettings, "Object store")
+    vectors: VectorStoreSettings = group(VectorStoreSettings, "Vector store")
+    netguard: NetGuardSettings = group(NetGuardSettings, "Network guard")
+    indexer: IndexerSettings = group(IndexerSettings, "Indexer")
+    crawler: CrawlerSettings = group(CrawlerSettings, "Crawler service")
+    crawl: CrawlConfig = group(CrawlConfig, "Crawl defaults")
+    clients: ClientSettings = group(ClientSettings, "Command line")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @classmethod
-    def from_env(cls, service: str = "facepipe", **overrides: Any) -> Settings:
-        values: dict[str, Any] = {"service": service}
-        for f in dataclasses.fields(cls):
-            env = f"FACEPIPE_{f.name.upper()}"
-            raw = os.environ.get(env)
-            if raw is not None and raw != "" and f.name != "service":
-                try:
-                    values[f.name] = _parse(raw, f.type)
-                except ValueError:
-                    raise ValueError(f"{env}={raw!r} is not a valid {f.type}") from None
-        for name, env in (
-            ("dedup_max_hamming", "DEDUP_MAX_HAMMING"),
-            ("enable_global_dedup", "ENABLE_GLOBAL_DEDUP"),
-        ):
-            if os.environ.get(env) and f"FACEPIPE_{env}" not in os.environ:
-                values[name] = _parse(os.environ[env], cls.__dataclass_fields__[name].type)
-        if not values.get("otlp_endpoint") and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            values["otlp_endpoint"] = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        s = cls(**values)
+    def from_env(
+        cls, service: str = "facepipe", env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """The settings of ``service`` from ``env`` (default: the process environment).
+
+        ``overrides`` (e.g. CLI flags) win unless None. ``FACEPIPE_HOME`` is resolved once
+        here, and every folder under it follows an overridden ``home`` too.
+        """
+        env = _env(env)
+        home = overrides.get("home") or resolve_home(env)
+        s = load(cls, env, home, **{**overrides, "service": service, "home": home})
         if not s.grpc_port:
-            s = dataclasses.replace(s, grpc_port=DEFAULT_PORTS.get(service, 50050))
+            s = dataclasses.replace(s, grpc_port=DEFAULT_PORTS.get(service, FALLBACK_PORT))
         if not s.http_port:
             s = dataclasses.replace(s, http_port=s.grpc_port + HTTP_PORT_OFFSET)
         return s
@@ -125,3 +558,97 @@ class Settings:
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir or (self.home / "models" / self.model_pack)
+
+
+# --- the README's settings table -------------------------------------------------------------
+
+README_BEGIN = "<!-- settings:begin (generated by python -m facepipe.config --write-readme README.md) -->"
+README_END = "<!-- settings:end -->"
+_README_BLOCK = re.compile(re.escape(README_BEGIN) + r"\n.*?" + re.escape(README_END), re.DOTALL)
+
+
+def _shown_default(cls: type, f: dataclasses.Field) -> str:
+    if f.metadata.get("shown"):
+        return f.metadata["shown"]
+    if f.metadata.get("under_home"):
+        return f"$FACEPIPE_HOME/{f.metadata['under_home']}"
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _rows(cls: type, listed: set[str]) -> list[tuple[str, str, str]]:
+    """The table rows of ``cls``; a variable already ``listed`` in an earlier table is left out."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        name = env_name(cls, f)
+        if name is None or name in listed:
+            continue
+        listed.add(name)
+        vars_ = " ".join(f"`{v}`" for v in (name, *f.metadata.get("aliases", ())))
+        default = _shown_default(cls, f)
+        rows.append((vars_, f"`{default}`" if default else "", f.metadata["help"].replace("|", "\\|")))
+    return rows
+
+
+def settings_markdown() -> str:
+    """The settings as markdown: one table per group, variable, default and meaning."""
+    sections = [("Service", Settings)] + [
+        (f.metadata["help"], f.metadata["group"])
+        for f in dataclasses.fields(Settings)
+        if f.metadata.get("group")
+    ]
+    parts = []
+    listed: set[str] = set()
+    for title, cls in sections:
+        lines = [f"**{title}**", "", "| Variable | Default | Meaning |", "| --- | --- | --- |"]
+        lines += [f"| {v} | {d} | {m} |" for v, d, m in _rows(cls, listed)]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def readme_block() -> str:
+    """The generated table between its markers, as it stands in README.md."""
+    return f"{README_BEGIN}\n{settings_markdown()}{README_END}"
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrites the settings block of the README at ``path``; True when it changed."""
+    text = path.read_text()
+    if not _README_BLOCK.search(text):
+        raise ValueError(f"{path} has no settings block ({README_BEGIN} ... {README_END})")
+    updated = _README_BLOCK.sub(lambda _: readme_block(), text)
+    if updated != text:
+        path.write_text(updated)
+    return updated != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m facepipe.config", description="Print or check facepipe's settings."
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--markdown", action="store_true", help="print the settings table as markdown")
+    action.add_argument("--write-readme", metavar="PATH", help="rewrite the settings block of a README")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(settings_markdown())
+        return 0
+    try:
+        changed = update_readme(Path(args.write_readme))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.write_readme}: {'updated' if changed else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -50,8 +50,8 @@ def redirect_target(response: httpx.Response) -> str | None:
 class GuardedClient:
     """One HTTP client whose requests only go where the address guard allows.
 
-    ``allow_private`` None leaves the decision to the guard's own setting at each
-    check. ``check_ttl`` reuses a host's verdict for that many seconds (0: check
+    ``allow_private`` is the caller's ``NetGuardSettings.allow_private_networks``.
+    ``check_ttl`` reuses a host's verdict for that many seconds (0: check
     every hop afresh)."""
 
     def __init__(
@@ -61,7 +61,7 @@ class GuardedClient:
         accept: str,
         connect_timeout: float,
         read_timeout: float,
-        allow_private: bool | None = None,
+        allow_private: bool = False,
         max_redirects: int = 5,
         check_ttl: float = 0.0,
         limits: httpx.Limits | None = None,

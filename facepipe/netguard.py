@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from urllib.parse import urlsplit
 
-ALLOW_ENV = "FACEPIPE_ALLOW_PRIVATE_NETWORKS"
+from facepipe.config import ALLOW_PRIVATE_NETWORKS_ENV as ALLOW_ENV
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -29,10 +28,6 @@ class BlockedTargetError(NetGuardError):
 
 class UnresolvableTargetError(NetGuardError):
     """The target's host does not resolve."""
-
-
-def allow_private_from_env() -> bool:
-    return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def address_problem(ip: IPAddress) -> str | None:
@@ -65,11 +60,11 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
 
-async def check_public_target(url: str, *, allow_private: bool | None = None) -> None:
+async def check_public_target(url: str, *, allow_private: bool) -> None:
     """Raises :class:`NetGuardError` unless every address of ``url``'s host is public.
 
-    ``allow_private`` defaults to ``FACEPIPE_ALLOW_PRIVATE_NETWORKS``; when allowed,
-    no lookup is made at all.
+    ``allow_private`` is the caller's ``NetGuardSettings.allow_private_networks``
+    (``FACEPIPE_ALLOW_PRIVATE_NETWORKS``); when allowed, no lookup is made at all.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -77,8 +72,6 @@ async def check_public_target(url: str, *, allow_private: bool | None = None) ->
     host = parts.hostname
     if not host:
         raise BlockedTargetError(f"target {url!r} has no host")
-    if allow_private is None:
-        allow_private = allow_private_from_env()
     if allow_private:
         return
     try:

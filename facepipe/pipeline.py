@@ -233,12 +233,12 @@ class StageService(Service, Generic[D]):
         return self._register(server, self.loaded)
 
     async def start(self, runtime: ServiceRuntime | None) -> None:
-        from facepipe.storage import object_store_from_env, vector_store_from_env
+        from facepipe.storage import open_object_store, open_vector_store
 
         if self.resources.object_store:
-            self.objects = await asyncio.to_thread(object_store_from_env)
+            self.objects = await asyncio.to_thread(open_object_store, self.settings.objects)
         if self.resources.vector_store:
-            self.vectors = await asyncio.to_thread(vector_store_from_env)
+            self.vectors = await asyncio.to_thread(open_vector_store, self.settings.vectors)
         if self.stage is not None:
             await self._connect(self.stage)
         self.output = StageOutput(self.name, self.js, self.worker.stats if self.worker else None)

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET
+from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET, default_stack_dir, environ
 from facepipe.natsd import NatsServer
 
 log = logging.getLogger("facepipe.stack")
@@ -71,8 +71,7 @@ class StackState:
 
 
 def default_data_dir() -> Path:
-    home = Path(os.environ.get("FACEPIPE_HOME", Path.home() / ".facepipe")).expanduser()
-    return home / "stack"
+    return default_stack_dir()
 
 
 def _port_free(port: int) -> bool:
@@ -195,7 +194,7 @@ class Supervisor:
 
     def _spawn(self, state: StackState, name: str) -> None:
         c = state.components[name]
-        env = {**os.environ, **state.env, "PYTHONUNBUFFERED": "1"}
+        env = environ({**state.env, "PYTHONUNBUFFERED": "1"})
         logf = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [

@@ -515,7 +515,7 @@ def test_private_networks_are_refused_by_default(servers, monkeypatch):
     site.reset()
     monkeypatch.delenv("FACEPIPE_ALLOW_PRIVATE_NETWORKS", raising=False)
     config = _config()
-    config.allow_private_networks = CrawlConfig().allow_private_networks
+    config.allow_private_networks = CrawlConfig.from_env().allow_private_networks
     report, found = _run([f"{site.origin}/index.html"], config)
     assert report.errors == [
         CrawlError(
@@ -527,7 +527,7 @@ def test_private_networks_are_refused_by_default(servers, monkeypatch):
     assert found == [] and report.pages_crawled == 0
     assert site.paths() == []
     monkeypatch.setenv("FACEPIPE_ALLOW_PRIVATE_NETWORKS", "1")
-    assert CrawlConfig().allow_private_networks
+    assert CrawlConfig.from_env().allow_private_networks
 
 
 def test_cancel_event_stops_the_crawl(servers):

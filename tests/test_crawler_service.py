@@ -23,11 +23,10 @@ from conftest import VENV_BIN, free_port
 from prometheus_client import REGISTRY
 
 from facepipe import bus
-from facepipe.config import Settings
+from facepipe.config import CrawlConfig, CrawlerSettings, Settings
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import ServiceRuntime
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc, pipeline_pb2
-from facepipe_services.crawler.config import CrawlConfig, CrawlerSettings
 from facepipe_services.crawler.main import build
 from facepipe_services.crawler.stage import CrawlerDeps, ingest_message_id
 from facepipe_services.crawler.urls import site_key

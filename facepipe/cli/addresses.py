@@ -9,11 +9,11 @@ which may belong to another stack."""
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from facepipe import config
 from facepipe.cli.errors import CliError
 
 
@@ -40,12 +40,13 @@ def not_running(args: argparse.Namespace, hint: str = "") -> CliError:
     return CliError(f"no running stack in {where}; start it with `{start}`{hint}")
 
 
-def _aimed_stack(args: argparse.Namespace, env_name: str):
-    """The running stack the command is aimed at, or None when ``env_name`` overrides it."""
+def _aimed_stack(args: argparse.Namespace, override: str, env_name: str):
+    """The running stack the command is aimed at, or None when ``override`` (the value
+    of ``env_name``) replaces it."""
     state = stack_state(args)
     if state is not None:
         return state
-    if not args.data_dir and os.environ.get(env_name):
+    if not args.data_dir and override:
         return None
     raise not_running(args, "" if args.data_dir else f", or set {env_name}")
 
@@ -64,13 +65,15 @@ def nats_reachable(url: str, timeout: float = 3.0) -> bool:
 
 def pipeline_env(args: argparse.Namespace) -> tuple[str, object]:
     """NATS URL and object store of the stack the command is aimed at."""
-    from facepipe.storage import object_store_from_env
+    from facepipe.storage import open_object_store
 
-    state = _aimed_stack(args, "FACEPIPE_NATS_URL")
+    override = config.Settings.from_env("cli").nats_url
+    state = _aimed_stack(args, override, "FACEPIPE_NATS_URL")
     if state is not None:
-        url, objects = state.nats_url, object_store_from_env({**os.environ, **state.env})
+        url = state.nats_url
+        objects = open_object_store(config.ObjectStoreSettings.from_env(config.environ(state.env)))
     else:
-        url, objects = os.environ["FACEPIPE_NATS_URL"], object_store_from_env()
+        url, objects = override, open_object_store(config.ObjectStoreSettings.from_env())
     # The NATS client retries forever; a dead URL must end in one line instead.
     if not nats_reachable(url):
         source = f"the stack in {state.data_dir}" if state else "FACEPIPE_NATS_URL"
@@ -85,12 +88,13 @@ def service_addr(args: argparse.Namespace, service: str) -> str:
     if getattr(args, "addr", None):
         return args.addr
     env_name = f"FACEPIPE_{service.upper()}_ADDR"
+    override = getattr(config.ClientSettings.from_env(), f"{service}_addr", "")
     try:
-        state = _aimed_stack(args, env_name)
+        state = _aimed_stack(args, override, env_name)
     except CliError as exc:
         raise CliError(f"{exc.message} (or pass --addr HOST:PORT)") from None
     if state is None:
-        return os.environ[env_name]
+        return override
     if service not in state.components:
         raise CliError(f"the stack in {state.data_dir} runs no {service}")
     return state.address(service)
@@ -106,7 +110,7 @@ def crawler_addr(args: argparse.Namespace) -> str:
 
 def thumb_location(args: argparse.Namespace, bucket: str, key: str) -> str:
     state = stack_state(args)
-    env = {**os.environ, **(state.env if state else {})}
-    if env.get("FACEPIPE_OBJECT_STORE", "local") == "local" and env.get("FACEPIPE_OBJECT_DIR"):
-        return str(Path(env["FACEPIPE_OBJECT_DIR"]) / bucket / key)
+    objects = config.ObjectStoreSettings.from_env(config.environ(state.env if state else None))
+    if objects.kind == "local":
+        return str(Path(objects.dir) / bucket / key)
     return f"s3://{bucket}/{key}"

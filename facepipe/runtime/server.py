@@ -150,7 +150,7 @@ class ServiceRuntime:
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        setup_tracing(self.service.name, s.otlp_endpoint)
+        setup_tracing(self.service.name, s.otlp_endpoint, s.trace_file)
         metrics.BUILD_INFO.labels(self.service.name, __version__).set(1)
         metrics.READY.labels(self.service.name).set(0)
         self.server = grpc.aio.server(

@@ -8,9 +8,9 @@ to a JSON-lines file when ``FACEPIPE_TRACE_FILE`` is set (used by tests).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
@@ -23,7 +23,7 @@ _configured = False
 class JsonFileSpanExporter(SpanExporter):
     """Appends finished spans to a file, one JSON object per line."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = path
         self._lock = threading.Lock()
 
@@ -54,7 +54,8 @@ class JsonFileSpanExporter(SpanExporter):
         pass
 
 
-def setup_tracing(service: str, otlp_endpoint: str = "") -> None:
+def setup_tracing(service: str, otlp_endpoint: str = "", trace_file: Path | str | None = None) -> None:
+    """Exports spans over OTLP to ``otlp_endpoint`` and/or as JSON lines to ``trace_file``."""
     global _configured
     if _configured:
         return
@@ -66,7 +67,6 @@ def setup_tracing(service: str, otlp_endpoint: str = "") -> None:
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint, insecure=True))
         )
-    trace_file = os.environ.get("FACEPIPE_TRACE_FILE")
     if trace_file:
         provider.add_span_processor(
             BatchSpanProcessor(JsonFileSpanExporter(trace_file), schedule_delay_millis=200)

@@ -20,6 +20,7 @@ _SUBMODULE = {
             "ObjectStore",
             "S3ObjectStore",
             "object_store_from_env",
+            "open_object_store",
         ),
         "objects",
     ),
@@ -37,6 +38,7 @@ _SUBMODULE = {
             "StoreLocked",
             "VectorStore",
             "vector_store_from_env",
+            "open_vector_store",
         ),
         "vectors",
     ),
@@ -63,6 +65,8 @@ __all__ = [
     "StoredPoint",
     "VectorStore",
     "object_store_from_env",
+    "open_object_store",
+    "open_vector_store",
     "vector_store_from_env",
 ]
 
@@ -77,6 +81,7 @@ if TYPE_CHECKING:
         ObjectStore,
         S3ObjectStore,
         object_store_from_env,
+        open_object_store,
     )
     from facepipe.storage.vectors import (
         DEFAULT_COLLECTION,
@@ -90,6 +95,7 @@ if TYPE_CHECKING:
         StoredPoint,
         StoreLocked,
         VectorStore,
+        open_vector_store,
         vector_store_from_env,
     )
 

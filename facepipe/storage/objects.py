@@ -22,6 +22,8 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
+from facepipe.config import ObjectStoreSettings
+
 RAW_IMAGES_BUCKET = "raw-images"
 FACE_CROPS_BUCKET = "face-crops"
 FACE_THUMBS_BUCKET = "face-thumbs"
@@ -339,30 +341,21 @@ class S3ObjectStore:
         return f"s3://{self.endpoint}" + (" (tls)" if self.secure else "")
 
 
-def _home(env: Mapping[str, str]) -> Path:
-    return Path(env.get("FACEPIPE_HOME") or Path.home() / ".facepipe").expanduser()
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+def open_object_store(settings: ObjectStoreSettings) -> ObjectStore:
+    """Builds the object store that ``settings.kind`` (local|s3) selects."""
+    if settings.kind == "local":
+        return LocalObjectStore(settings.dir)
+    if not settings.s3_endpoint:
+        raise ValueError("FACEPIPE_OBJECT_STORE=s3 needs FACEPIPE_S3_ENDPOINT (host:port)")
+    return S3ObjectStore(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+    )
 
 
 def object_store_from_env(env: Mapping[str, str] | None = None) -> ObjectStore:
-    """Builds the object store that ``FACEPIPE_OBJECT_STORE`` (local|s3) selects."""
-    env = os.environ if env is None else env
-    kind = (env.get("FACEPIPE_OBJECT_STORE") or "local").strip().lower()
-    if kind == "local":
-        root = env.get("FACEPIPE_OBJECT_DIR") or _home(env) / "objects"
-        return LocalObjectStore(Path(root))
-    if kind in ("s3", "minio"):
-        endpoint = env.get("FACEPIPE_S3_ENDPOINT", "")
-        if not endpoint:
-            raise ValueError("FACEPIPE_OBJECT_STORE=s3 needs FACEPIPE_S3_ENDPOINT (host:port)")
-        return S3ObjectStore(
-            endpoint,
-            access_key=env.get("FACEPIPE_S3_ACCESS_KEY", ""),
-            secret_key=env.get("FACEPIPE_S3_SECRET_KEY", ""),
-            secure=_truthy(env.get("FACEPIPE_S3_SECURE")),
-            region=env.get("FACEPIPE_S3_REGION") or "us-east-1",
-        )
-    raise ValueError(f"FACEPIPE_OBJECT_STORE={kind!r}: expected 'local' or 's3'")
+    """The object store that ``env`` (default: the process environment) configures."""
+    return open_object_store(ObjectStoreSettings.from_env(env))

@@ -1,6 +1,7 @@
 """The crawler: walks sites politely and finds every real image on them."""
 
-from .config import CrawlConfig
+from facepipe.config import CrawlConfig
+
 from .engine import Progress, Sink, SinkError, crawl
 from .models import Candidate, CrawlError, CrawlReport
 from .state import CrawlState, MemoryCrawlState, NatsCrawlState, SeenEntry

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
+from facepipe.config import CrawlConfig
 from facepipe.runtime import metrics
 
-from .config import CrawlConfig
 from .fetch import HTML_TYPES, Fetcher, FetchError, decode_html
 from .mining import PageMine, mine_html
 from .models import Candidate, CrawlError, CrawlReport

@@ -16,9 +16,9 @@ from datetime import UTC
 
 import httpx
 
+from facepipe.config import CrawlConfig
 from facepipe.netfetch import REDIRECT_STATUSES, FetchError, GuardedClient, read_capped
 
-from .config import CrawlConfig
 from .politeness import HostScheduler
 from .urls import normalize_url, site_key
 

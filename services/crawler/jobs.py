@@ -14,11 +14,10 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from facepipe import bus
+from facepipe.config import CrawlConfig, CrawlerSettings
 from facepipe.crawl import check_seed
 from facepipe.pipeline import TENANT_RE
 from facepipe.v1 import crawler_pb2
-
-from .config import CrawlConfig, CrawlerSettings
 
 QUEUED, RUNNING, DONE, CANCELLED, FAILED = "queued", "running", "done", "cancelled", "failed"
 FINISHED = frozenset({DONE, CANCELLED, FAILED})

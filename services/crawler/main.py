@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from facepipe.config import Settings
+from facepipe.config import CrawlConfig, CrawlerSettings, Settings
 from facepipe.pipeline import StageService
 from facepipe.runtime.server import run_service
 
 from . import stage
-from .config import CrawlConfig, CrawlerSettings
 from .servicer import register
 from .stage import CrawlerDeps
 
@@ -23,8 +22,8 @@ from .stage import CrawlerDeps
 def build(
     settings: Settings, crawl_settings: CrawlerSettings | None = None, defaults: CrawlConfig | None = None
 ) -> StageService[CrawlerDeps]:
-    crawl_settings = crawl_settings or CrawlerSettings.from_env()
-    defaults = defaults or CrawlConfig.from_env()
+    crawl_settings = crawl_settings or settings.crawler
+    defaults = defaults or settings.crawl
     crawl_stage = stage.crawler_stage(crawl_settings)
     return StageService(
         "crawler",

@@ -13,7 +13,8 @@ from typing import Any
 
 from playwright.async_api import Error, async_playwright
 
-from .config import CrawlConfig
+from facepipe.config import CrawlConfig
+
 from .fetch import REDIRECT_STATUSES
 from .urls import normalize_url
 

@@ -26,11 +26,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from facepipe import bus
+from facepipe.config import CrawlConfig, CrawlerSettings
 from facepipe.pipeline import Opened, Stage, StageOutput
 from facepipe.runtime import metrics
 from facepipe.v1 import crawler_pb2, pipeline_pb2
 
-from .config import CrawlConfig, CrawlerSettings
 from .engine import MAX_ALT_CHARS, crawl
 from .jobs import (
     CANCELLED,

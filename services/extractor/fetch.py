@@ -91,11 +91,11 @@ class ImageFetcher:
         read_timeout: float = 20.0,
         total_timeout: float = 120.0,
         max_redirects: int = 5,
-        allow_private: bool | None = None,
+        allow_private: bool = False,
     ) -> None:
         self.max_bytes = max_bytes
         self.total_timeout = total_timeout
-        # allow_private None: FACEPIPE_ALLOW_PRIVATE_NETWORKS decides at each check.
+        # NetGuardSettings.allow_private_networks (FACEPIPE_ALLOW_PRIVATE_NETWORKS).
         self.guarded = GuardedClient(
             user_agent=f"facepipe-extractor/{__version__}",
             accept="image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0.1",

@@ -135,7 +135,7 @@ async def open_deps(opened: Opened) -> ExtractorDeps:
     js = opened.output.js
     states = await ImageStates.open(js) if js is not None else None
     assert opened.objects is not None  # declared in main.py
-    fetcher = ImageFetcher(settings.max_image_bytes)
+    fetcher = ImageFetcher(settings.max_image_bytes, allow_private=settings.netguard.allow_private_networks)
     return ExtractorDeps(
         opened.objects, fetcher, states, settings.max_pixels, settings.max_image_bytes, opened.output
     )

@@ -8,7 +8,6 @@ Edge this process is the only one that opens the shard.
 from __future__ import annotations
 
 import functools
-import os
 
 from facepipe.config import Settings
 from facepipe.pipeline import Resources, StageService
@@ -16,15 +15,14 @@ from facepipe.runtime.server import run_service
 
 from . import stage
 from .servicer import register
-from .stage import OPTIMIZE_EVERY, IndexerDeps
+from .stage import IndexerDeps
 
 
 def build(settings: Settings) -> StageService[IndexerDeps]:
-    optimize_every = int(os.environ.get("FACEPIPE_OPTIMIZE_EVERY") or OPTIMIZE_EVERY)
     return StageService(
         "indexer",
         settings,
-        open_deps=functools.partial(stage.open_deps, optimize_every=optimize_every),
+        open_deps=functools.partial(stage.open_deps, optimize_every=settings.indexer.optimize_every),
         close_deps=stage.close_deps,
         register=register,
         stage=stage.STAGE,

@@ -1,11 +1,9 @@
-"""NATS JetStream: the topology (defined once, created idempotently), publishing
-with trace context, and the durable stage worker with retries and dead letters.
+"""The durable stage worker: pulls a stage's messages, handles them concurrently,
+retries transient failures with a growing delay and dead-letters the rest.
 
-Every stage is one durable pull consumer on the work-queue stream ``FACEPIPE``;
-replicas of a service bind to the same consumer and share its messages, so
-running more replicas scales a stage. Messages that fail ``max_deliver`` times,
-and malformed ones at once, go to ``facepipe.dlq.<stage>`` with headers naming
-the stage, the error and the delivery count.
+Messages that fail ``max_deliver`` times, and malformed ones at once, go to
+``facepipe.dlq.<stage>`` with headers naming the stage, the error and the
+delivery count.
 """
 
 from __future__ import annotations
@@ -22,57 +20,21 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError
 
+from facepipe.bus.topology import (
+    HDR_DELIVERIES,
+    HDR_ERROR,
+    HDR_REASON,
+    HDR_STAGE,
+    HDR_SUBJECT,
+    STREAM,
+    SUBJECT_DLQ,
+    StageSpec,
+)
 from facepipe.runtime import metrics
-from facepipe.runtime.tracing import extract, inject, tracer
+from facepipe.runtime.tracing import extract, tracer
 
 log = logging.getLogger("facepipe.bus")
-
-STREAM = "FACEPIPE"
-DLQ_STREAM = "FACEPIPE_DLQ"
-EVENTS_STREAM = "FACEPIPE_EVENTS"
-
-SUBJECT_INGEST = "facepipe.ingest"
-SUBJECT_STORED = "facepipe.images.stored"
-SUBJECT_DETECTED = "facepipe.faces.detected"
-SUBJECT_EMBEDDED = "facepipe.faces.embedded"
-SUBJECT_DONE = "facepipe.events.done"
-SUBJECT_DLQ = "facepipe.dlq"
-SUBJECT_CRAWL_JOBS = "facepipe.crawl.jobs"
-
-IMAGES_KV = "facepipe-images"  # exact dedup and per-image state: <tenant>.<sha256>
-FACES_KV = "facepipe-faces"  # near-duplicate face hashes, per-key TTL
-CRAWL_KV = "facepipe-crawl"  # crawl jobs (job.<id>), cancel flags, seen URLs, site strategies
-CRAWL_KV_TTL = 14 * 24 * 3600.0
-
-HDR_STAGE = "Facepipe-Stage"
-HDR_ERROR = "Facepipe-Error"
-HDR_REASON = "Facepipe-Reason"
-HDR_DELIVERIES = "Facepipe-Deliveries"
-HDR_SUBJECT = "Facepipe-Subject"
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    name: str  # durable consumer name, also the service name
-    subject: str
-    ack_wait: float = 60.0
-    max_deliver: int = 5
-    max_ack_pending: int = 256
-
-
-STAGES: dict[str, StageSpec] = {
-    "extractor": StageSpec("extractor", SUBJECT_INGEST),
-    "detector": StageSpec("detector", SUBJECT_STORED),
-    "embedder": StageSpec("embedder", SUBJECT_DETECTED),
-    "indexer": StageSpec("indexer", SUBJECT_EMBEDDED),
-    # One message is a whole crawl: in-progress heartbeats (every ack_wait / 3) keep it
-    # while it runs, and a replica that dies hands it to another after ack_wait.
-    "crawler": StageSpec("crawler", SUBJECT_CRAWL_JOBS, ack_wait=300.0, max_deliver=10, max_ack_pending=64),
-}
 
 
 class PermanentError(Exception):
@@ -81,119 +43,6 @@ class PermanentError(Exception):
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
         self.reason = reason
-
-
-async def connect(url: str, name: str) -> NATS:
-    async def on_error(exc: Exception) -> None:
-        log.warning("nats error", extra={"error": str(exc)})
-
-    client = NATS()
-
-    async def on_disconnect() -> None:
-        if not (client.is_closed or client.is_draining):  # a close() also disconnects
-            log.warning("nats disconnected")
-
-    async def on_reconnect() -> None:
-        log.info("nats reconnected")
-
-    await client.connect(
-        url,
-        name=f"facepipe-{name}",
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
-    return client
-
-
-async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600) -> None:
-    """Creates or updates streams, stage consumers and KV buckets. Safe to run from every replica."""
-    await _ensure_stream(
-        js,
-        js_api.StreamConfig(
-            name=STREAM,
-            subjects=[SUBJECT_INGEST, "facepipe.images.>", "facepipe.faces.>", SUBJECT_CRAWL_JOBS],
-            retention=js_api.RetentionPolicy.WORK_QUEUE,
-            storage=js_api.StorageType.FILE,
-            duplicate_window=300.0,
-            max_msg_size=8 * 1024 * 1024,
-        ),
-    )
-    await _ensure_stream(
-        js,
-        js_api.StreamConfig(
-            name=DLQ_STREAM,
-            subjects=[f"{SUBJECT_DLQ}.>"],
-            retention=js_api.RetentionPolicy.LIMITS,
-            storage=js_api.StorageType.FILE,
-            max_age=14 * 24 * 3600.0,
-        ),
-    )
-    await _ensure_stream(
-        js,
-        js_api.StreamConfig(
-            name=EVENTS_STREAM,
-            subjects=[f"{SUBJECT_DONE}.>"],
-            retention=js_api.RetentionPolicy.LIMITS,
-            storage=js_api.StorageType.FILE,
-            max_age=24 * 3600.0,
-        ),
-    )
-    for stage in STAGES.values():
-        await js.add_consumer(STREAM, consumer_config(stage))
-    await _ensure_kv(js, js_api.KeyValueConfig(bucket=IMAGES_KV, history=1, storage=js_api.StorageType.FILE))
-    await _ensure_kv(
-        js,
-        js_api.KeyValueConfig(bucket=FACES_KV, history=1, storage=js_api.StorageType.FILE, ttl=dedup_ttl),
-    )
-    await _ensure_kv(
-        js,
-        js_api.KeyValueConfig(bucket=CRAWL_KV, history=1, storage=js_api.StorageType.FILE, ttl=CRAWL_KV_TTL),
-    )
-
-
-def consumer_config(stage: StageSpec) -> js_api.ConsumerConfig:
-    """The durable pull consumer of a stage; every replica of the stage binds to it."""
-    return js_api.ConsumerConfig(
-        durable_name=stage.name,
-        filter_subject=stage.subject,
-        ack_policy=js_api.AckPolicy.EXPLICIT,
-        deliver_policy=js_api.DeliverPolicy.ALL,
-        ack_wait=stage.ack_wait,
-        max_deliver=stage.max_deliver,
-        max_ack_pending=stage.max_ack_pending,
-    )
-
-
-async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:
-    try:
-        await js.stream_info(config.name)
-    except NotFoundError:
-        with contextlib.suppress(BadRequestError):  # another replica created it first
-            await js.add_stream(config)
-        return
-    with contextlib.suppress(BadRequestError):
-        await js.update_stream(config)
-
-
-async def _ensure_kv(js: JetStreamContext, config: js_api.KeyValueConfig) -> None:
-    try:
-        await js.key_value(config.bucket)
-    except (NotFoundError, nats.js.errors.BucketNotFoundError):
-        with contextlib.suppress(BadRequestError):
-            await js.create_key_value(config)
-
-
-async def publish(
-    js: JetStreamContext, subject: str, data: bytes, msg_id: str | None = None, headers: dict | None = None
-) -> None:
-    """Publishes with the current trace context; ``msg_id`` makes republishing idempotent."""
-    hdrs = inject(dict(headers or {}))
-    if msg_id:
-        hdrs["Nats-Msg-Id"] = msg_id
-    await js.publish(subject, data, headers=hdrs)
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""NATS JetStream for the pipeline: the topology (:mod:`facepipe.bus.topology`) and
+the durable stage worker with retries and dead letters (:mod:`facepipe.bus.worker`).
+
+Callers use ``from facepipe import bus`` and ``bus.<name>``; every public name of
+both modules is re-exported here.
+"""
+
+from facepipe.bus.topology import (
+    CRAWL_KV,
+    CRAWL_KV_TTL,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    FACES_KV,
+    HDR_DELIVERIES,
+    HDR_ERROR,
+    HDR_REASON,
+    HDR_STAGE,
+    HDR_SUBJECT,
+    IMAGES_KV,
+    STAGES,
+    STREAM,
+    SUBJECT_CRAWL_JOBS,
+    SUBJECT_DETECTED,
+    SUBJECT_DLQ,
+    SUBJECT_DONE,
+    SUBJECT_EMBEDDED,
+    SUBJECT_INGEST,
+    SUBJECT_STORED,
+    StageSpec,
+    connect,
+    consumer_config,
+    ensure_topology,
+    publish,
+)
+from facepipe.bus.worker import (
+    DeadHandler,
+    Decoder,
+    Delivery,
+    Handler,
+    PermanentError,
+    StageStats,
+    StageWorker,
+)
+
+__all__ = [
+    "CRAWL_KV",
+    "CRAWL_KV_TTL",
+    "DLQ_STREAM",
+    "EVENTS_STREAM",
+    "FACES_KV",
+    "HDR_DELIVERIES",
+    "HDR_ERROR",
+    "HDR_REASON",
+    "HDR_STAGE",
+    "HDR_SUBJECT",
+    "IMAGES_KV",
+    "STAGES",
+    "STREAM",
+    "SUBJECT_CRAWL_JOBS",
+    "SUBJECT_DETECTED",
+    "SUBJECT_DLQ",
+    "SUBJECT_DONE",
+    "SUBJECT_EMBEDDED",
+    "SUBJECT_INGEST",
+    "SUBJECT_STORED",
+    "DeadHandler",
+    "Decoder",
+    "Delivery",
+    "Handler",
+    "PermanentError",
+    "StageSpec",
+    "StageStats",
+    "StageWorker",
+    "connect",
+    "consumer_config",
+    "ensure_topology",
+    "publish",
+]

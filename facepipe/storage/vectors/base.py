@@ -1,0 +1,293 @@
+"""The vector store interface, its value types, and what every engine shares.
+
+:class:`BaseVectorStore` holds the behaviour both engines had written twice:
+input validation (ids, vectors, tenant and filters, ``top_k``), paging through
+a scroll, and delete-by-listing (scroll the matching ids under the lock, then
+delete exactly those). An engine supplies only its native calls.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, runtime_checkable
+
+import numpy as np
+
+DEFAULT_COLLECTION = "faces"
+TENANT_FIELD = "tenant_id"
+# Keyword payload fields that filters and erasure look up.
+INDEXED_FIELDS = (TENANT_FIELD, "site", "phash_prefix", "image_sha256", "url")
+
+UPSERT_BATCH = 256
+PAGE = 1000
+_COLLECTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+FilterValue = str | int | bool
+Conditions = list[tuple[str, FilterValue]]
+
+
+@dataclass
+class FacePoint:
+    id: str  # UUID string
+    vector: Sequence[float] | np.ndarray
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    id: str
+    payload: dict[str, Any]
+
+
+class DimensionMismatch(ValueError):
+    """The collection exists with another vector size than the model produces."""
+
+
+class StoreLocked(RuntimeError):
+    """Another process has the Edge shard directory open."""
+
+
+class CollectionMissing(RuntimeError):
+    """A write was attempted before ``ensure_collection(dim)``."""
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    def ensure_collection(self, dim: int) -> None: ...
+
+    def upsert(self, points: Sequence[FacePoint]) -> None: ...
+
+    def search(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        tenant_id: str,
+        top_k: int = 10,
+        min_score: float | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[SearchHit]: ...
+
+    def scroll(
+        self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None, limit: int = 1000
+    ) -> list[StoredPoint]: ...
+
+    def delete(self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None) -> list[dict]: ...
+
+    def count(self, tenant_id: str | None = None) -> int: ...
+
+    def optimize(self) -> bool: ...
+
+    def ping(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def describe(self) -> str: ...
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+def point_id(value: Any) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ValueError(f"point id {value!r} is not a UUID string") from None
+
+
+def check_vector(value: Sequence[float] | np.ndarray, dim: int | None) -> list[float]:
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"vector must be one-dimensional and non-empty, got shape {arr.shape}")
+    if dim is not None and arr.size != dim:
+        raise DimensionMismatch(f"vector has {arr.size} dimensions, the collection has {dim}")
+    if not np.isfinite(arr).all():
+        raise ValueError("vector contains NaN or infinite values")
+    return arr.tolist()
+
+
+def conditions(
+    tenant_id: str | None, filters: Mapping[str, FilterValue] | None, *, require_tenant: bool = True
+) -> Conditions:
+    """The exact-match conditions of a query: the tenant first, then the caller's filters."""
+    conds: Conditions = []
+    if tenant_id is not None or require_tenant:
+        if not isinstance(tenant_id, str) or not tenant_id:
+            raise ValueError("tenant_id is required: every query is scoped to one tenant")
+        conds.append((TENANT_FIELD, tenant_id))
+    for key, value in (filters or {}).items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"filter key {key!r} must be a non-empty string")
+        if key == TENANT_FIELD:
+            raise ValueError("pass the tenant as tenant_id, not in filters")
+        if not isinstance(value, str | int | bool):
+            raise ValueError(f"filter {key}={value!r}: only str, int or bool exact matches")
+        conds.append((key, value))
+    return conds
+
+
+def check_dim(dim: int) -> int:
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+        raise ValueError(f"vector dimension must be a positive int, got {dim!r}")
+    return dim
+
+
+def check_collection(name: str) -> str:
+    if not _COLLECTION_RE.match(name):
+        raise ValueError(f"invalid collection name {name!r}: use letters, digits, '_' or '-'")
+    return name
+
+
+def batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --- the shared engine skeleton ----------------------------------------------------------------
+
+
+class BaseVectorStore(ABC):
+    """Validation, paging and delete-by-listing on top of an engine's native calls.
+
+    Subclasses set ``_lock`` and ``_dim`` and implement the ``_native_*`` hooks;
+    every hook runs under ``_lock`` and only after the collection is known to exist.
+    """
+
+    collection: str
+    _lock: AbstractContextManager[Any]
+    _dim: int | None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- engine hooks ---
+
+    @abstractmethod
+    def _collection_exists(self) -> bool:
+        """Whether the collection exists now (raises when the store is closed)."""
+
+    def _require_collection(self) -> None:
+        """Raises :class:`CollectionMissing` unless the collection exists."""
+        if not self._collection_exists():
+            raise CollectionMissing(
+                f"collection {self.collection!r} does not exist yet; call ensure_collection(dim)"
+            )
+
+    @abstractmethod
+    def _native_point(self, id_: str, vector: list[float], payload: dict[str, Any]) -> Any:
+        """A validated point in the engine's own type."""
+
+    @abstractmethod
+    def _native_upsert(self, points: list[Any]) -> None:
+        """Writes one batch of points made by :meth:`_native_point`."""
+
+    @abstractmethod
+    def _native_search(
+        self, query: list[float], conds: Conditions, top_k: int, min_score: float | None
+    ) -> list[SearchHit]:
+        """The ``top_k`` nearest points matching ``conds``, best first."""
+
+    @abstractmethod
+    def _native_scroll_page(
+        self, conds: Conditions, offset: Any, limit: int
+    ) -> tuple[list[StoredPoint], Any]:
+        """One page of matching points and the offset of the next page (None at the end)."""
+
+    @abstractmethod
+    def _native_delete(self, ids: list[str]) -> None:
+        """Deletes these point ids."""
+
+    @abstractmethod
+    def _native_count(self, conds: Conditions) -> int:
+        """The exact number of points matching ``conds``."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the store is, for logs and /stats."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flushes and releases the store."""
+
+    # --- the shared behaviour ---
+
+    def upsert(self, points: Sequence[FacePoint]) -> None:
+        # Validate everything before writing anything, so bad input leaves the index untouched.
+        prepared = [
+            self._native_point(point_id(p.id), check_vector(p.vector, self._dim), dict(p.payload))
+            for p in points
+        ]
+        with self._lock:
+            self._require_collection()
+            for batch in batches(prepared, UPSERT_BATCH):
+                self._native_upsert(list(batch))
+
+    def search(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        tenant_id: str,
+        top_k: int = 10,
+        min_score: float | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[SearchHit]:
+        conds = conditions(tenant_id, filters)
+        if top_k <= 0:
+            raise ValueError(f"top_k must be positive, got {top_k}")
+        query = check_vector(vector, self._dim)
+        with self._lock:
+            if not self._collection_exists():
+                return []
+            return self._native_search(query, conds, top_k, min_score)
+
+    def scroll(
+        self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None, limit: int = 1000
+    ) -> list[StoredPoint]:
+        conds = conditions(tenant_id, filters)
+        with self._lock:
+            return self._scroll(conds, limit)
+
+    def _scroll(self, conds: Conditions, limit: int | None) -> list[StoredPoint]:
+        """Every matching point (up to ``limit``), page by page; the caller holds the lock."""
+        if not self._collection_exists():
+            return []
+        out: list[StoredPoint] = []
+        offset = None
+        while limit is None or len(out) < limit:
+            page = PAGE if limit is None else min(PAGE, limit - len(out))
+            records, offset = self._native_scroll_page(conds, offset, page)
+            out.extend(records)
+            if offset is None or not records:
+                break
+        return out
+
+    def delete(self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None) -> list[dict]:
+        conds = conditions(tenant_id, filters)
+        with self._lock:
+            # Under the lock nothing can slip in between listing and deleting, and exactly the
+            # listed ids are deleted, so the returned payloads are exactly what was erased.
+            doomed = self._scroll(conds, None)
+            for batch in batches([p.id for p in doomed], PAGE):
+                self._native_delete(list(batch))
+        return [p.payload for p in doomed]
+
+    def count(self, tenant_id: str | None = None) -> int:
+        conds = conditions(tenant_id, None, require_tenant=False)
+        with self._lock:
+            if not self._collection_exists():
+                return 0
+            return self._native_count(conds)
