@@ -1,16 +1,74 @@
 """The READMEs' command blocks, checked offline: every `facepipe ...` line parses
 with the real parser (its command and options exist) and every `make X` names a
-Makefile target. Blocks of the kind section need a cluster and are left out."""
+Makefile target. Blocks of the kind section need a cluster and are left out.
+
+README.md marks each fenced block with its info string, and nothing else:
+
+    ```sh        commands that run as written, in order, in one shell, after `make setup`
+                 and the activation it documents; tests/test_readme_blocks.py runs them
+    ```sh norun  commands this test machine cannot run (a cluster, a GPU box, the internet);
+                 NOT_RUN below names each section holding one, and why
+    ```text      a diagram or a listing, not commands
+
+A block that is neither is an error, so a new block is either run or explained."""
 
 from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import dataclass
 
 import pytest
 from conftest import ROOT
 
 from facepipe.cli import build_parser
+
+RUN, NORUN, TEXT = "sh", "sh norun", "text"
+# The sections of README.md whose `sh norun` blocks are not run, and why.
+NOT_RUN = {
+    "Quick start": "`make test` is the suite this check belongs to; `make run` is the demo script, "
+    "the same flow as the local stack blocks, which run",
+    "Crawling web sites": "crawls public web sites, and the test machines are offline "
+    "(the crawl tests use a site served on 127.0.0.1)",
+    "Inference nodes": "servers in the foreground on other machines, one of them a GPU box",
+    "Models": "`models pull` downloads packs from the internet (the pull tests use a local server)",
+    "Deploy on kind": "needs docker, kind, kubectl and helm, and a cluster they start",
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced block of a README."""
+
+    line: int  # of the opening fence, counted from 1
+    heading: str  # the section it is in
+    info: str  # the fence's info string
+    text: str
+
+    @property
+    def commands(self) -> list[str]:
+        """Its lines without comments and blank lines, continuations joined."""
+        joined = self.text.replace("\\\n", " ")
+        return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def readme_blocks(text: str) -> list[Block]:
+    """Every fenced block of a README, in order, with the heading of its section."""
+    blocks, heading, opened, info, body = [], "", 0, "", []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if opened:
+            if line.startswith("```"):
+                blocks.append(Block(opened, heading, info, "\n".join(body) + "\n"))
+                opened, body = 0, []
+            else:
+                body.append(line)
+        elif line.startswith("```"):
+            opened, info = number, line[3:].strip()
+        elif line.startswith("#"):
+            heading = line.lstrip("#").strip()
+    assert not opened, f"the block opened on line {opened} is never closed"
+    return blocks
+
 
 READMES = [
     ROOT / "README.md",
@@ -112,3 +170,18 @@ def test_the_readme_says_how_to_activate_the_tools() -> None:
     activates = next(i for i, block in enumerate(blocks) if "source .venv/bin/activate" in block)
     first_facepipe = next(i for i, block in enumerate(blocks) if re.search(r"^facepipe ", block, flags=re.M))
     assert activates <= first_facepipe
+
+
+def test_every_block_of_the_readme_says_whether_it_runs() -> None:
+    for block in readme_blocks((ROOT / "README.md").read_text()):
+        assert block.info in (RUN, NORUN, TEXT), (
+            f"README.md line {block.line}: a block must open with ```{RUN}, ```{NORUN} or ```{TEXT}"
+            f" (see tests/test_readme.py), not ```{block.info}"
+        )
+
+
+def test_the_blocks_not_run_are_the_ones_explained() -> None:
+    blocks = readme_blocks((ROOT / "README.md").read_text())
+    not_run = {block.heading for block in blocks if block.info == NORUN}
+    assert not_run == set(NOT_RUN), "README.md's `sh norun` sections and NOT_RUN differ"
+    assert any(block.info == RUN for block in blocks)
