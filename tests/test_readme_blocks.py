@@ -34,9 +34,10 @@ import pytest
 from conftest import ROOT, SHARED_FACES, SHARED_MODELS, VENV_BIN
 from test_readme import RUN, Block, readme_blocks
 
-pytestmark = pytest.mark.slow
+# A normal run takes about 30 s; the limits leave room for a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-BLOCK_TIMEOUT = 300.0
+BLOCK_TIMEOUT = 240.0
 EVENT_TIMEOUT = 120.0
 # Reasons an ingest message fails with when it was not understood: never what a README shows.
 NOT_UNDERSTOOD = {"malformed", "missing_fields", "invalid_batch_id"}
@@ -108,10 +109,11 @@ class ReadmeShell:
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
         self.workdir = workdir
         self.log_path = workdir / "shell.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed by close()
         self.proc = subprocess.Popen(
             ["bash", "--noprofile", "--norc"],
             stdin=subprocess.PIPE,
-            stdout=open(self.log_path, "wb"),  # noqa: SIM115 - closed with the process
+            stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
             env=env,
@@ -156,13 +158,15 @@ class ReadmeShell:
         """Ends the shell and every job it left, by its process group."""
         try:
             os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
             self.proc.wait(15)
+        except ProcessLookupError:
+            pass
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        finally:
+            self.proc.stdin.close()
+            self.log.close()
 
 
 def nats_pub_lines(block: Block) -> list[tuple[str, str]] | None:
