@@ -10,7 +10,7 @@ README.md marks each fenced block with its info string, and nothing else:
                  NOT_RUN below names each section holding one, and why
     ```text      a diagram or a listing, not commands
 
-A block that is neither is an error, so a new block is either run or explained."""
+Any other fence is an error, so a new block is either run or explained."""
 
 from __future__ import annotations
 
