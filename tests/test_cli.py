@@ -290,3 +290,15 @@ def test_help_imports_nothing_heavy(command: str) -> None:
     )
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
     assert not imported & set(HEAVY), imported & set(HEAVY)
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path) -> None:
+    """`facepipe ... | head` closes the pipe early: no traceback and no error line."""
+    import subprocess
+    import sys
+
+    # `true` exits before Python has started, so every write meets a closed pipe.
+    script = f"{sys.executable} -m facepipe models list | true"
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert "Traceback" not in out.stderr and "Broken pipe" not in out.stderr, out.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -31,8 +32,13 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()  # here, so a closed pipe is handled below rather than at exit
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`facepipe status --json | head`): nothing left to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except CliError as exc:
         print_error(exc.message)
         code = exc.exit_code
