@@ -107,7 +107,8 @@ async def test_ack_retry_and_dead_letters(nats_server) -> None:
 
 async def test_long_work_keeps_its_message(nats_server) -> None:
     """Work longer than ack_wait is not redelivered thanks to in-progress heartbeats."""
-    stage = bus.StageSpec("slowstage", "facepipe.images.slow", ack_wait=1.5, max_deliver=5)
+    # Heartbeats come every second, well within ack_wait; the work takes longer than ack_wait.
+    stage = bus.StageSpec("slowstage", "facepipe.images.slow", ack_wait=3, max_deliver=5)
     nc, js = await _setup(nats_server.url, stage)
     calls = []
 
