@@ -263,29 +263,54 @@ def stop_stack(data_dir: Path, env: dict, wait_s: float = 60.0) -> list[str]:
     return problems
 
 
-@pytest.fixture(scope="module")
-def start_stack(tmp_path_factory, facepipe_home) -> Iterator:
-    """Starts the local stack (`facepipe up --detach --auto-ports`) with extra env vars;
-    every stack started is stopped after the module, and the teardown fails unless
-    `facepipe down` succeeds and leaves no process of the stack behind. Returns dir,
-    env and state."""
+def launch_stack(data_dir: Path, facepipe_home: Path, started: list[dict], **extra_env: str) -> dict:
+    """`facepipe up --detach --auto-ports` in ``data_dir`` with extra env vars; the stack
+    (dir, env and state) is appended to ``started`` before it starts, for the teardown."""
     import json
 
-    started: list[dict] = []
+    env = {**os.environ, "FACEPIPE_HOME": str(facepipe_home), "PYTHONUNBUFFERED": "1"}
+    env.pop("FACEPIPE_TRACE_FILE", None)
+    env.update(extra_env)
+    stack = {"dir": data_dir, "env": env}
+    started.append(stack)
+    run_facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
+    stack["state"] = json.loads((data_dir / "stack.json").read_text())
+    return stack
 
-    def start(name: str = "stack", **extra_env: str) -> dict:
-        data_dir = tmp_path_factory.mktemp(name)
-        env = {**os.environ, "FACEPIPE_HOME": str(facepipe_home), "PYTHONUNBUFFERED": "1"}
-        env.pop("FACEPIPE_TRACE_FILE", None)
-        env.update(extra_env)
-        stack = {"dir": data_dir, "env": env}
-        started.append(stack)
-        run_facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
-        stack["state"] = json.loads((data_dir / "stack.json").read_text())
-        return stack
 
-    yield start
+def stop_stacks(started: list[dict]) -> None:
+    """Stops every stack; fails unless `facepipe down` succeeded for each and left no
+    process of it behind."""
     problems = []
     for stack in reversed(started):
         problems += [f"{stack['dir']}: {p}" for p in stop_stack(stack["dir"], stack["env"])]
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def start_stack(tmp_path_factory, facepipe_home) -> Iterator:
+    """Starts local stacks with extra env vars (see ``launch_stack``); every stack started
+    is stopped after the module, checked as ``stop_stacks`` says."""
+    started: list[dict] = []
+
+    def start(name: str = "stack", **extra_env: str) -> dict:
+        return launch_stack(tmp_path_factory.mktemp(name), facepipe_home, started, **extra_env)
+
+    yield start
+    stop_stacks(started)
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory, facepipe_home) -> Iterator[dict]:
+    """One local stack for the end-to-end modules, which work in tenants of their own:
+    private networks allowed (the test sites run on 127.0.0.1) and a short crawl delay.
+    Stopped, and checked, at the end of the session."""
+    started: list[dict] = []
+    yield launch_stack(
+        tmp_path_factory.mktemp("shared-stack"),
+        facepipe_home,
+        started,
+        FACEPIPE_ALLOW_PRIVATE_NETWORKS="1",
+        FACEPIPE_CRAWL_PER_DOMAIN_DELAY="0.05",
+    )
+    stop_stacks(started)

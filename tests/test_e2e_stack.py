@@ -32,8 +32,8 @@ DEADLINE_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def stack(start_stack) -> dict:
-    return start_stack("stack", FACEPIPE_ALLOW_PRIVATE_NETWORKS="1")
+def stack(shared_stack) -> dict:
+    return shared_stack
 
 
 # -- talking to the stack ------------------------------------------------------------
