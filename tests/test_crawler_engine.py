@@ -113,7 +113,7 @@ class SiteServer:
         with self._lock:
             return [h.path for h in self.hits]
 
-    def wait_for_hits(self, n: int, timeout: float = 5.0) -> list[str]:
+    def wait_for_hits(self, n: int, timeout: float = DEADLINE_S) -> list[str]:
         """A hit is logged after its response is sent, so the crawler can finish first."""
         deadline = time.monotonic() + timeout
         while len(self.paths()) < n and time.monotonic() < deadline:
@@ -514,7 +514,7 @@ def test_page_and_depth_limits(servers):
     report, found = _run(
         [f"{site.origin}/index.html"], _config(max_pages=3, render_mode="never", sitemaps=False)
     )
-    pages = [p for p in site.paths() if p != "/robots.txt"]
+    pages = [p for p in site.wait_for_hits(4) if p != "/robots.txt"]
     assert sorted(pages) == ["/img.html", "/index.html", "/meta.html"]
     assert report.pages_crawled == 3
     assert f"{site.origin}/img/og.jpg" in report.candidates
@@ -524,7 +524,8 @@ def test_page_and_depth_limits(servers):
     report, _ = _run(
         [f"{site.origin}/deep/level1.html"], _config(max_depth=1, render_mode="never", sitemaps=False)
     )
-    assert [p for p in site.paths() if p != "/robots.txt"] == ["/deep/level1.html", "/deep/level2.html"]
+    hits = site.wait_for_hits(3)
+    assert [p for p in hits if p != "/robots.txt"] == ["/deep/level1.html", "/deep/level2.html"]
     assert set(report.candidates) == {f"{site.origin}/img/deep-1.jpg", f"{site.origin}/img/deep-2.jpg"}
 
 
