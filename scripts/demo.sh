@@ -3,22 +3,28 @@
 # one), ingest the sample faces minus one photo per person, then search with
 # each held-out photo and show the best match. Safe to run again: re-ingesting
 # is deduplicated.
+#   SAMPLES=DIR              one folder of photos per person (default ../shared/faces)
+#   TENANT=NAME              the tenant to ingest into (default demo)
+#   FACEPIPE_DATA_DIR=DIR    the stack's directory (default $FACEPIPE_HOME/stack)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FP=.venv/bin/facepipe
 SAMPLES=${SAMPLES:-../shared/faces}
 TENANT=${TENANT:-demo}
 [ -d "$SAMPLES" ] || { echo "no sample faces at $SAMPLES (set SAMPLES=DIR)"; exit 1; }
+stack_args=()
+[ -z "${FACEPIPE_DATA_DIR:-}" ] || stack_args=(--data-dir "$FACEPIPE_DATA_DIR")
 
-if ! $FP status >/dev/null 2>&1; then
+if ! $FP status "${stack_args[@]}" >/dev/null 2>&1; then
   echo "== starting the local stack"
-  $FP up --detach
+  $FP up --detach "${stack_args[@]}"
 else
   echo "== the local stack is already running"
 fi
-$FP status
+$FP status "${stack_args[@]}"
 
 library=$(mktemp -d -t facepipe-demo.XXXX)
+trap 'rm -rf "$library"' EXIT
 held_out=()
 for person in "$SAMPLES"/*/; do
   mapfile -t photos < <(find "$person" -maxdepth 1 -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \) | sort)
@@ -29,11 +35,11 @@ for person in "$SAMPLES"/*/; do
 done
 
 echo "== ingesting $(find "$library" -type l | wc -l) photos for tenant '$TENANT'"
-$FP ingest "$library" --tenant "$TENANT" --wait
+$FP ingest "$library" --tenant "$TENANT" --wait "${stack_args[@]}"
 
 echo "== searching with ${#held_out[@]} held-out photos"
 for photo in "${held_out[@]}"; do
-  $FP search "$photo" --tenant "$TENANT" --top-k 1 --json | python3 -c '
+  $FP search "$photo" --tenant "$TENANT" --top-k 1 --json "${stack_args[@]}" | python3 -c '
 import json, os, sys
 query, matches = sys.argv[1], json.load(sys.stdin)["matches"]
 person = os.path.basename(os.path.dirname(query))
@@ -45,5 +51,4 @@ else:
     print(f"{person:>16} -> {found:<16} score {score:.3f}  thumbnail {thumb}")
 ' "$photo"
 done
-rm -rf "$library"
 echo "== the stack keeps running; 'facepipe status' shows it and 'facepipe down' stops it"

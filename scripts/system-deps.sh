@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite uses (Chromium for JS rendering,
-# Prometheus and promtool for the observability checks) when they are missing.
+# Prometheus and promtool for the observability checks, ShellCheck for the
+# shell scripts) when they are missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null 2>&1; then
   echo "missing system packages: ${need[*]} (install them with apt-get)" >&2

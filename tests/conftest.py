@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -195,25 +196,121 @@ def run_facepipe(
     return result
 
 
-@pytest.fixture(scope="module")
-def start_stack(tmp_path_factory, facepipe_home) -> Iterator:
-    """Starts the local stack (`facepipe up --detach --auto-ports`) with extra env vars;
-    every stack started is stopped after the module. Returns dir, env and state."""
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time in clock ticks) of a process, or None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def process_tree(roots: list[int]) -> dict[int, int]:
+    """The live processes among ``roots`` and all their descendants, as pid -> start time
+    (so that a pid reused later by an unrelated process is not mistaken for one of them)."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = stat
+    tree = {pid: stats[pid][2] for pid in roots if pid in stats}
+    grew = True
+    while grew:
+        children = {pid: st[2] for pid, st in stats.items() if st[0] in tree and pid not in tree}
+        tree.update(children)
+        grew = bool(children)
+    return tree
+
+
+def still_running(tree: dict[int, int]) -> list[int]:
+    """The processes of ``tree`` that still run (a zombie has stopped running)."""
+    running = []
+    for pid, started in tree.items():
+        stat = _proc_stat(pid)
+        if stat is not None and stat[2] == started and stat[1] != "Z":
+            running.append(pid)
+    return running
+
+
+def stack_pids(data_dir: Path) -> list[int]:
+    """The supervisor's and every component's pid, as stack.json has them now."""
     import json
 
+    state_file = data_dir / "stack.json"
+    if not state_file.exists():  # it never started
+        return []
+    state = json.loads(state_file.read_text())
+    return [state["supervisor_pid"], *(c["pid"] for c in state["components"].values() if c["pid"])]
+
+
+def stop_stack(data_dir: Path, env: dict, wait_s: float = 60.0) -> list[str]:
+    """``facepipe down`` and what is wrong afterwards: a failed command or processes of
+    the stack (the supervisor, a component or any child of theirs) still running, which
+    are then killed so that nothing outlives the test run."""
+    tree = process_tree(stack_pids(data_dir))
+    problems = []
+    result = run_facepipe("down", "--data-dir", str(data_dir), env=env, check=False, timeout=120)
+    if result.returncode != 0:
+        problems.append(f"facepipe down exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    deadline = time.monotonic() + wait_s
+    while (left := still_running(tree)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if left:
+        problems.append(f"still running after facepipe down: pids {sorted(left)}")
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return problems
+
+
+def launch_stack(data_dir: Path, facepipe_home: Path, started: list[dict], **extra_env: str) -> dict:
+    """`facepipe up --detach --auto-ports` in ``data_dir`` with extra env vars; the stack
+    (dir, env and state) is appended to ``started`` before it starts, for the teardown."""
+    import json
+
+    env = {**os.environ, "FACEPIPE_HOME": str(facepipe_home), "PYTHONUNBUFFERED": "1"}
+    env.pop("FACEPIPE_TRACE_FILE", None)
+    env.update(extra_env)
+    stack = {"dir": data_dir, "env": env}
+    started.append(stack)
+    run_facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
+    stack["state"] = json.loads((data_dir / "stack.json").read_text())
+    return stack
+
+
+def stop_stacks(started: list[dict]) -> None:
+    """Stops every stack; fails unless `facepipe down` succeeded for each and left no
+    process of it behind."""
+    problems = []
+    for stack in reversed(started):
+        problems += [f"{stack['dir']}: {p}" for p in stop_stack(stack["dir"], stack["env"])]
+    assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def start_stack(tmp_path_factory, facepipe_home) -> Iterator:
+    """Starts local stacks with extra env vars (see ``launch_stack``); every stack started
+    is stopped after the module, checked as ``stop_stacks`` says."""
     started: list[dict] = []
 
     def start(name: str = "stack", **extra_env: str) -> dict:
-        data_dir = tmp_path_factory.mktemp(name)
-        env = {**os.environ, "FACEPIPE_HOME": str(facepipe_home), "PYTHONUNBUFFERED": "1"}
-        env.pop("FACEPIPE_TRACE_FILE", None)
-        env.update(extra_env)
-        stack = {"dir": data_dir, "env": env}
-        started.append(stack)
-        run_facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
-        stack["state"] = json.loads((data_dir / "stack.json").read_text())
-        return stack
+        return launch_stack(tmp_path_factory.mktemp(name), facepipe_home, started, **extra_env)
 
     yield start
-    for stack in reversed(started):
-        run_facepipe("down", "--data-dir", str(stack["dir"]), env=stack["env"], check=False, timeout=120)
+    stop_stacks(started)
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory, facepipe_home) -> Iterator[dict]:
+    """One local stack for the end-to-end modules, which work in tenants of their own:
+    private networks allowed (the test sites run on 127.0.0.1) and a short crawl delay.
+    Stopped, and checked, at the end of the session."""
+    started: list[dict] = []
+    yield launch_stack(
+        tmp_path_factory.mktemp("shared-stack"),
+        facepipe_home,
+        started,
+        FACEPIPE_ALLOW_PRIVATE_NETWORKS="1",
+        FACEPIPE_CRAWL_PER_DOMAIN_DELAY="0.05",
+    )
+    stop_stacks(started)

@@ -107,7 +107,8 @@ async def test_ack_retry_and_dead_letters(nats_server) -> None:
 
 async def test_long_work_keeps_its_message(nats_server) -> None:
     """Work longer than ack_wait is not redelivered thanks to in-progress heartbeats."""
-    stage = bus.StageSpec("slowstage", "facepipe.images.slow", ack_wait=1.5, max_deliver=5)
+    # Heartbeats come every second, well within ack_wait; the work takes longer than ack_wait.
+    stage = bus.StageSpec("slowstage", "facepipe.images.slow", ack_wait=3, max_deliver=5)
     nc, js = await _setup(nats_server.url, stage)
     calls = []
 
@@ -118,12 +119,20 @@ async def test_long_work_keeps_its_message(nats_server) -> None:
     worker = bus.StageWorker(nc, stage, lambda m: m.data, handler)
     await worker.start()
     await bus.publish(js, stage.subject, b"slow")
-    for _ in range(100):
-        if worker.stats.counters["msgs_acked"]:
-            break
+    deadline = asyncio.get_running_loop().time() + 60
+    while not worker.stats.counters["msgs_acked"]:
+        assert asyncio.get_running_loop().time() < deadline, "the message was never acked"
         await asyncio.sleep(0.1)
     await worker.drain(grace=5)
+    await nc.flush()  # the ack has reached the server
     assert calls == [1]
+    assert worker.stats.counters["msgs_acked"] == 1
+    # The server saw one delivery, acked, and nothing redelivered or left waiting.
+    ci = await js.consumer_info(bus.STREAM, stage.name)
+    assert ci.delivered.consumer_seq == ci.ack_floor.consumer_seq == 1
+    assert ci.delivered.stream_seq == ci.ack_floor.stream_seq >= 1
+    assert ci.num_redelivered == 0 and ci.num_ack_pending == 0 and ci.num_pending == 0
+    assert (await js.stream_info(bus.STREAM)).state.messages == 0  # work queue: acked means gone
     await nc.close()
 
 

@@ -44,6 +44,9 @@ CONTENT_TYPES = {
 }
 SLOW_SECONDS = 4.0
 POLITE_PAGE_SECONDS = 0.8
+# A generous deadline for what takes milliseconds, so a loaded machine cannot fail a test.
+DEADLINE_S = 60.0
+HOLD_LIMIT_S = 2 * DEADLINE_S  # a held page is answered at last, so no server thread is left behind
 
 
 @dataclass
@@ -63,6 +66,10 @@ class SiteServer:
         self.other_origin = ""
         self.robots_broken = False
         self.since = 0.0
+        # While holding, the slow politeness pages wait for release instead of sleeping.
+        self.holding = False
+        self.slow_page_started = threading.Event()
+        self.release_slow_pages = threading.Event()
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         server = self
@@ -94,12 +101,19 @@ class SiteServer:
             self.since = time.monotonic()
             self.hits.clear()
             self._counts.clear()
+        self.holding = False
+        self.slow_page_started.clear()
+        self.release_slow_pages.clear()
+
+    def hold_slow_pages(self) -> None:
+        """Slow politeness pages are answered only after ``release_slow_pages`` is set."""
+        self.holding = True
 
     def paths(self) -> list[str]:
         with self._lock:
             return [h.path for h in self.hits]
 
-    def wait_for_hits(self, n: int, timeout: float = 5.0) -> list[str]:
+    def wait_for_hits(self, n: int, timeout: float = DEADLINE_S) -> list[str]:
         """A hit is logged after its response is sent, so the crawler can finish first."""
         deadline = time.monotonic() + timeout
         while len(self.paths()) < n and time.monotonic() < deadline:
@@ -128,7 +142,11 @@ class SiteServer:
             time.sleep(SLOW_SECONDS)
             return _send(req, 200, body=b"<img src='/img/slow.jpg'>", ctype="text/html")
         if path.startswith("/polite/slow-"):
-            time.sleep(POLITE_PAGE_SECONDS)
+            self.slow_page_started.set()
+            if self.holding:
+                self.release_slow_pages.wait(HOLD_LIMIT_S)
+            else:
+                time.sleep(POLITE_PAGE_SECONDS)
             return _send(req, 200, body=b"<p>slow</p>", ctype="text/html")
         if path == "/rate-limited.html" and self._count(path) == 1:
             return _send(req, 429, body=b"slow down", retry_after="1")
@@ -496,7 +514,7 @@ def test_page_and_depth_limits(servers):
     report, found = _run(
         [f"{site.origin}/index.html"], _config(max_pages=3, render_mode="never", sitemaps=False)
     )
-    pages = [p for p in site.paths() if p != "/robots.txt"]
+    pages = [p for p in site.wait_for_hits(4) if p != "/robots.txt"]
     assert sorted(pages) == ["/img.html", "/index.html", "/meta.html"]
     assert report.pages_crawled == 3
     assert f"{site.origin}/img/og.jpg" in report.candidates
@@ -506,7 +524,8 @@ def test_page_and_depth_limits(servers):
     report, _ = _run(
         [f"{site.origin}/deep/level1.html"], _config(max_depth=1, render_mode="never", sitemaps=False)
     )
-    assert [p for p in site.paths() if p != "/robots.txt"] == ["/deep/level1.html", "/deep/level2.html"]
+    hits = site.wait_for_hits(3)
+    assert [p for p in hits if p != "/robots.txt"] == ["/deep/level1.html", "/deep/level2.html"]
     assert set(report.candidates) == {f"{site.origin}/img/deep-1.jpg", f"{site.origin}/img/deep-2.jpg"}
 
 
@@ -530,26 +549,37 @@ def test_private_networks_are_refused_by_default(servers, monkeypatch):
     assert CrawlConfig.from_env().allow_private_networks
 
 
+async def _slow_page_requested(site: SiteServer) -> None:
+    assert await asyncio.to_thread(site.slow_page_started.wait, DEADLINE_S), "no slow page was requested"
+
+
 def test_cancel_event_stops_the_crawl(servers):
     site, _ = servers
     site.reset()
+    site.hold_slow_pages()
 
-    async def main() -> tuple[CrawlReport, float]:
+    async def main() -> CrawlReport:
         cancel = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.5, cancel.set)
-        started = time.monotonic()
-        report = await crawl(
-            [f"{site.origin}/polite/index.html"],
-            _config(per_domain_delay=0.3, render_mode="never"),
-            _ignore,
-            MemoryCrawlState(),
-            cancel=cancel,
+        crawling = asyncio.create_task(
+            crawl(
+                [f"{site.origin}/polite/index.html"],
+                _config(per_domain_delay=0.3, render_mode="never"),
+                _ignore,
+                MemoryCrawlState(),
+                cancel=cancel,
+            )
         )
-        return report, time.monotonic() - started
+        await _slow_page_requested(site)
+        cancel.set()
+        return await asyncio.wait_for(crawling, DEADLINE_S)
 
-    report, elapsed = asyncio.run(main())
+    try:
+        report = asyncio.run(main())
+        # The crawl ended while its slow pages were still unanswered: it did not wait for them.
+        assert not site.release_slow_pages.is_set()
+    finally:
+        site.release_slow_pages.set()
     assert report.cancelled
-    assert elapsed < 2.5
     assert report.pages_crawled < 7
 
 
@@ -581,6 +611,7 @@ def test_unreadable_robots_disallows_the_site(servers):
 def test_task_cancel_stops_the_crawl(servers):
     site, _ = servers
     site.reset()
+    site.hold_slow_pages()
 
     async def main() -> None:
         task = asyncio.create_task(
@@ -591,14 +622,19 @@ def test_task_cancel_stops_the_crawl(servers):
                 MemoryCrawlState(),
             )
         )
-        await asyncio.sleep(0.3)
+        await _slow_page_requested(site)
         task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=DEADLINE_S)
+        assert task in done, "the crawl went on after its task was cancelled"
+        # Stopped while its slow pages were still unanswered: it did not wait for them.
+        assert not site.release_slow_pages.is_set()
         await task
 
-    started = time.monotonic()
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(main())
-    assert time.monotonic() - started < 2.0
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(main())
+    finally:
+        site.release_slow_pages.set()
 
 
 def test_failing_sink_stops_the_crawl(servers):

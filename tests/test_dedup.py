@@ -8,6 +8,7 @@ import hashlib
 import random
 
 import cv2
+import imagehash
 import numpy as np
 import pytest
 from PIL import Image
@@ -219,6 +220,7 @@ async def test_phash_survives_resize_and_recompression(facepipe_home, face_files
     hashes = {person: phash_hex(crop) for person, crop in crops.items()}
     for person, crop in crops.items():
         rgb = Image.fromarray(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
+        assert hashes[person] == str(imagehash.phash(rgb, hash_size=8))  # imagehash's own 64-bit pHash
         assert phash_hex(rgb) == hashes[person]  # PIL and BGR inputs agree
         ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 60])
         copies = [

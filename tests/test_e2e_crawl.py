@@ -122,10 +122,8 @@ def site() -> Iterator[FacesSite]:
 
 
 @pytest.fixture(scope="module")
-def stack(start_stack) -> dict:
-    return start_stack(
-        "crawl-stack", FACEPIPE_ALLOW_PRIVATE_NETWORKS="1", FACEPIPE_CRAWL_PER_DOMAIN_DELAY="0.05"
-    )
+def stack(shared_stack) -> dict:
+    return shared_stack
 
 
 def run_cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:

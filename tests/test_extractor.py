@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import imagehash
 import numpy as np
 import pytest
 from conftest import free_port
@@ -23,8 +24,6 @@ from PIL import Image
 from facepipe import bus
 from facepipe.bus import PermanentError
 from facepipe.config import Settings
-from facepipe.dedup import phash_hex
-from facepipe.imaging import decode_image
 from facepipe.pipeline import StageService
 from facepipe.storage import RAW_IMAGES_BUCKET, LocalObjectStore
 from facepipe.v1 import common_pb2, pipeline_pb2
@@ -224,12 +223,9 @@ async def observer(extractor, nats_server) -> AsyncIterator[Observer]:
 
 
 def expected_phash(data: bytes) -> str:
-    return phash_hex(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def expected_phash_bgr(data: bytes) -> str:
-    """As the extractor hashes: of the decoded upright image (OpenCV decodes JPEGs)."""
-    return phash_hex(decode_image(data).bgr)
+    """The 64-bit DCT pHash as imagehash computes it, of the image as decoded (these test
+    images carry no EXIF orientation, so decoded is upright)."""
+    return str(imagehash.phash(Image.open(io.BytesIO(data)).convert("RGB"), hash_size=8))
 
 
 # -- unit level: parsing and sniffing ------------------------------------------
@@ -401,7 +397,7 @@ async def test_ingest_stores_and_dedups_per_tenant(extractor, observer, objects,
         )
     )
     (rec,) = await observer.records(1)
-    assert (rec.raw.key, rec.url, rec.phash) == (key, "file:///photos/face.jpg", expected_phash_bgr(JPEG))
+    assert (rec.raw.key, rec.url, rec.phash) == (key, "file:///photos/face.jpg", expected_phash(JPEG))
     assert (Path(objects.root) / RAW_IMAGES_BUCKET / key).stat().st_mtime_ns == before
     await observer.no_more_records(wait=0.5)
     assert extractor.worker.stats.counters["msgs_acked"] == 5

@@ -62,13 +62,21 @@ def test_matches_insightface(settings, face_files, reference) -> None:
     assert total_faces >= len(images)
 
 
-def test_embedding_dimension_comes_from_the_model(settings) -> None:
-    from facepipe.models.session import OnnxModel
+def test_embedding_dimension_matches_insightface(settings, face_files, reference) -> None:
+    img = cv2.imread(str(face_files[0]))
+    face = reference.get(img)[0]
+    expected = face.normed_embedding.shape[0]  # what insightface's own model produces
+    assert expected == reference.models["recognition"].output_shape[-1]
 
-    engine = FaceEngine.load(settings, detector=False)
-    onnx = OnnxModel(engine.pack.recognizer)
-    assert engine.embedder.dim == onnx.outputs[0].shape[-1]
-    asyncio.run(engine.close())
+    async def ours() -> tuple[int, int]:
+        engine = FaceEngine.load(settings, detector=False)
+        try:
+            vectors, _ = await engine.embedder.embed_faces(img, [face.kps])
+            return engine.embedder.dim, len(vectors[0])
+        finally:
+            await engine.close()
+
+    assert asyncio.run(ours()) == (expected, expected)
 
 
 def test_alignment_matches_insightface_norm_crop(face_files, reference) -> None:

@@ -36,6 +36,13 @@ def messages(text: str) -> list[str]:
     return [r["msg"] for r in log_records(text)]
 
 
+# A drain grace no test waits for: a service that exits well within it stopped when its
+# work was done, not at the end of the grace period.
+LONG_GRACE_S = "600"
+# Generous deadlines for what takes seconds, so a loaded machine cannot fail the test.
+STOP_DEADLINE_S = 60.0
+
+
 def metric_value(body: str, name: str) -> float:
     """Sum of a metric's samples whose name and labels start with ``name``."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines() if line.startswith(name))
@@ -113,7 +120,7 @@ def test_bool_settings(clean_env, raw, value) -> None:
 
 # -- a running service -------------------------------------------------------------------
 def test_health_metrics_reflection_logs_and_sigterm(start_service, grpcurl_bin) -> None:
-    svc = start_service("detector")
+    svc = start_service("detector", env={"FACEPIPE_DRAIN_SECONDS": LONG_GRACE_S})
 
     assert http_get(svc.http_port, "/healthz").status_code == 200
     ready = http_get(svc.http_port, "/readyz")
@@ -152,10 +159,10 @@ def test_health_metrics_reflection_logs_and_sigterm(start_service, grpcurl_bin) 
     checked = grpcurl("-d", json.dumps({"service": DETECTOR}), svc.addr, "grpc.health.v1.Health/Check")
     assert json.loads(checked) == {"status": "SERVING"}
 
+    # Idle, so it stops at once: far within the grace period (a kill would exit non-zero).
     drain_seconds = float(svc.env["FACEPIPE_DRAIN_SECONDS"])
-    sent = time.monotonic()
-    assert svc.stop(signal.SIGTERM, timeout=drain_seconds + 10) == 0
-    assert time.monotonic() - sent < drain_seconds
+    assert drain_seconds > STOP_DEADLINE_S
+    assert svc.stop(signal.SIGTERM, timeout=STOP_DEADLINE_S) == 0
 
     records = log_records(svc.log())
     for record in records:
@@ -184,7 +191,7 @@ def jpegs() -> list[bytes]:
 
 async def test_sigterm_drains_in_flight_stream_and_batch(start_service, jpegs) -> None:
     images = jpegs
-    svc = start_service("detector", env={"FACEPIPE_DRAIN_SECONDS": "30"})
+    svc = start_service("detector", env={"FACEPIPE_DRAIN_SECONDS": LONG_GRACE_S})
 
     async def get(path: str) -> httpx.Response:
         async with httpx.AsyncClient(timeout=5) as client:
@@ -207,13 +214,12 @@ async def test_sigterm_drains_in_flight_stream_and_batch(start_service, jpegs) -
             assert not batch.done(), "the batch finished before it was seen in flight"
             await asyncio.sleep(0.01)
         svc.proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
         assert not batch.done()
 
         # Draining: not ready, and the readiness gauge says so.
-        for _ in range(500):
-            if (await get("/readyz")).status_code == 503:
-                break
+        deadline = time.monotonic() + STOP_DEADLINE_S
+        while (await get("/readyz")).status_code != 503:
+            assert time.monotonic() < deadline, "still ready after SIGTERM"
             await asyncio.sleep(0.02)
         assert (await get("/readyz")).json()["checks"]["started"] == "starting"
         assert 'facepipe_ready{service="detector"} 0.0' in (await get("/metrics")).text
@@ -231,9 +237,9 @@ async def test_sigterm_drains_in_flight_stream_and_batch(start_service, jpegs) -
         assert [r.id for r in response.results] == [f"batch-{i}" for i in range(2 * len(images))]
         assert all(not r.HasField("error") and len(r.faces) >= 1 for r in response.results)
 
-    code = await asyncio.to_thread(svc.proc.wait, 30)
+    # Done when the work was, far within the grace period.
+    code = await asyncio.to_thread(svc.proc.wait, STOP_DEADLINE_S)
     assert code == 0
-    assert time.monotonic() - sent < 20  # done when the work was, not at the end of the grace period
     msgs = messages(svc.log())
     assert msgs.index("draining") < msgs.index("stopped")
 
@@ -269,17 +275,18 @@ def test_sigterm_during_start_up_stops_at_once(start_service, tmp_path) -> None:
     ).start()
     port = silent.getsockname()[1]
     svc = start_service("extractor", env={"FACEPIPE_NATS_URL": f"nats://127.0.0.1:{port}"}, wait=False)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + STOP_DEADLINE_S
     while "listening" not in messages(svc.log()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert svc.proc.poll() is None, svc.log()
-    start = time.monotonic()
     svc.proc.send_signal(signal.SIGTERM)
     try:
-        code = svc.proc.wait(10)
+        code = svc.proc.wait(STOP_DEADLINE_S)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"still running 10 s after SIGTERM:\n{svc.log()}") from None
+        raise AssertionError(f"still running {STOP_DEADLINE_S} s after SIGTERM:\n{svc.log()}") from None
+    # Exit code 0 and this record only come from giving up the start on SIGTERM; a start that
+    # ran on to its own failure would log "start failed" and exit 1.
     assert code == 0, svc.log()
-    assert time.monotonic() - start < 5
-    assert "stopped during start-up" in messages(svc.log())
+    msgs = messages(svc.log())
+    assert "stopped during start-up" in msgs and "start failed" not in msgs and "serving" not in msgs
     silent.close()
