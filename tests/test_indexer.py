@@ -297,7 +297,13 @@ async def test_index_search_and_stats(tmp_path, nats_server, start_service, phot
             acme = await index_all(pipe, objects, train, "acme", "b1")
             await index_all(pipe, objects, obama[1:2], "beta", "b2")
 
-            stats = await stub.GetStats(indexer_pb2.GetStatsRequest(tenant_id="acme"))
+            # The done event goes out before the ack is counted: wait for the count.
+            deadline = time.monotonic() + 60
+            while True:
+                stats = await stub.GetStats(indexer_pb2.GetStatsRequest(tenant_id="acme"))
+                if stats.counters["msgs_acked"] >= len(train) + 1 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             assert stats.points == n_faces
             assert stats.counters["msgs_acked"] == len(train) + 1
             assert stats.counters["faces_processed"] == n_faces + len(obama[1].faces)
