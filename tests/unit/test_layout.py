@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVICES_DIR = ROOT / "services"
 # The import name the services/ folder is installed as (pyproject.toml).
 PACKAGE = "facepipe_services"
@@ -189,3 +189,16 @@ def test_every_package_is_installed() -> None:
     }
     installed = {re.sub(rf"^{PACKAGE}", "services", name) for name in setuptools["packages"]}
     assert installed == on_disk
+
+
+def test_tests_live_in_their_kind_of_folder() -> None:
+    """unit/ runs no server, integration/ real servers, e2e/ the local stack, deploy/ the chart
+    and images, docs/ the README: a test file anywhere else is in the wrong place."""
+    kinds = {"unit", "integration", "e2e", "deploy", "docs"}
+    tests = ROOT / "tests"
+    misplaced = [
+        p.relative_to(tests).as_posix()
+        for p in tests.rglob("test_*.py")
+        if p.relative_to(tests).parts[0] not in kinds
+    ]
+    assert misplaced == []

@@ -300,7 +300,7 @@ async def kill_embedder_between_messages(stack, pid: int, acked_at_least: int) -
     """SIGKILLs the embedder once it has acked ``acked_at_least`` messages, at a moment the
     server shows none delivered to it unacked. A message the dead process held would come
     back only after the stage's ack_wait (a minute); redelivery itself is JetStream's and
-    tests/test_bus.py covers it. What is checked here is that the pipeline around a crashed
+    tests/integration/test_bus.py covers it. What is checked here is that the pipeline around a crashed
     stage loses and repeats nothing."""
     import nats
 

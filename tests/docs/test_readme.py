@@ -5,7 +5,7 @@ Makefile target. Blocks of the kind section need a cluster and are left out.
 README.md marks each fenced block with its info string, and nothing else:
 
     ```sh        commands that run as written, in order, in one shell, after `make setup`
-                 and the activation it documents; tests/test_readme_blocks.py runs them
+                 and the activation it documents; tests/docs/test_readme_blocks.py runs them
     ```sh norun  commands this test machine cannot run (a cluster, a GPU box, the internet);
                  NOT_RUN below names each section holding one, and why
     ```text      a diagram or a listing, not commands
@@ -176,7 +176,7 @@ def test_every_block_of_the_readme_says_whether_it_runs() -> None:
     for block in readme_blocks((ROOT / "README.md").read_text()):
         assert block.info in (RUN, NORUN, TEXT), (
             f"README.md line {block.line}: a block must open with ```{RUN}, ```{NORUN} or ```{TEXT}"
-            f" (see tests/test_readme.py), not ```{block.info}"
+            f" (see tests/docs/test_readme.py), not ```{block.info}"
         )
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "facepipe"
 KIND = ROOT / "deploy" / "kind"
 SERVICES = ["crawler", "extractor", "detector", "embedder", "indexer"]

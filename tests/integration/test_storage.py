@@ -41,7 +41,7 @@ from facepipe.storage.vectors import (
     vector_store_from_env,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

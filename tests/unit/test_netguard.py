@@ -9,6 +9,7 @@ import re
 
 import pytest
 
+from facepipe.config import NetGuardSettings
 from facepipe.netguard import (
     BlockedTargetError,
     NetGuardError,
@@ -75,19 +76,19 @@ def test_public_addresses_pass(address: str) -> None:
 )
 async def test_literal_private_hosts_are_blocked(guarded, url: str, message: str) -> None:
     with pytest.raises(BlockedTargetError) as info:
-        await check_public_target(url)
+        await check_public_target(url, allow_private=False)
     assert str(info.value) == f"{message}; set {ALLOW_SETTING}=1 to allow it"
     assert isinstance(info.value, NetGuardError)
 
 
 async def test_hostname_resolving_to_loopback_is_blocked(guarded) -> None:
     with pytest.raises(BlockedTargetError, match=r"^target localhost \((127\.0\.0\.1|::1)\) is a loopback"):
-        await check_public_target("http://localhost:9000/")
+        await check_public_target("http://localhost:9000/", allow_private=False)
 
 
 async def test_public_literal_passes(guarded) -> None:
-    assert await check_public_target("https://8.8.8.8/photo.jpg") is None
-    assert await check_public_target("http://[2001:4860:4860::8888]:8080/") is None
+    assert await check_public_target("https://8.8.8.8/photo.jpg", allow_private=False) is None
+    assert await check_public_target("http://[2001:4860:4860::8888]:8080/", allow_private=False) is None
 
 
 @pytest.mark.parametrize(
@@ -107,12 +108,12 @@ async def test_non_http_urls_and_missing_hosts_are_blocked_even_when_allowed(url
 
 async def test_bad_port_is_blocked(guarded) -> None:
     with pytest.raises(BlockedTargetError, match="has a bad port"):
-        await check_public_target("http://8.8.8.8:99999/")
+        await check_public_target("http://8.8.8.8:99999/", allow_private=False)
 
 
 async def test_unresolvable_host_is_its_own_error(guarded) -> None:
     with pytest.raises(UnresolvableTargetError, match="cannot resolve host 'no-such-host.invalid'") as info:
-        await check_public_target("http://no-such-host.invalid/")
+        await check_public_target("http://no-such-host.invalid/", allow_private=False)
     assert isinstance(info.value, NetGuardError)
     assert not isinstance(info.value, BlockedTargetError)
 
@@ -127,18 +128,24 @@ async def test_allowing_private_networks_skips_the_check_and_the_lookup(guarded)
 @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
 async def test_allow_setting_lifts_the_guard(monkeypatch, value: str) -> None:
     monkeypatch.setenv(ALLOW_SETTING, value)
-    assert await check_public_target("http://127.0.0.1/") is None
-    # An explicit argument wins over the setting.
-    with pytest.raises(BlockedTargetError):
-        await check_public_target("http://127.0.0.1/", allow_private=False)
+    allowed = NetGuardSettings.from_env().allow_private_networks
+    assert allowed is True
+    assert await check_public_target("http://127.0.0.1/", allow_private=allowed) is None
 
 
 @pytest.mark.parametrize("value", ["", "0", "false", "no", "off"])
 async def test_allow_setting_off_keeps_the_guard(monkeypatch, value: str) -> None:
     monkeypatch.setenv(ALLOW_SETTING, value)
+    allowed = NetGuardSettings.from_env().allow_private_networks
+    assert allowed is False
     with pytest.raises(BlockedTargetError, match="loopback"):
-        await check_public_target("http://127.0.0.1/")
-    assert await check_public_target("http://127.0.0.1/", allow_private=True) is None
+        await check_public_target("http://127.0.0.1/", allow_private=allowed)
+
+
+def test_a_bad_allow_setting_names_its_variable(monkeypatch) -> None:
+    monkeypatch.setenv(ALLOW_SETTING, "maybe")
+    with pytest.raises(ValueError, match=ALLOW_SETTING):
+        NetGuardSettings.from_env()
 
 
 async def test_resolve_host_returns_every_address_without_scope_ids() -> None:

@@ -26,7 +26,7 @@ import yaml
 from conftest import SHARED_FACES, free_port, run_facepipe
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "facepipe"
 DASHBOARDS = CHART / "dashboards"
 RULES = CHART / "rules" / "alerts.yaml"

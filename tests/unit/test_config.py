@@ -24,7 +24,7 @@ from facepipe.config import (
 )
 from facepipe.stack import default_data_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SETTINGS_CLASSES = (
     Settings,
     ObjectStoreSettings,
