@@ -241,9 +241,9 @@ def scrape(port: int) -> list:
 
 
 @pytest.fixture(scope="module")
-def stack(start_stack) -> dict[str, Any]:
-    # The crawler fetches a site on 127.0.0.1.
-    stack = start_stack("obs-stack", FACEPIPE_ALLOW_PRIVATE_NETWORKS="1")
+def stack(shared_stack) -> dict[str, Any]:
+    # The crawler fetches a site on 127.0.0.1, which the shared stack allows.
+    stack = shared_stack
     services = {name: c["http_port"] for name, c in stack["state"]["components"].items() if name != "nats"}
     return {**stack, "services": services}
 

@@ -161,8 +161,8 @@ def test_ingest_path_does_not_import_the_vector_store_client() -> None:
 
 # -- end to end ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def stack(start_stack) -> dict:
-    return start_stack("cli-pipeline", FACEPIPE_ALLOW_PRIVATE_NETWORKS="1")
+def stack(shared_stack) -> dict:
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

@@ -235,13 +235,20 @@ def store_raw_image(stack, tenant: str, photo: Path) -> dict:
 async def publish_and_collect_dead_letters(nats_url: str, bodies: list[bytes], expected: int) -> list:
     """Publishes ``bodies`` on facepipe.ingest; returns the extractor's dead letters that follow."""
     import nats
+    from nats.js.api import ConsumerConfig, DeliverPolicy
 
     from facepipe import bus
 
     nc = await nats.connect(nats_url)
     try:
         js = nc.jetstream()
-        dlq = await js.subscribe(f"{bus.SUBJECT_DLQ}.extractor", stream=bus.DLQ_STREAM, ordered_consumer=True)
+        # Only letters from now on, and only of these bodies: other tests share the stack.
+        dlq = await js.subscribe(
+            f"{bus.SUBJECT_DLQ}.extractor",
+            stream=bus.DLQ_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+        )
         for body in bodies:
             await nc.publish(bus.SUBJECT_INGEST, body)
         await nc.flush()
@@ -249,9 +256,11 @@ async def publish_and_collect_dead_letters(nats_url: str, bodies: list[bytes], e
         deadline = time.monotonic() + DEADLINE_S
         while len(got) < expected and time.monotonic() < deadline:
             try:
-                got.append(await dlq.next_msg(timeout=5))
+                letter = await dlq.next_msg(timeout=5)
             except Exception:  # noqa: BLE001 - keep polling until the deadline
                 continue
+            if letter.data in bodies:
+                got.append(letter)
         return got
     finally:
         await nc.close()

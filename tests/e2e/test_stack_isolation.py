@@ -17,9 +17,9 @@ TENANT = "victim"
 
 
 @pytest.fixture(scope="module")
-def running(start_stack) -> dict:
+def running(shared_stack) -> dict:
     """A real local stack holding the faces of one photo for TENANT."""
-    stack = start_stack("running")
+    stack = dict(shared_stack)
     photo = sorted(SHARED_FACES.glob("*/*.jpg"))[0]
     out = run_facepipe(
         "ingest", str(photo), "--tenant", TENANT, "--wait", "--json", "--data-dir", str(stack["dir"]),
