@@ -30,10 +30,42 @@ class UnresolvableTargetError(NetGuardError):
     """The target's host does not resolve."""
 
 
+# RFC 6052 well-known NAT64 prefix: the IPv4 address is the last 32 bits.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+# RFC 8215 local-use NAT64: where the IPv4 address sits depends on the operator's
+# prefix length, so the whole range is refused.
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[str, list[ipaddress.IPv4Address]] | None:
+    """The name of the transition form ``ip`` is in and the IPv4 addresses it carries, or None."""
+    if ip.sixtofour is not None:
+        return "6to4", [ip.sixtofour]
+    if ip.teredo is not None:
+        server, client = ip.teredo  # the client address comes de-obfuscated
+        return "Teredo", [client, server]
+    if ip in NAT64_WELL_KNOWN:
+        return "NAT64", [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    return None
+
+
 def address_problem(ip: IPAddress) -> str | None:
     """Why ``ip`` is not a public address, or None when it is."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_problem(ip.ipv4_mapped)
+        if ip in NAT64_LOCAL_USE:
+            return "a local-use NAT64 address"
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            form, carried = embedded
+            for inner in carried:
+                problem = address_problem(inner)
+                if problem:
+                    return f"a {form} form of {problem} ({inner})"
+            if form == "NAT64":
+                # Judged by the public IPv4 it reaches (the prefix itself reads as reserved).
+                return None
     checks = (
         ("unspecified", ip.is_unspecified),
         ("loopback", ip.is_loopback),
@@ -51,6 +83,7 @@ def address_problem(ip: IPAddress) -> str | None:
 
 
 async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to (through the system resolver)."""
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -78,8 +111,16 @@ async def check_public_target(url: str, *, allow_private: bool) -> None:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise BlockedTargetError(f"target {url!r} has a bad port") from exc
-    for ip in await resolve_host(host, port):
+    await public_addresses(host, port)
+
+
+async def public_addresses(host: str, port: int) -> list[IPAddress]:
+    """``host``'s addresses, resolved once; raises :class:`BlockedTargetError` unless
+    every one is public. Connections must go to these addresses, not to a second lookup."""
+    addresses = await resolve_host(host, port)
+    for ip in addresses:
         problem = address_problem(ip)
         if problem:
             shown = str(ip) if host.strip("[]") == str(ip) else f"{host} ({ip})"
             raise BlockedTargetError(f"target {shown} is {problem}; set {ALLOW_ENV}=1 to allow it")
+    return addresses
