@@ -14,6 +14,7 @@ import socket
 from urllib.parse import urlsplit
 
 from facepipe.config import ALLOW_PRIVATE_NETWORKS_ENV as ALLOW_ENV
+from facepipe.echo import echo
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -28,6 +29,10 @@ class BlockedTargetError(NetGuardError):
 
 class UnresolvableTargetError(NetGuardError):
     """The target's host does not resolve."""
+
+
+class InvalidTargetError(BlockedTargetError):
+    """The target is no well-formed URL: it can never be fetched."""
 
 
 # RFC 6052 well-known NAT64 prefix: the IPv4 address is the last 32 bits.
@@ -99,19 +104,29 @@ async def check_public_target(url: str, *, allow_private: bool) -> None:
     ``allow_private`` is the caller's ``NetGuardSettings.allow_private_networks``
     (``FACEPIPE_ALLOW_PRIVATE_NETWORKS``); when allowed, no lookup is made at all.
     """
-    parts = urlsplit(url)
+    host, port = target_host(url)
+    if not allow_private:
+        await public_addresses(host, port)
+
+
+def target_host(url: str) -> tuple[str, int]:
+    """The host and port an http(s) ``url`` connects to; raises :class:`BlockedTargetError`
+    for any other scheme and :class:`InvalidTargetError` for a URL that is not well formed."""
+    shown = echo(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "http://[::1" and the like
+        raise InvalidTargetError(f"target {shown} is not a valid URL: {exc}") from exc
     if parts.scheme not in ("http", "https"):
-        raise BlockedTargetError(f"target {url!r} is not an http(s) URL")
+        raise BlockedTargetError(f"target {shown} is not an http(s) URL")
     host = parts.hostname
     if not host:
-        raise BlockedTargetError(f"target {url!r} has no host")
-    if allow_private:
-        return
+        raise BlockedTargetError(f"target {shown} has no host")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise BlockedTargetError(f"target {url!r} has a bad port") from exc
-    await public_addresses(host, port)
+        raise BlockedTargetError(f"target {shown} has a bad port") from exc
+    return host, port
 
 
 async def public_addresses(host: str, port: int) -> list[IPAddress]:
