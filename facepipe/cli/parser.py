@@ -96,6 +96,17 @@ def positive_float(value: str) -> float:
     return number
 
 
+def unit_float(value: str) -> float:
+    """A float option in [0, 1] (NaN is refused)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return number
+
+
 def _command(sub, name: str, help: str, example: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
@@ -163,9 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files ('-' reads one from stdin)")
     p.add_argument("--addr", help="detector address HOST:PORT (default: run the models in-process)")
     _json(p)
-    p.add_argument("--threshold", type=float, default=0.0, help="minimum detector score")
+    p.add_argument("--threshold", type=unit_float, default=0.0, help="minimum detector score, 0 to 1")
     p.add_argument(
         "--max-faces", type=int_range(0), default=0, help="faces per image, largest first (0: all)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=int_range(0),
+        default=0,
+        help="detector input side: 160 to 1280, a multiple of 32 (0: the default)",
     )
     p.add_argument("--include-rejected", action="store_true", help="also list faces that fail quality checks")
     _timeout(p, 60.0, "the detector")
