@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -93,7 +94,7 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise UnresolvableTargetError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
+        raise UnresolvableTargetError(f"cannot resolve host {echo(host)}: {exc.strerror}") from exc
     # Scope ids ("fe80::1%eth0") are not part of the address.
     return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
@@ -109,10 +110,35 @@ async def check_public_target(url: str, *, allow_private: bool) -> None:
         await public_addresses(host, port)
 
 
+# Longer URLs are refused by most servers and browsers alike.
+MAX_URL_CHARS = 8192
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def valid_host(host: str) -> bool:
+    """Whether ``host`` (as urlsplit gives it, lower-cased) is an IP address or a DNS name
+    whose IDNA form has valid labels; anything else can only ever fail to resolve."""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:  # empty or overlong labels, characters IDNA refuses
+        return False
+    labels = ascii_host.removesuffix(".").split(".")
+    return len(ascii_host) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+
+
 def target_host(url: str) -> tuple[str, int]:
     """The host and port an http(s) ``url`` connects to; raises :class:`BlockedTargetError`
     for any other scheme and :class:`InvalidTargetError` for a URL that is not well formed."""
     shown = echo(url)
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidTargetError(f"target {shown} is over the {MAX_URL_CHARS}-character URL limit")
+    if not url.isprintable():
+        raise InvalidTargetError(f"target {shown} is not a valid URL: it holds control characters")
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # "http://[::1" and the like
@@ -122,6 +148,8 @@ def target_host(url: str) -> tuple[str, int]:
     host = parts.hostname
     if not host:
         raise BlockedTargetError(f"target {shown} has no host")
+    if not valid_host(host):
+        raise InvalidTargetError(f"target {shown} is not a valid URL: bad host name {echo(host)}")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:

@@ -28,9 +28,9 @@ from facepipe import netguard
 from facepipe.config import CrawlConfig
 from facepipe.netfetch import FetchError, GuardedClient, read_capped
 from facepipe.netguard import IPAddress
-from services.crawler.fetch import GUARD_TTL, Fetcher
-from services.crawler.politeness import HostScheduler
-from services.extractor.fetch import ImageFetcher
+from facepipe_services.crawler.fetch import GUARD_TTL, Fetcher
+from facepipe_services.crawler.politeness import HostScheduler
+from facepipe_services.extractor.fetch import ImageFetcher
 
 PUBLIC = ipaddress.IPv4Address("127.0.0.2")
 INTERNAL = ipaddress.IPv4Address("127.0.0.1")

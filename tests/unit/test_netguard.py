@@ -12,11 +12,13 @@ import pytest
 from facepipe.config import NetGuardSettings
 from facepipe.netguard import (
     BlockedTargetError,
+    InvalidTargetError,
     NetGuardError,
     UnresolvableTargetError,
     address_problem,
     check_public_target,
     resolve_host,
+    valid_host,
 )
 
 ALLOW_SETTING = "FACEPIPE_ALLOW_PRIVATE_NETWORKS"
@@ -139,6 +141,31 @@ async def test_non_http_urls_and_missing_hosts_are_blocked_even_when_allowed(url
     for allow_private in (False, True):
         with pytest.raises(BlockedTargetError, match=re.escape(message)):
             await check_public_target(url, allow_private=allow_private)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1", "is not a valid URL: Invalid IPv6 URL"),
+        ("http://exa mple.com/", "is not a valid URL: bad host name 'exa mple.com'"),
+        ("http://a..b/x.jpg", "bad host name 'a..b'"),
+        ("http://-dash-.example/", "bad host name '-dash-.example'"),
+        ("http://" + "a" * 64 + ".example/", "bad host name"),
+        ("http://evil\x00.example/", "holds control characters"),
+        ("http://example.com/" + "a" * 9000, "is over the 8192-character URL limit"),
+    ],
+)
+async def test_malformed_urls_are_their_own_refusal(url: str, message: str) -> None:
+    for allow_private in (False, True):
+        with pytest.raises(InvalidTargetError, match=re.escape(message)) as info:
+            await check_public_target(url, allow_private=allow_private)
+        assert isinstance(info.value, BlockedTargetError)
+        assert len(str(info.value)) < 400, "the URL is echoed cut short"
+
+
+@pytest.mark.parametrize("host", ["münchen.de", "x_y.example", "example.com.", "1.2.3.4", "2001:db8::1"])
+def test_valid_host_names_pass(host: str) -> None:
+    assert valid_host(host)
 
 
 async def test_bad_port_is_blocked(guarded) -> None:
