@@ -74,7 +74,11 @@ def refusal(url: str, exc: NetGuardError) -> FetchError:
 
 class PinnedAddresses:
     """Each host's checked addresses, resolved once and kept for ``ttl`` seconds (a
-    refusal too). What :meth:`lookup` returns is the only thing connections dial."""
+    refusal too, but not a failed lookup, which may pass). What :meth:`lookup` returns
+    is the only thing connections dial."""
+
+    # Hosts remembered at most; a long crawl meets many.
+    MAX_HOSTS = 4096
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
@@ -89,16 +93,26 @@ class PinnedAddresses:
             found: list[IPAddress] | NetGuardError
             try:
                 found = await netguard.public_addresses(host, port)
+            except UnresolvableTargetError:
+                raise  # DNS trouble can pass: the next lookup tries again
             except NetGuardError as exc:
                 found = exc
             entry = (now + self.ttl, found)
             if self.ttl > 0:
-                if len(self._entries) > 4096:  # a long crawl meets many hosts: drop the stale
-                    self._entries = {k: e for k, e in self._entries.items() if e[0] >= now}
-                self._entries[key] = entry
+                self._remember(key, entry, now)
         if isinstance(entry[1], NetGuardError):
             raise entry[1]
         return entry[1]
+
+    def _remember(
+        self, key: tuple[str, int], entry: tuple[float, list[IPAddress] | NetGuardError], now: float
+    ) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = entry
+        if len(self._entries) > self.MAX_HOSTS:
+            fresh = [(k, e) for k, e in self._entries.items() if e[0] >= now]
+            # Insertion order is age order: keep the newer half when all are fresh.
+            self._entries = dict(fresh[-self.MAX_HOSTS // 2 :])
 
 
 class PinnedBackend(httpcore.AsyncNetworkBackend):

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from facepipe import netguard
 from facepipe.config import CrawlConfig
-from facepipe.netfetch import FetchError, GuardedClient, read_capped
+from facepipe.netfetch import FetchError, GuardedClient, PinnedAddresses, read_capped
 from facepipe.netguard import IPAddress
 from facepipe_services.crawler.fetch import GUARD_TTL, Fetcher
 from facepipe_services.crawler.politeness import HostScheduler
@@ -242,3 +242,41 @@ async def test_tls_names_the_host_for_sni_and_the_certificate_while_dialling_the
     assert body == b"<html>public</html>"
     assert public.sni == [NAME] and public.hosts == [f"{NAME}:{public.port}"]
     assert internal.hosts == []
+
+
+async def test_a_failed_lookup_is_not_remembered(monkeypatch) -> None:
+    answers: list[list[IPAddress] | None] = [None, [PUBLIC]]
+
+    async def flaky(host: str, port: int) -> list[IPAddress]:
+        answer = answers.pop(0)
+        if answer is None:
+            raise netguard.UnresolvableTargetError(f"cannot resolve host {host!r}: try again")
+        return answer
+
+    monkeypatch.setattr(netguard, "resolve_host", flaky)
+    judged = netguard.address_problem
+    monkeypatch.setattr(netguard, "address_problem", lambda ip: None if ip == PUBLIC else judged(ip))
+    client = guarded(check_ttl=300.0)
+    try:
+        with pytest.raises(FetchError) as info:
+            await client.check(f"http://{NAME}/")
+        assert info.value.kind == "dns"
+        await client.check(f"http://{NAME}/")  # the next lookup is made, and passes
+    finally:
+        await client.aclose()
+    assert answers == []
+
+
+async def test_the_pinned_hosts_are_bounded(monkeypatch) -> None:
+    async def public(host: str, port: int) -> list[IPAddress]:
+        return [PUBLIC]
+
+    monkeypatch.setattr(netguard, "resolve_host", public)
+    judged = netguard.address_problem
+    monkeypatch.setattr(netguard, "address_problem", lambda ip: None if ip == PUBLIC else judged(ip))
+    pins = PinnedAddresses(ttl=300.0)
+    pins.MAX_HOSTS = 8
+    for n in range(30):
+        assert await pins.lookup(f"host{n}.example", 80) == [PUBLIC]
+        assert len(pins._entries) <= 8
+    assert ("host29.example", 80) in pins._entries, "the newest host is kept"
