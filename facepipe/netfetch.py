@@ -141,7 +141,8 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
                 return await self.inner.connect_tcp(str(ip), port, timeout, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc  # try the next checked address
-        assert last is not None  # public_addresses never returns an empty list
+        if last is None:  # public_addresses refuses an empty answer; this is a guard only
+            raise UnresolvableTargetError(f"no address to connect to for {host!r}")
         raise last
 
     async def connect_unix_socket(

@@ -161,6 +161,8 @@ async def public_addresses(host: str, port: int) -> list[IPAddress]:
     """``host``'s addresses, resolved once; raises :class:`BlockedTargetError` unless
     every one is public. Connections must go to these addresses, not to a second lookup."""
     addresses = await resolve_host(host, port)
+    if not addresses:
+        raise UnresolvableTargetError(f"host {echo(host)} resolves to no address")
     for ip in addresses:
         problem = address_problem(ip)
         if problem:
