@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from facepipe import netguard
+from facepipe.bus import PermanentError
 from facepipe.config import CrawlConfig
 from facepipe.netfetch import FetchError, GuardedClient, PinnedAddresses, read_capped
 from facepipe.netguard import IPAddress
@@ -174,7 +175,7 @@ async def test_the_extractor_never_fetches_from_the_rebound_address(servers, reb
     url = f"http://{NAME}:{public.port}/face.png"
     try:
         for _ in range(2):
-            with pytest.raises(Exception, match="is not an image"):
+            with pytest.raises(PermanentError, match="is not an image"):
                 await fetcher.fetch(url)  # reached the public server, which served HTML
     finally:
         await fetcher.aclose()
