@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import math
 import os
 import struct
@@ -193,7 +194,10 @@ def bench(tmp_path_factory, facepipe_home) -> Iterator[Bench]:
     services: dict[str, ServiceProcess] = {}
     try:
         services["extractor"] = launch("extractor", {**env, "FACEPIPE_NATS_URL": server.url}, root)
-        services["detector"] = launch("detector", env, root)
+        # Its spans show that an aborted stream still ends its span cleanly.
+        services["detector"] = launch(
+            "detector", {**env, "FACEPIPE_TRACE_FILE": str(root / "spans.jsonl")}, root
+        )
         services["indexer"] = launch("indexer", env, root)
         yield Bench(
             server,
@@ -514,6 +518,16 @@ def test_detect_stream_message_with_too_many_images(bench) -> None:
         stub = detector_pb2_grpc.DetectorStub(channel)
         error = rpc_error(lambda r, **kw: list(stub.DetectStream(iter(r), **kw)), [fine, too_many])
     assert_refused(error, grpc.StatusCode.INVALID_ARGUMENT, "at most 256 images per batch, got 300")
+    spans_file = bench.services["detector"].env["FACEPIPE_TRACE_FILE"]
+    deadline = time.monotonic() + 10
+    while True:
+        lines = Path(spans_file).read_text().splitlines() if Path(spans_file).exists() else []
+        spans = [json.loads(line) for line in lines]
+        streams = [s for s in spans if s["name"] == "/facepipe.v1.Detector/DetectStream"]
+        if streams or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert streams and all(s["end"] for s in streams), "the aborted stream's span was ended and exported"
 
 
 def test_detect_empty_batch_is_an_empty_answer(bench) -> None:
