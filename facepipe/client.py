@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from facepipe import bus
 from facepipe.config import Settings
+from facepipe.echo import echo
 from facepipe.imaging import EXTENSIONS
 from facepipe.runtime.tracing import setup_tracing, tracer
 from facepipe.storage.objects import RAW_IMAGES_BUCKET
@@ -248,7 +249,7 @@ async def batch_summary(nats_url: str, batch_id: str, idle_s: float = 1.0) -> In
     """The summary of an earlier ingest run, from the completion events kept on the
     events stream (a day). ``images`` counts the images done so far."""
     if not BATCH_ID_RE.match(batch_id):
-        raise ValueError(f"invalid batch id {batch_id!r}: letters, digits, '_' or '-'")
+        raise ValueError(f"invalid batch id {echo(batch_id)}: letters, digits, '_' or '-'")
     summary = IngestSummary(batch_id=batch_id)
     nc = await bus.connect(nats_url, "cli")
     try:

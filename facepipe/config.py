@@ -483,7 +483,9 @@ class Settings:
     )
 
     # Detection.
-    det_size: int = setting(640, minimum=1, help="Detector input size, pixels.")
+    det_size: int = setting(
+        640, minimum=1, help="Detector input side, pixels: 160 to 1280, a multiple of 32."
+    )
     det_threshold: float = setting(0.5, minimum=0, help="Detector score threshold.")
     nms_threshold: float = setting(0.4, minimum=0, help="Non-maximum suppression IoU threshold.")
     max_pixels: int = setting(50_000_000, minimum=1, help="Images with more pixels are refused.")

@@ -13,6 +13,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import grpc
 
+from facepipe.echo import echo
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
 
 MAX_SEED_CHARS = 2048
@@ -173,7 +174,7 @@ def parse_sites_file(text: str) -> list[str]:
             continue
         url, problem = check_seed(line)
         if problem:
-            problems.append(f"line {number}: {line!r} {problem}")
+            problems.append(f"line {number}: {echo(line)} {problem}")
         elif url not in sites:
             sites.append(url)
     if problems:

@@ -24,6 +24,7 @@ from nats.js.kv import KeyValue
 from PIL import Image
 
 from facepipe import bus
+from facepipe.echo import echo
 from facepipe.pipeline import TENANT_RE
 
 HASH_BITS = 64
@@ -53,21 +54,21 @@ def hamming(a_hex: str, b_hex: str) -> int:
 
 def _check_tenant(tenant: str) -> str:
     if not TENANT_RE.match(tenant or ""):
-        raise ValueError(f"invalid tenant {tenant!r}: 1-64 letters, digits, '_' or '-'")
+        raise ValueError(f"invalid tenant {echo(tenant)}: 1-64 letters, digits, '_' or '-'")
     return tenant
 
 
 def _check_hash(phash: str) -> str:
     value = (phash or "").lower()
     if not _HEX64_RE.match(value):
-        raise ValueError(f"invalid pHash {phash!r}: expected 16 hex digits")
+        raise ValueError(f"invalid pHash {echo(phash)}: expected 16 hex digits")
     return value
 
 
 def _check_sha(sha: str) -> str:
     value = (sha or "").lower()
     if not _SHA256_RE.match(value):
-        raise ValueError(f"invalid sha256 {sha!r}: expected 64 hex digits")
+        raise ValueError(f"invalid sha256 {echo(sha)}: expected 64 hex digits")
     return value
 
 

@@ -21,6 +21,21 @@ from facepipe.quality import QualityResult, QualityThresholds, assess
 
 Inference = LocalInference | RemoteInference
 
+# The detector's square input side. SCRFD's strides reach 32, so sides are multiples
+# of 32; the upper bound keeps one request's time and memory in check (the cost grows
+# with the square of the side), and the fixed set bounds the batchers kept per size.
+INPUT_SIZE_MIN = 160
+INPUT_SIZE_MAX = 1280
+INPUT_SIZE_STEP = 32
+INPUT_SIZE_RULE = f"{INPUT_SIZE_MIN} to {INPUT_SIZE_MAX} pixels, a multiple of {INPUT_SIZE_STEP}"
+
+
+def input_size_problem(size: int) -> str | None:
+    """Why ``size`` is not an allowed detector input side, or None when it is."""
+    if INPUT_SIZE_MIN <= size <= INPUT_SIZE_MAX and size % INPUT_SIZE_STEP == 0:
+        return None
+    return f"input_size {size} is not allowed: {INPUT_SIZE_RULE} (0: the server default)"
+
 
 @dataclass
 class DetectedFace:
@@ -58,6 +73,9 @@ class FaceDetector:
         self.scrfd = SCRFD(onnx.output_names)
         fixed_h, fixed_w = onnx.input_hw
         self.fixed_size = (fixed_w, fixed_h) if fixed_h and fixed_w else None
+        problem = input_size_problem(settings.det_size)
+        if problem:
+            raise ValueError(f"FACEPIPE_DET_SIZE={settings.det_size}: {problem}")
         self.settings = settings
         self.thresholds = QualityThresholds(
             min_score=settings.min_face_score,
@@ -71,9 +89,14 @@ class FaceDetector:
 
     def params(
         self, size: int = 0, threshold: float = 0.0, max_faces: int = 0, include_rejected: bool = False
-    ):
+    ) -> DetectParams:
+        """Raises ValueError for an input size outside the allowed set."""
+        size = size or self.settings.det_size
+        problem = input_size_problem(size)
+        if problem:
+            raise ValueError(problem)
         return DetectParams(
-            size=size or self.settings.det_size,
+            size=size,
             threshold=threshold or self.settings.det_threshold,
             nms_threshold=self.settings.nms_threshold,
             max_faces=max_faces,
@@ -84,6 +107,8 @@ class FaceDetector:
         return decode_image(data, self.settings.max_pixels, self.settings.max_image_bytes)
 
     def _batcher(self, size: tuple[int, int]) -> DynamicBatcher:
+        # One per input size: params() admits only the allowed sizes, so there are at most
+        # (INPUT_SIZE_MAX - INPUT_SIZE_MIN) / INPUT_SIZE_STEP + 1 of them.
         b = self._batchers.get(size)
         if b is None:
 

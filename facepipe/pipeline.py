@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 
 from facepipe import bus
 from facepipe.config import Settings
+from facepipe.echo import echo
 from facepipe.runtime import metrics
 from facepipe.runtime.server import ReadyCheck, Service, ServiceRuntime
 from facepipe.v1 import pipeline_pb2
@@ -48,7 +49,7 @@ def point_id(tenant_id: str, image_sha256: str, face_index: int) -> str:
 def check_tenant(tenant_id: str) -> str:
     if not TENANT_RE.match(tenant_id or ""):
         raise bus.PermanentError(
-            f"invalid tenant_id {tenant_id!r}: 1-64 letters, digits, '_' or '-'", reason="invalid_tenant"
+            f"invalid tenant_id {echo(tenant_id)}: 1-64 letters, digits, '_' or '-'", reason="invalid_tenant"
         )
     return tenant_id
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from facepipe.echo import shorten
 from facepipe.faces import DetectedFace
 from facepipe.imaging import ImageError
 from facepipe.v1 import common_pb2
@@ -71,5 +72,7 @@ async def image_bytes(image: common_pb2.ImageInput, objects=None) -> bytes:
         try:
             return await asyncio.to_thread(objects.get, image.ref.bucket, image.ref.key)
         except Exception as exc:  # noqa: BLE001 - reported per image
-            raise ObjectMissing(f"cannot read {image.ref.bucket}/{image.ref.key}: {exc}") from exc
+            raise ObjectMissing(
+                f"cannot read {shorten(image.ref.bucket + '/' + image.ref.key)}: {exc}"
+            ) from exc
     return b""

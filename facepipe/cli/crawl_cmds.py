@@ -9,6 +9,7 @@ from pathlib import Path
 
 from facepipe.cli import addresses
 from facepipe.cli.errors import UsageError, rpc_failure
+from facepipe.echo import echo
 
 
 def cmd_crawl(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     for url in args.urls:
         seed, problem = check_seed(url)
         if problem:
-            raise UsageError(f"{url!r} {problem}")
+            raise UsageError(f"{echo(url)} {problem}")
         if seed not in seeds:
             seeds.append(seed)
     try:

@@ -20,13 +20,21 @@ def _detect_request(paths: list[str], args: argparse.Namespace):
         data = sys.stdin.buffer.read() if p == "-" else Path(p).read_bytes()
         images.append(common_pb2.ImageInput(id=p, data=data))
     options = detector_pb2.DetectOptions(
-        score_threshold=args.threshold, max_faces=args.max_faces, include_rejected=args.include_rejected
+        score_threshold=args.threshold,
+        max_faces=args.max_faces,
+        input_size=args.input_size,
+        include_rejected=args.include_rejected,
     )
     return detector_pb2.DetectBatchRequest(images=images, options=options)
 
 
 async def _detect(args: argparse.Namespace):
+    from facepipe.detection import request_problem
+
     request = _detect_request(args.images, args)
+    problem = request_problem(request)
+    if problem:
+        raise CliError(problem)
     if args.addr:
         import grpc
 

@@ -25,6 +25,7 @@ from facepipe.cli.pipeline_cmds import (
 )
 from facepipe.cli.stack_cmds import cmd_down, cmd_serve, cmd_status, cmd_up, installed_services
 from facepipe.config import DEFAULT_PORTS
+from facepipe.echo import echo
 
 INT32_MAX = 2**31 - 1
 
@@ -66,7 +67,7 @@ def tenant(value: str) -> str:
     from facepipe.pipeline import TENANT_RE  # imported on use: the pipeline module pulls in gRPC
 
     if not TENANT_RE.match(value):
-        raise argparse.ArgumentTypeError(f"invalid tenant {value!r}: 1-64 letters, digits, '_' or '-'")
+        raise argparse.ArgumentTypeError(f"invalid tenant {echo(value)}: 1-64 letters, digits, '_' or '-'")
     return value
 
 
@@ -77,7 +78,7 @@ def int_range(low: int, high: int = INT32_MAX):
         try:
             number = int(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{echo(value)} is not a whole number") from None
         if not low <= number <= high:
             raise argparse.ArgumentTypeError(f"{number} is not between {low} and {high}")
         return number
@@ -90,9 +91,20 @@ def positive_float(value: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{echo(value)} is not a number") from None
     if not number > 0:
         raise argparse.ArgumentTypeError(f"{value} must be more than 0")
+    return number
+
+
+def unit_float(value: str) -> float:
+    """A float option in [0, 1] (NaN is refused)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{echo(value)} is not a number") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return number
 
 
@@ -163,9 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files ('-' reads one from stdin)")
     p.add_argument("--addr", help="detector address HOST:PORT (default: run the models in-process)")
     _json(p)
-    p.add_argument("--threshold", type=float, default=0.0, help="minimum detector score")
+    p.add_argument("--threshold", type=unit_float, default=0.0, help="minimum detector score, 0 to 1")
     p.add_argument(
         "--max-faces", type=int_range(0), default=0, help="faces per image, largest first (0: all)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=int_range(0),
+        default=0,
+        help="detector input side: 160 to 1280, a multiple of 32 (0: the default)",
     )
     p.add_argument("--include-rejected", action="store_true", help="also list faces that fail quality checks")
     _timeout(p, 60.0, "the detector")

@@ -104,13 +104,23 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream_stream(request_iterator, context):
                 start = time.perf_counter()
-                with tracer().start_as_current_span(method, context=parent, kind=_SERVER):
-                    try:
-                        async for item in inner_ss(request_iterator, context):
-                            yield item
-                    except BaseException:
-                        observe(start, _code(context, "INTERNAL"))
-                        raise
+                span = tracer().start_span(method, context=parent, kind=_SERVER)
+                responses = inner_ss(request_iterator, context).__aiter__()
+                try:
+                    while True:
+                        # The span is current only while a response is made: grpc may close
+                        # this generator from another context, where a detach would fail.
+                        with use_span(span):
+                            try:
+                                item = await responses.__anext__()
+                            except StopAsyncIteration:
+                                break
+                        yield item
+                except BaseException:
+                    observe(start, _code(context, "INTERNAL"))
+                    raise
+                finally:
+                    span.end()
                 observe(start, _code(context, "OK"))
 
             return grpc.stream_stream_rpc_method_handler(
@@ -129,7 +139,7 @@ def _code(context: grpc.aio.ServicerContext, default: str) -> str:
     return code.name if hasattr(code, "name") else str(code)
 
 
-from opentelemetry.trace import SpanKind  # noqa: E402
+from opentelemetry.trace import SpanKind, use_span  # noqa: E402
 
 _SERVER = SpanKind.SERVER
 

@@ -23,6 +23,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from facepipe.config import ObjectStoreSettings
+from facepipe.echo import echo
 
 RAW_IMAGES_BUCKET = "raw-images"
 FACE_CROPS_BUCKET = "face-crops"
@@ -68,7 +69,7 @@ class ObjectStore(Protocol):
 def validate_bucket(bucket: str) -> str:
     if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket) or ".." in bucket:
         raise ValueError(
-            f"invalid bucket name {bucket!r}: use 3-63 lowercase letters, digits, '.' or '-', "
+            f"invalid bucket name {echo(bucket)}: use 3-63 lowercase letters, digits, '.' or '-', "
             "starting and ending with a letter or digit"
         )
     return bucket
@@ -77,16 +78,16 @@ def validate_bucket(bucket: str) -> str:
 def validate_key(key: str) -> str:
     """Rejects keys that could escape the bucket or that map badly onto a file system."""
     if not isinstance(key, str) or not key:
-        raise ValueError(f"invalid object key {key!r}: must be a non-empty string")
+        raise ValueError(f"invalid object key {echo(key)}: must be a non-empty string")
     if len(key.encode()) > _MAX_KEY_BYTES:
         raise ValueError(f"invalid object key: longer than {_MAX_KEY_BYTES} bytes")
     if "\\" in key or "\x00" in key:
-        raise ValueError(f"invalid object key {key!r}: no backslashes or NUL characters")
+        raise ValueError(f"invalid object key {echo(key)}: no backslashes or NUL characters")
     if key.startswith("/") or re.match(r"^[A-Za-z]:", key):
-        raise ValueError(f"invalid object key {key!r}: must be relative, not an absolute path")
+        raise ValueError(f"invalid object key {echo(key)}: must be relative, not an absolute path")
     parts = key.split("/")
     if any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"invalid object key {key!r}: no empty, '.' or '..' path segments")
+        raise ValueError(f"invalid object key {echo(key)}: no empty, '.' or '..' path segments")
     return key
 
 
@@ -141,7 +142,7 @@ class LocalObjectStore:
                 os.replace(tmp, path)
             except (NotADirectoryError, IsADirectoryError, FileExistsError) as e:
                 raise ValueError(
-                    f"key {key!r} in bucket {bucket!r} clashes with an existing object or folder "
+                    f"key {echo(key)} in bucket {echo(bucket)} clashes with an existing object or folder "
                     "(a local store cannot hold both 'a' and 'a/b')"
                 ) from e
         except BaseException:

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any
 
 from facepipe.config import CrawlConfig
+from facepipe.echo import echo
 from facepipe.runtime import metrics
 
 from .fetch import HTML_TYPES, Fetcher, FetchError, decode_html
@@ -109,7 +110,7 @@ class _Crawl:
         for seed in seeds:
             url = normalize_url(seed)
             if url is None:
-                await self._error(seed, "seed", f"seed {seed!r} is not an http(s) URL")
+                await self._error(seed, "seed", f"seed {echo(seed)} is not an http(s) URL")
                 continue
             sites.setdefault(site_key(url), _Site(key=site_key(url), seeds=[])).seeds.append(url)
         if sites:

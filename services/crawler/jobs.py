@@ -16,6 +16,7 @@ from nats.js.kv import KeyValue
 from facepipe import bus
 from facepipe.config import CrawlConfig, CrawlerSettings
 from facepipe.crawl import check_seed
+from facepipe.echo import echo
 from facepipe.pipeline import TENANT_RE
 from facepipe.v1 import crawler_pb2
 
@@ -57,7 +58,7 @@ def build_job(
 ) -> crawler_pb2.CrawlJob:
     """Validates a StartCrawl request and resolves its defaults; raises InvalidCrawl."""
     if not TENANT_RE.match(request.tenant_id):
-        raise InvalidCrawl(f"invalid tenant_id {request.tenant_id!r}: 1-64 letters, digits, '_' or '-'")
+        raise InvalidCrawl(f"invalid tenant_id {echo(request.tenant_id)}: 1-64 letters, digits, '_' or '-'")
     if not request.seeds:
         raise InvalidCrawl("no seeds: give at least one http(s) URL")
     if len(request.seeds) > settings.max_seeds:
@@ -68,7 +69,7 @@ def build_job(
     for seed in request.seeds:
         url, problem = check_seed(seed)
         if problem:
-            problems.append(f"seed {seed[:200]!r} {problem}")
+            problems.append(f"seed {echo(seed)} {problem}")
         elif url not in seeds:
             seeds.append(url)
     if problems:
@@ -99,13 +100,13 @@ def check_job(job: crawler_pb2.CrawlJob) -> None:
     if missing:
         raise InvalidCrawl(f"CrawlJob is missing {', '.join(missing)}")
     if not JOB_ID_RE.match(job.job_id):
-        raise InvalidCrawl(f"invalid job_id {job.job_id!r}: 1-64 letters, digits, '_' or '-'")
+        raise InvalidCrawl(f"invalid job_id {echo(job.job_id)}: 1-64 letters, digits, '_' or '-'")
     if not TENANT_RE.match(job.tenant_id):
-        raise InvalidCrawl(f"invalid tenant_id {job.tenant_id!r}")
+        raise InvalidCrawl(f"invalid tenant_id {echo(job.tenant_id)}")
     for seed in job.seeds:
         _, problem = check_seed(seed)
         if problem:
-            raise InvalidCrawl(f"seed {seed[:200]!r} {problem}")
+            raise InvalidCrawl(f"seed {echo(seed)} {problem}")
     if job.max_pages < 1 or job.max_depth < 0 or job.render_mode not in RENDER_FROM_PROTO:
         raise InvalidCrawl("CrawlJob options are out of range (max_pages >= 1, max_depth >= 0, render_mode)")
 
@@ -243,7 +244,7 @@ class JobStore:
     @staticmethod
     def key(job_id: str) -> str:
         if not JOB_ID_RE.match(job_id or ""):
-            raise InvalidCrawl(f"invalid job id {job_id!r}")
+            raise InvalidCrawl(f"invalid job id {echo(job_id)}")
         return f"job.{job_id}"
 
     async def create(self, record: JobRecord) -> None:

@@ -13,6 +13,7 @@ from typing import NoReturn
 import grpc
 
 from facepipe import bus
+from facepipe.echo import echo
 from facepipe.pipeline import Loaded
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
 
@@ -115,7 +116,7 @@ async def _record(jobs: JobStore, job_id: str, context) -> JobRecord:
     except InvalidCrawl as exc:
         await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if record is None:
-        await _abort(context, grpc.StatusCode.NOT_FOUND, f"no crawl job {job_id!r}")
+        await _abort(context, grpc.StatusCode.NOT_FOUND, f"no crawl job {echo(job_id)}")
     return record
 
 

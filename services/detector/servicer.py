@@ -6,13 +6,11 @@ from __future__ import annotations
 import grpc
 
 from facepipe.aio import ordered_map
-from facepipe.detection import detect_batch
+from facepipe.detection import detect_batch, request_problem
 from facepipe.pipeline import Loaded
 from facepipe.v1 import detector_pb2, detector_pb2_grpc
 
 from .stage import DetectorDeps
-
-MAX_IMAGES_PER_BATCH = 256
 
 
 class DetectorServicer(detector_pb2_grpc.DetectorServicer):
@@ -23,18 +21,25 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
         self, request: detector_pb2.DetectBatchRequest, context
     ) -> detector_pb2.DetectBatchResponse:
         deps = await self._deps(context)
-        if len(request.images) > MAX_IMAGES_PER_BATCH:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_IMAGES_PER_BATCH} images per batch"
-            )
+        await self._check(request, context)
         return await detect_batch(deps.detector, request, deps.objects)
 
     async def DetectStream(self, request_iterator, context):
         deps = await self._deps(context)
-        async for response in ordered_map(
-            request_iterator, lambda req: detect_batch(deps.detector, req, deps.objects), max_inflight=4
-        ):
+
+        async def one(request: detector_pb2.DetectBatchRequest) -> detector_pb2.DetectBatchResponse:
+            # Each message is a batch under the same limits as DetectBatch.
+            await self._check(request, context)
+            return await detect_batch(deps.detector, request, deps.objects)
+
+        async for response in ordered_map(request_iterator, one, max_inflight=4):
             yield response
+
+    @staticmethod
+    async def _check(request: detector_pb2.DetectBatchRequest, context) -> None:
+        problem = request_problem(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
     async def _deps(self, context) -> DetectorDeps:
         deps = self.loaded.value

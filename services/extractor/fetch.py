@@ -20,6 +20,7 @@ SNIFF_BYTES = 32
 # PermanentError reasons for the guarded fetch's refusals; "dns" is transient.
 REFUSAL_REASONS = {
     "blocked": "blocked_target",
+    "invalid_url": "invalid_url",
     "redirects": "too_many_redirects",
     "redirect_loop": "redirect_loop",
     "too_large": "too_large",

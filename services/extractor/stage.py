@@ -19,7 +19,9 @@ from PIL import Image
 
 from facepipe import bus
 from facepipe.dedup import ImageStates, phash_hex
+from facepipe.echo import echo
 from facepipe.imaging import EXTENSIONS, ImageError, probe_image
+from facepipe.netguard import BlockedTargetError, InvalidTargetError, target_host
 from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant
 from facepipe.runtime import metrics
 from facepipe.storage import RAW_IMAGES_BUCKET, ObjectNotFound, ObjectStore
@@ -77,15 +79,32 @@ def missing_fields(request: pipeline_pb2.IngestRequest) -> list[str]:
 
 
 def validate(request: pipeline_pb2.IngestRequest) -> None:
+    """Raises PermanentError for a request that can never succeed: fields missing or
+    out of bounds, a URL that is not a well-formed http(s) URL."""
     missing = missing_fields(request)
     if missing:
         raise bus.PermanentError(f"missing required fields: {', '.join(missing)}", reason="missing_fields")
     check_tenant(request.tenant_id)
     if request.batch_id and (len(request.batch_id) > MAX_ID_CHARS or not BATCH_ID_RE.match(request.batch_id)):
         raise bus.PermanentError(
-            f"invalid batch_id {request.batch_id!r}: letters, digits, '_', '-' and single dots",
+            f"invalid batch_id {echo(request.batch_id)}: at most {MAX_ID_CHARS} letters, digits, "
+            "'_', '-' and single dots",
             reason="invalid_batch_id",
         )
+    mid = request.message_id
+    if mid and (len(mid) > MAX_ID_CHARS or not mid.isprintable()):
+        raise bus.PermanentError(
+            f"invalid message_id {echo(mid)}: at most {MAX_ID_CHARS} printable characters",
+            reason="invalid_message_id",
+        )
+    if request.url and not (request.bucket and request.key):
+        # Checked here, so a malformed URL is dead-lettered at once instead of retried.
+        try:
+            target_host(request.url)
+        except InvalidTargetError as exc:
+            raise bus.PermanentError(str(exc), reason="invalid_url") from exc
+        except BlockedTargetError as exc:
+            raise bus.PermanentError(str(exc), reason="blocked_target") from exc
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from facepipe.echo import echo
 from facepipe.faces import FaceEngine
 from facepipe.imaging import ImageError
 from facepipe.pipeline import TENANT_RE, Loaded
@@ -98,7 +99,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             if not value:
                 await _invalid(context, f"{selector} is empty")
             if selector == "image_sha256" and not SHA256_RE.match(value):
-                await _invalid(context, f"image_sha256 {value!r} is not 64 lowercase hex digits")
+                await _invalid(context, f"image_sha256 {echo(value)} is not 64 lowercase hex digits")
             filters = {selector: value}
         erased = await asyncio.to_thread(erase_faces, store, deps.objects, tenant, filters)
         await forget_erased(deps, tenant, erased, everything=filters is None)
@@ -125,7 +126,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         start = 0
         if request.page_token:
             if not request.page_token.isdigit():
-                await _invalid(context, f"page_token {request.page_token!r} is not one this service gave")
+                await _invalid(context, f"page_token {echo(request.page_token)} is not one this service gave")
             start = int(request.page_token)
         # Sorted by point id, so pages stay stable while nothing is written.
         stored = await asyncio.to_thread(deps.store.scroll, tenant, None, MAX_LIST_POINTS)
@@ -185,7 +186,9 @@ async def _given_vector(deps: IndexerDeps, embedding: common_pb2.Embedding, cont
     if embedding.dim and embedding.dim != vec.size:
         await _invalid(context, f"vector.dim is {embedding.dim} but the vector has {vec.size} values")
     if embedding.model and embedding.model != model:
-        await _invalid(context, f"vector is from model {embedding.model!r}, the index holds {model!r}")
+        await _invalid(
+            context, f"vector is from model {echo(embedding.model)}, the index holds {echo(model)}"
+        )
     norm = float(np.linalg.norm(vec))
     if not math.isfinite(norm) or norm == 0.0:
         await _invalid(context, "vector is all zeros or has non-finite values")
@@ -217,7 +220,7 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
 
 async def _tenant(tenant_id: str, context) -> str:
     if not TENANT_RE.match(tenant_id or ""):
-        await _invalid(context, f"tenant_id {tenant_id!r} is required: 1-64 letters, digits, '_' or '-'")
+        await _invalid(context, f"tenant_id {echo(tenant_id)} is required: 1-64 letters, digits, '_' or '-'")
     return tenant_id
 
 

@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from facepipe import bus
 from facepipe.batching import DynamicBatcher
 from facepipe.dedup import FaceHashIndex, ImageStates
+from facepipe.echo import echo
 from facepipe.faces import FaceEngine
 from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant, point_id, report_failed
 from facepipe.storage import (
@@ -50,7 +51,7 @@ def face_points(msg: pipeline_pb2.EmbeddedImage, dim: int, model: str, now_ms: i
     sha = record.image_sha256
     if not SHA256_RE.match(sha):
         raise bus.PermanentError(
-            f"image_sha256 {sha!r} is not 64 lowercase hex digits", reason="missing_fields"
+            f"image_sha256 {echo(sha)} is not 64 lowercase hex digits", reason="missing_fields"
         )
     points: list[FacePoint] = []
     seen: set[int] = set()

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from conftest import insightface_sample
 
-from facepipe.detection import detect_batch
-from facepipe.faces import FaceDetector, FaceEngine
+from facepipe.detection import MAX_IMAGES_PER_BATCH, detect_batch, request_problem
+from facepipe.faces import (
+    INPUT_SIZE_MAX,
+    INPUT_SIZE_MIN,
+    INPUT_SIZE_STEP,
+    FaceDetector,
+    FaceEngine,
+    input_size_problem,
+)
 from facepipe.imaging import encode_jpeg
 from facepipe.storage import LocalObjectStore
 from facepipe.v1 import common_pb2, detector_pb2
@@ -105,3 +112,46 @@ async def test_object_references_are_read_from_the_store(detector, tmp_path) -> 
     direct = (await detect_batch(detector, batch(group()))).results[0]
     assert len(stored.faces) == len(direct.faces) >= 2
     assert gone.error.code == common_pb2.ERROR_CODE_NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"input_size": -640}, "input_size -640 is not allowed: 160 to 1280 pixels, a multiple of 32"),
+        ({"input_size": 4096}, "input_size 4096 is not allowed"),
+        ({"input_size": 100_000}, "input_size 100000 is not allowed"),
+        ({"input_size": 128}, "input_size 128 is not allowed"),
+        ({"input_size": 650}, "input_size 650 is not allowed"),
+        ({"score_threshold": float("nan")}, "score_threshold nan is not allowed: 0 to 1"),
+        ({"score_threshold": -0.5}, "score_threshold -0.5 is not allowed"),
+        ({"score_threshold": 2.0}, "score_threshold 2.0 is not allowed"),
+        ({"max_faces": -1}, "max_faces -1 is not allowed: 0 or more"),
+    ],
+)
+async def test_options_out_of_range_are_refused_before_any_work(detector, options, message) -> None:
+    request = batch(group(), **options)
+    assert message in (request_problem(request) or "")
+    with pytest.raises(ValueError, match=message.split(":")[0]):
+        await detect_batch(detector, request)
+    assert not detector._batchers, "nothing was queued for the model"
+
+
+@pytest.mark.parametrize("size", [INPUT_SIZE_MIN, 320, 640, INPUT_SIZE_MAX])
+def test_the_documented_input_sides_are_allowed(size: int) -> None:
+    assert size % INPUT_SIZE_STEP == 0 and input_size_problem(size) is None
+    assert request_problem(batch(group(), input_size=size)) is None
+
+
+def test_too_many_images_are_refused() -> None:
+    request = batch(*[common_pb2.ImageInput(id=str(i), data=b"x") for i in range(MAX_IMAGES_PER_BATCH + 1)])
+    assert request_problem(request) == f"at most {MAX_IMAGES_PER_BATCH} images per batch, got 257"
+
+
+async def test_one_batcher_per_allowed_side_at_most(detector) -> None:
+    image = common_pb2.ImageInput(id="small", data=encode_jpeg(np.full((40, 40, 3), 128, np.uint8), 90))
+    for size in (160, 192, 160, 224, 192):
+        await detect_batch(detector, batch(image, input_size=size))
+    assert sorted(detector._batchers) == [(160, 160), (192, 192), (224, 224)]
+    allowed = range(INPUT_SIZE_MIN, INPUT_SIZE_MAX + 1, INPUT_SIZE_STEP)
+    assert all(input_size_problem(s) is None for s in allowed)
+    assert sum(input_size_problem(s) is None for s in range(-2000, 5000)) == len(allowed) == 36

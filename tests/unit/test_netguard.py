@@ -12,11 +12,13 @@ import pytest
 from facepipe.config import NetGuardSettings
 from facepipe.netguard import (
     BlockedTargetError,
+    InvalidTargetError,
     NetGuardError,
     UnresolvableTargetError,
     address_problem,
     check_public_target,
     resolve_host,
+    valid_host,
 )
 
 ALLOW_SETTING = "FACEPIPE_ALLOW_PRIVATE_NETWORKS"
@@ -58,7 +60,42 @@ def test_non_public_addresses_name_their_kind(address: str, problem: str) -> Non
     assert address_problem(ipaddress.ip_address(address)) == problem
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        # 6to4 (2002::/16): the IPv4 address is bits 16-47.
+        ("2002:7f00:1::", "a 6to4 form of a loopback address (127.0.0.1)"),
+        ("2002:a00:1::5", "a 6to4 form of a private address (10.0.0.1)"),
+        ("2002:a9fe:a9fe::1", "a 6to4 form of a link-local address (169.254.169.254)"),
+        ("2002:c0a8:101::", "a 6to4 form of a private address (192.168.1.1)"),
+        # Well-known NAT64 (64:ff9b::/96): the IPv4 address is the last 32 bits.
+        ("64:ff9b::7f00:1", "a NAT64 form of a loopback address (127.0.0.1)"),
+        ("64:ff9b::10.0.0.1", "a NAT64 form of a private address (10.0.0.1)"),
+        ("64:ff9b::169.254.169.254", "a NAT64 form of a link-local address (169.254.169.254)"),
+        # Local-use NAT64 (64:ff9b:1::/48) embeds at an operator-chosen length: all refused.
+        ("64:ff9b:1::a00:1", "a local-use NAT64 address"),
+        ("64:ff9b:1:7f00:1::", "a local-use NAT64 address"),
+        ("64:ff9b:1::8.8.8.8", "a local-use NAT64 address"),
+        # Teredo (2001::/32): the client IPv4 is stored XOR 0xffffffff in the last 32 bits.
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", "a Teredo form of a loopback address (127.0.0.1)"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "a Teredo form of a private address (10.0.0.1)"),
+        # ... and a private server address in bits 32-63 is refused too.
+        ("2001:0:a00:1:8000:63bf:a2b9:ddcb", "a Teredo form of a private address (10.0.0.1)"),
+    ],
+)
+def test_transition_forms_are_judged_by_the_ipv4_inside(address: str, problem: str) -> None:
+    assert address_problem(ipaddress.ip_address(address)) == problem
+
+
+async def test_a_6to4_literal_of_loopback_is_blocked(guarded) -> None:
+    with pytest.raises(BlockedTargetError, match=r"^target 2002:7f00:1:: is a 6to4 form of a loopback"):
+        await check_public_target("http://[2002:7f00:1::]/", allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::8.8.8.8"],
+)
 def test_public_addresses_pass(address: str) -> None:
     assert address_problem(ipaddress.ip_address(address)) is None
 
@@ -104,6 +141,31 @@ async def test_non_http_urls_and_missing_hosts_are_blocked_even_when_allowed(url
     for allow_private in (False, True):
         with pytest.raises(BlockedTargetError, match=re.escape(message)):
             await check_public_target(url, allow_private=allow_private)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1", "is not a valid URL: Invalid IPv6 URL"),
+        ("http://exa mple.com/", "is not a valid URL: bad host name 'exa mple.com'"),
+        ("http://a..b/x.jpg", "bad host name 'a..b'"),
+        ("http://-dash-.example/", "bad host name '-dash-.example'"),
+        ("http://" + "a" * 64 + ".example/", "bad host name"),
+        ("http://evil\x00.example/", "holds control characters"),
+        ("http://example.com/" + "a" * 9000, "is over the 8192-character URL limit"),
+    ],
+)
+async def test_malformed_urls_are_their_own_refusal(url: str, message: str) -> None:
+    for allow_private in (False, True):
+        with pytest.raises(InvalidTargetError, match=re.escape(message)) as info:
+            await check_public_target(url, allow_private=allow_private)
+        assert isinstance(info.value, BlockedTargetError)
+        assert len(str(info.value)) < 400, "the URL is echoed cut short"
+
+
+@pytest.mark.parametrize("host", ["münchen.de", "x_y.example", "example.com.", "1.2.3.4", "2001:db8::1"])
+def test_valid_host_names_pass(host: str) -> None:
+    assert valid_host(host)
 
 
 async def test_bad_port_is_blocked(guarded) -> None:

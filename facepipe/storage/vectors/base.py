@@ -18,6 +18,8 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 
+from facepipe.echo import echo
+
 DEFAULT_COLLECTION = "faces"
 TENANT_FIELD = "tenant_id"
 # Keyword payload fields that filters and erasure look up.
@@ -104,7 +106,7 @@ def point_id(value: Any) -> str:
     try:
         return str(uuid.UUID(str(value)))
     except ValueError:
-        raise ValueError(f"point id {value!r} is not a UUID string") from None
+        raise ValueError(f"point id {echo(value)} is not a UUID string") from None
 
 
 def check_vector(value: Sequence[float] | np.ndarray, dim: int | None) -> list[float]:
@@ -129,11 +131,11 @@ def conditions(
         conds.append((TENANT_FIELD, tenant_id))
     for key, value in (filters or {}).items():
         if not isinstance(key, str) or not key:
-            raise ValueError(f"filter key {key!r} must be a non-empty string")
+            raise ValueError(f"filter key {echo(key)} must be a non-empty string")
         if key == TENANT_FIELD:
             raise ValueError("pass the tenant as tenant_id, not in filters")
         if not isinstance(value, str | int | bool):
-            raise ValueError(f"filter {key}={value!r}: only str, int or bool exact matches")
+            raise ValueError(f"filter {key}={echo(value)}: only str, int or bool exact matches")
         conds.append((key, value))
     return conds
 
@@ -146,7 +148,7 @@ def check_dim(dim: int) -> int:
 
 def check_collection(name: str) -> str:
     if not _COLLECTION_RE.match(name):
-        raise ValueError(f"invalid collection name {name!r}: use letters, digits, '_' or '-'")
+        raise ValueError(f"invalid collection name {echo(name)}: use letters, digits, '_' or '-'")
     return name
 
 
