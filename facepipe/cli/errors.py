@@ -61,7 +61,12 @@ def rpc_failure(exc: Exception, service: str, addr: str) -> CliError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return UsageError(details)
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return CliError(f"{details} (the {service} at {addr}); pass --key KEY or set FACEPIPE_API_KEY")
+        if details.startswith("no API key"):
+            return CliError(
+                f"no API key for the {service} at {addr}: pass --key KEY or set FACEPIPE_API_KEY "
+                "(`facepipe keys create` makes one)"
+            )
+        return CliError(f"the {service} at {addr} refused the API key: {details}; pass another with --key")
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return CliError(details)
     name = code.name if code is not None else type(exc).__name__

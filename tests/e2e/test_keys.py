@@ -96,7 +96,7 @@ def test_a_created_key_works_only_in_its_tenant_and_role(stack) -> None:
     refused(
         cli(stack, "erase", "--tenant", mine, "--all", "--key", doc["key"], check=False), "needs role admin"
     )
-    refused(cli(stack, "stats", "--tenant", mine, "--key", "fpk_bogus", check=False), "pass --key")
+    refused(cli(stack, "stats", "--tenant", mine, "--key", "fpk_bogus", check=False), "refused the API key")
     # Without a key the call is UNAUTHENTICATED.
     assert (
         status_of(
