@@ -123,7 +123,8 @@ class Authenticator:
                 "no API key: send the metadata 'authorization: Bearer <key>' "
                 "(keys come from `facepipe keys create`)"
             )
-        if self.service_key_sha256 and hmac.compare_digest(self.service_key_sha256, hash_key(key)):
+        digest = hash_key(key)  # once per call: it is compared with the service credential and the record
+        if self.service_key_sha256 and hmac.compare_digest(self.service_key_sha256, digest):
             return Principal(SERVICE_KEY_ID, ANY_TENANT, "service")
         key_id = key_id_of(key)
         if key_id is None:
@@ -135,7 +136,7 @@ class Authenticator:
                 "the API key is unknown: this service has no key store (FACEPIPE_NATS_URL)"
             )
         record = await self.store.lookup(key_id)
-        if record is None or not record.matches(key):
+        if record is None or not hmac.compare_digest(record.key_sha256, digest):
             raise NotAuthenticated(f"the API key {key_id} is unknown or revoked")
         if record.expired():
             raise NotAuthenticated(f"the API key {key_id} has expired")
