@@ -33,6 +33,9 @@ ANY_TENANT = "*"
 # deployment's own credential: services send it to each other (inference nodes).
 ROLES = ("reader", "writer", "admin", "service")
 KEY_PREFIX = "fpk"
+# The watch brings changes at once; a full re-read this often also covers a watch that
+# silently stopped (e.g. across a NATS restart), bounding how long a revoked key could live.
+RESYNC_SECONDS = 30.0
 KEY_RE = re.compile(rf"^{KEY_PREFIX}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})$")
 
 
@@ -119,15 +122,16 @@ async def open_keys_kv(js: JetStreamContext) -> KeyValue:
 class KeyStore:
     """The key records of a deployment, kept current by a watch on the bucket."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, resync_seconds: float = RESYNC_SECONDS) -> None:
         self.kv = kv
+        self.resync_seconds = resync_seconds
         self.records: dict[str, KeyRecord] = {}
-        self._watch_task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
         self._loaded = asyncio.Event()
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> KeyStore:
-        return cls(await open_keys_kv(js))
+    async def open(cls, js: JetStreamContext, resync_seconds: float = RESYNC_SECONDS) -> KeyStore:
+        return cls(await open_keys_kv(js), resync_seconds)
 
     # -- management --------------------------------------------------------------
     async def create(
@@ -176,8 +180,16 @@ class KeyStore:
 
     async def start_watch(self, load_seconds: float = 10.0) -> None:
         """Loads every record and keeps following changes until ``stop``."""
-        self._watch_task = asyncio.create_task(self._watch())
+        self._tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._resync())]
         await asyncio.wait_for(self._loaded.wait(), load_seconds)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            try:
+                self.records = {r.key_id: r for r in await self.list()}
+            except Exception as exc:  # noqa: BLE001 - NATS away: keep the last copy
+                log.warning("key re-read failed", extra={"error": str(exc)})
 
     async def _watch(self) -> None:
         while True:
@@ -206,7 +218,8 @@ class KeyStore:
             await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
+                await task

@@ -372,3 +372,29 @@ def test_revoked_key_is_refused_at_once(deployment: Deployment) -> None:
     ) != grpc.StatusCode.UNAUTHENTICATED and time.monotonic() < deadline:
         time.sleep(0.05)
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def eventually(condition, wait_s: float = 5.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_key_store_follows_changes_and_rereads_when_the_watch_stops(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        watched = await KeyStore.open(nc.jetstream(), resync_seconds=0.3)
+        manager = await KeyStore.open(nc.jetstream())
+        await watched.start_watch()
+        key, record = await manager.create(OURS, "reader")
+        await eventually(lambda: record.key_id in watched.records)
+        assert watched.records[record.key_id].key_sha256 == auth.hash_key(key)
+        # With the watch gone, the periodic re-read still drops a revoked key.
+        watched._tasks[0].cancel()
+        await manager.revoke(record.key_id)
+        await eventually(lambda: record.key_id not in watched.records)
+        assert await watched.lookup(record.key_id) is None
+        await watched.stop()
+    finally:
+        await nc.close()
