@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    parser.add_argument("--only", choices=["engine", "pipeline", "crawl"], action="append")
+    parser.add_argument("--only", choices=["engine", "pipeline", "crawl", "auth"], action="append")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = Settings.from_env("bench")
-    only = set(args.only or ["engine", "pipeline", "crawl"])
+    only = set(args.only or ["engine", "pipeline", "crawl", "auth"])
     if "engine" in only:
         from bench import engine
 
@@ -31,6 +31,10 @@ def main() -> None:
         from bench import crawl
 
         print(crawl.report(crawl.run()), flush=True)
+    if "auth" in only:
+        from bench import auth
+
+        print(auth.report(auth.run(settings)), flush=True)
 
 
 if __name__ == "__main__":

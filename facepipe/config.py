@@ -416,6 +416,38 @@ class CrawlConfig:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """API keys on every gRPC call."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    mode: str = setting(
+        "on",
+        env="FACEPIPE_AUTH",
+        choices=("on", "off"),
+        value_aliases={w: "on" for w in TRUE_WORDS} | {w: "off" for w in FALSE_WORDS},
+        help="`on`: every gRPC call but health and reflection needs an API key. `off` (a "
+        "standalone server on loopback only, logged as a warning) accepts every call.",
+    )
+    service_key_file: Path | None = setting(
+        None,
+        help="File holding the deployment's service credential: services send it to each other "
+        "(inference nodes) and accept it as tenant `*`, role `service`.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "on"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> AuthSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
 class ClientSettings:
     """Where the command line finds the pipeline when no local stack is running."""
 
@@ -428,6 +460,12 @@ class ClientSettings:
     )
     crawler_addr: str = setting(
         "", shown=f"127.0.0.1:{DEFAULT_PORTS['crawler']}", help="Crawler address (host:port) for crawl."
+    )
+    api_key: str = setting(
+        "",
+        env="FACEPIPE_API_KEY",
+        help="API key the command line sends (`--key` wins); a local stack's own admin key is "
+        "used when unset.",
     )
 
     @classmethod
@@ -534,6 +572,7 @@ class Settings:
     indexer: IndexerSettings = group(IndexerSettings, "Indexer")
     crawler: CrawlerSettings = group(CrawlerSettings, "Crawler service")
     crawl: CrawlConfig = group(CrawlConfig, "Crawl defaults")
+    auth: AuthSettings = group(AuthSettings, "Authentication")
     clients: ClientSettings = group(ClientSettings, "Command line")
 
     def __post_init__(self) -> None:

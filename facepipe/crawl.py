@@ -11,8 +11,6 @@ from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import SplitResult, urlsplit
 
-import grpc
-
 from facepipe.echo import echo
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
 
@@ -34,10 +32,12 @@ def status_name(status: int) -> str:
 
 
 class CrawlClient:
-    def __init__(self, addr: str, rpc_timeout: float = 30.0) -> None:
+    def __init__(self, addr: str, rpc_timeout: float = 30.0, key: str | None = None) -> None:
+        from facepipe.auth.client import channel
+
         self.addr = addr
         self.rpc_timeout = rpc_timeout
-        self.channel = grpc.insecure_channel(addr)
+        self.channel = channel(addr, key)
         self.stub = crawler_pb2_grpc.CrawlerStub(self.channel)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facepipe.auth import service_key
 from facepipe.batching import DynamicBatcher
 from facepipe.config import Settings
 from facepipe.imaging import DecodedImage, decode_image
@@ -59,7 +60,7 @@ def make_inference(settings: Settings, pack: PackFiles, service: str) -> Inferen
         pack.directory, settings.providers, settings.intra_op_threads, service, settings.workers
     )
     if settings.inference_nodes:
-        return RemoteInference(list(settings.inference_nodes), local, service)
+        return RemoteInference(list(settings.inference_nodes), local, service, service_key(settings))
     return local
 
 

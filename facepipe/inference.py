@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from facepipe.auth.client import aio_channel
 from facepipe.models.session import OnnxModel
 from facepipe.runtime import metrics
 from facepipe.v1 import inference_pb2, inference_pb2_grpc
@@ -104,8 +105,9 @@ class NodeUnavailable(RuntimeError):
 class NodeClient:
     """One long-lived Infer stream to a node; replies arrive in request order."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, key: str | None = None) -> None:
         self.address = address
+        self.key = key  # the deployment's service credential
         # Channels bind to the running event loop, so they are made on first use.
         self.channel: grpc.aio.Channel | None = None
         self._call = None
@@ -127,7 +129,7 @@ class NodeClient:
             try:
                 if self._call is None:
                     if self.channel is None:
-                        self.channel = grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
+                        self.channel = aio_channel(self.address, self.key, options=GRPC_OPTIONS)
                     self._call = inference_pb2_grpc.InferenceNodeStub(self.channel).Infer()
                     self._reader = asyncio.create_task(self._read(self._call))
                 self._pending.append(fut)
@@ -176,8 +178,14 @@ class NodeClient:
 class RemoteInference:
     """Round-robin over inference nodes; any node failure falls back to ``local``."""
 
-    def __init__(self, addresses: list[str], local: LocalInference, service: str = "facepipe") -> None:
-        self.nodes = [NodeClient(a) for a in addresses]
+    def __init__(
+        self,
+        addresses: list[str],
+        local: LocalInference,
+        service: str = "facepipe",
+        key: str | None = None,
+    ) -> None:
+        self.nodes = [NodeClient(a, key) for a in addresses]
         self.local = local
         self.service = service
         self._next = itertools.cycle(range(len(self.nodes)))

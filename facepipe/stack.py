@@ -22,6 +22,10 @@ from facepipe.natsd import NatsServer
 log = logging.getLogger("facepipe.stack")
 
 STATE_FILE = "stack.json"
+# The stack's own credentials, readable by their owner only: the admin API key the
+# command line uses for this stack, and the service credential the services share.
+ADMIN_KEY_FILE = "admin.key"
+SERVICE_KEY_FILE = "service.key"
 STACK_SERVICES = ("crawler", "extractor", "detector", "embedder", "indexer")
 NATS_PORT = 4222
 NATS_HTTP_PORT = 8222
@@ -134,6 +138,7 @@ class Supervisor:
             "FACEPIPE_VECTOR_STORE": "edge",
             "FACEPIPE_VECTOR_DIR": str(self.data_dir / "vectors"),
             "FACEPIPE_GRPC_HOST": "127.0.0.1",
+            "FACEPIPE_SERVICE_KEY_FILE": str(self.data_dir / SERVICE_KEY_FILE),
         }
         env.update(self.extra_env)
         return env
@@ -171,6 +176,7 @@ class Supervisor:
         state.save(self.data_dir)
         try:
             nats.start(log_path=self.data_dir / "logs" / "nats.log")
+            make_credentials(self.data_dir, nats.url)
             state.components["nats"] = Component("nats", nats.port, nats.http_port, nats.proc.pid)
             for name in STACK_SERVICES:
                 self._spawn(state, name)
@@ -257,6 +263,48 @@ class Supervisor:
                 proc.wait()
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Writes a file only its owner may read (0600), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def make_credentials(data_dir: Path, nats_url: str) -> None:
+    """The stack's service credential and admin API key: kept across restarts of the
+    stack, and the admin key (re)registered in the key store each start."""
+    import asyncio
+
+    from facepipe import auth, bus
+
+    service_file, admin_file = data_dir / SERVICE_KEY_FILE, data_dir / ADMIN_KEY_FILE
+    if not service_file.exists():
+        write_secret(service_file, auth.new_key()[1] + "\n")
+    admin_key = auth.read_key_file(admin_file) if admin_file.exists() else ""
+    if auth.key_id_of(admin_key) is None:
+        admin_key = auth.new_key()[1]
+        write_secret(admin_file, admin_key + "\n")
+    os.chmod(admin_file, 0o600)
+    os.chmod(service_file, 0o600)
+
+    async def register() -> None:
+        nc = await bus.connect(nats_url, "supervisor")
+        try:
+            store = await auth.KeyStore.open(nc.jetstream())
+            existing = await store.get(auth.key_id_of(admin_key) or "")
+            if existing is None or not existing.matches(admin_key):
+                await store.put(
+                    auth.keys.make_record(admin_key, auth.ANY_TENANT, "admin", note="local stack admin")
+                )
+        finally:
+            await nc.close()
+
+    asyncio.run(register())
+
+
 def announce(state: StackState, out=None) -> None:
     """Tells who runs the stack in the foreground what was started and where."""
     out = out or sys.stdout
@@ -317,6 +365,8 @@ def health(state: StackState) -> list[dict]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from facepipe.auth.client import channel
+
     rows = [
         {
             "name": "supervisor",
@@ -340,7 +390,7 @@ def health(state: StackState) -> list[dict]:
             row["status"] = "SERVING" if row["healthy"] else "DOWN"
         else:
             try:
-                with grpc.insecure_channel(c.address) as ch:
+                with channel(c.address, None) as ch:  # health needs no key
                     resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                 row["status"] = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
             except grpc.RpcError as exc:

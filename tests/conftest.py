@@ -126,6 +126,8 @@ def start_service(tmp_path, facepipe_home) -> Iterator:
         grpc_port, http_port = free_port(), free_port()
         full_env = {
             **os.environ,
+            # These tests are about each service's own behaviour; the auth tests turn it on.
+            "FACEPIPE_AUTH": "off",
             "FACEPIPE_HOME": str(facepipe_home),
             "FACEPIPE_GRPC_HOST": "127.0.0.1",
             "FACEPIPE_DRAIN_SECONDS": "5",
@@ -276,6 +278,18 @@ def launch_stack(data_dir: Path, facepipe_home: Path, started: list[dict], **ext
     run_facepipe("up", "--detach", "--auto-ports", "--data-dir", str(data_dir), env=env, timeout=240)
     stack["state"] = json.loads((data_dir / "stack.json").read_text())
     return stack
+
+
+def stack_key(stack: dict) -> str:
+    """The admin API key that ``facepipe up`` made for a stack."""
+    return (Path(stack["dir"]) / "admin.key").read_text().strip()
+
+
+def stack_channel(stack: dict, service: str) -> grpc.Channel:
+    """A channel to one of a stack's services that sends the stack's admin key."""
+    from facepipe.auth.client import channel
+
+    return channel(f"127.0.0.1:{stack['state']['components'][service]['grpc_port']}", stack_key(stack))
 
 
 def stop_stacks(started: list[dict]) -> None:

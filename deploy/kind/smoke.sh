@@ -38,9 +38,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Every gRPC call needs an API key: one for the smoke tenant, from the key store in NATS.
+KEY=$(FACEPIPE_NATS_URL=nats://127.0.0.1:4222 facepipe keys create --tenant "$TENANT" --role writer --json |
+  "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+
 echo "==> 1/3 DetectBatch on 127.0.0.1:50051"
 printf '{"images":[{"id":"smoke","data":"%s"}]}' "$(base64 <"$SMOKE_IMAGE" | tr -d '\n')" >"$work/request.json"
-grpcurl -plaintext -max-time 60 -d @ 127.0.0.1:50051 facepipe.v1.Detector/DetectBatch \
+grpcurl -plaintext -max-time 60 -H "authorization: Bearer $KEY" -d @ 127.0.0.1:50051 facepipe.v1.Detector/DetectBatch \
   <"$work/request.json" >"$work/response.json"
 faces=$("$PYTHON" -c 'import json, sys; print(len(json.load(sys.stdin)["results"][0].get("faces", [])))' \
   <"$work/response.json")
@@ -118,7 +122,7 @@ port=$("${kube[@]}" get service "facepipe-$SEARCH_SERVICE" --output jsonpath='{.
 "${kube[@]}" port-forward "service/facepipe-$SEARCH_SERVICE" "$port:$port" >"$work/port-forward.log" 2>&1 &
 forward_pid=$!
 for _ in $(seq 60); do
-  if facepipe search --addr "127.0.0.1:$port" --tenant "$TENANT" "$SMOKE_IMAGE" >"$work/search.txt" 2>&1 &&
+  if facepipe search --addr "127.0.0.1:$port" --key "$KEY" --tenant "$TENANT" "$SMOKE_IMAGE" >"$work/search.txt" 2>&1 &&
     grep -qF "$url" "$work/search.txt"; then
     cat "$work/search.txt"
     echo "==> smoke test passed"

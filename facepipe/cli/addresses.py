@@ -20,7 +20,8 @@ from facepipe.cli.errors import CliError
 def data_dir(args: argparse.Namespace) -> Path:
     from facepipe.stack import default_data_dir
 
-    return Path(args.data_dir).expanduser().resolve() if args.data_dir else default_data_dir()
+    given = getattr(args, "data_dir", None)
+    return Path(given).expanduser().resolve() if given else default_data_dir()
 
 
 def stack_state(args: argparse.Namespace):
@@ -98,6 +99,29 @@ def service_addr(args: argparse.Namespace, service: str) -> str:
     if service not in state.components:
         raise CliError(f"the stack in {state.data_dir} runs no {service}")
     return state.address(service)
+
+
+def api_key(args: argparse.Namespace, addr: str = "") -> str | None:
+    """The key to send: --key, else FACEPIPE_API_KEY, else the aimed local stack's admin
+    key, but only when ``addr`` is one of that stack's services (never to another server)."""
+    if getattr(args, "key", None):
+        return args.key
+    configured = config.ClientSettings.from_env().api_key
+    if configured:
+        return configured
+    state = stack_state(args)
+    if state is None or (addr and addr not in {c.address for c in state.components.values()}):
+        return None
+    from facepipe.auth import read_key_file
+    from facepipe.stack import ADMIN_KEY_FILE
+
+    path = Path(state.data_dir) / ADMIN_KEY_FILE
+    if not path.exists():
+        return None
+    try:
+        return read_key_file(path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def indexer_addr(args: argparse.Namespace) -> str:

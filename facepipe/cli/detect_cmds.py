@@ -38,10 +38,12 @@ async def _detect(args: argparse.Namespace):
     if args.addr:
         import grpc
 
+        from facepipe.auth.client import aio_channel
+        from facepipe.cli.addresses import api_key
         from facepipe.v1 import detector_pb2_grpc
 
         try:
-            async with grpc.aio.insecure_channel(args.addr) as channel:
+            async with aio_channel(args.addr, api_key(args, args.addr)) as channel:
                 stub = detector_pb2_grpc.DetectorStub(channel)
                 return await stub.DetectBatch(request, timeout=args.timeout)
         except grpc.RpcError as exc:

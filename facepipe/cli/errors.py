@@ -60,5 +60,14 @@ def rpc_failure(exc: Exception, service: str, addr: str) -> CliError:
         return CliError(f"the {service} at {addr} did not answer in time; try a larger --timeout")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return UsageError(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        if details.startswith("no API key"):
+            return CliError(
+                f"no API key for the {service} at {addr}: pass --key KEY or set FACEPIPE_API_KEY "
+                "(`facepipe keys create` makes one)"
+            )
+        return CliError(f"the {service} at {addr} refused the API key: {details}; pass another with --key")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return CliError(details)
     name = code.name if code is not None else type(exc).__name__
     return CliError(f"the {service} at {addr} answered {name}: {details}")

@@ -13,6 +13,7 @@ from typing import NoReturn
 from facepipe.cli.crawl_cmds import cmd_crawl
 from facepipe.cli.detect_cmds import cmd_detect
 from facepipe.cli.errors import USAGE
+from facepipe.cli.keys_cmds import cmd_keys, key_tenant, parse_expiry
 from facepipe.cli.models_cmds import cmd_models
 from facepipe.cli.pipeline_cmds import (
     NO_FACE,
@@ -132,6 +133,13 @@ def _timeout(p: argparse.ArgumentParser, default: float, what: str) -> None:
     p.add_argument("--timeout", type=positive_float, default=default, help=f"seconds to wait for {what}")
 
 
+def _key(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key",
+        help="API key to send (default: $FACEPIPE_API_KEY, else the local stack's admin key)",
+    )
+
+
 def _json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -174,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files ('-' reads one from stdin)")
     p.add_argument("--addr", help="detector address HOST:PORT (default: run the models in-process)")
+    _key(p)
     _json(p)
     p.add_argument("--threshold", type=unit_float, default=0.0, help="minimum detector score, 0 to 1")
     p.add_argument(
@@ -296,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--all-faces", action="store_true", help="search with every face of the image")
     p.add_argument("--site", help="only faces of this site (host, host:port or URL)")
     p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _key(p)
     _json(p)
     _timeout(p, 60.0, "the indexer")
 
@@ -320,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="block until the crawl ends (Ctrl-C cancels it)")
     _json(p)
     p.add_argument("--addr", help="crawler HOST:PORT (default: the local stack's)")
+    _key(p)
     _timeout(p, 3600.0, "the crawl with --wait")
 
     p = _command(
@@ -336,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sha256", help="erase the faces of the image with this sha256")
     p.add_argument("--all", action="store_true", help="erase everything of the tenant")
     p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _key(p)
     _json(p)
     _timeout(p, 120.0, "the indexer")
 
@@ -352,8 +364,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--page-size", type=int_range(1, 1000), default=50, help="faces per page with --list")
     p.add_argument("--page-token", default="", help="the page to list, as printed after the previous one")
     p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _key(p)
     _json(p)
     _timeout(p, 60.0, "the indexer")
+
+    p = _command(
+        sub,
+        "keys",
+        "create, list and revoke API keys (in the key store of the stack's NATS)",
+        "facepipe keys create --tenant family --role reader --expires 30d --json\n"
+        "facepipe keys list\nfacepipe keys revoke 3f2c9a0e5b7d4c1f",
+        cmd_keys,
+    )
+    ksub = p.add_subparsers(dest="keys_cmd", required=True, metavar="{create,list,revoke}")
+    k = _command(
+        ksub,
+        "create",
+        "make a key, printed once: reader (search, stats, list), writer (also ingest, crawl), "
+        "admin (also erase)",
+        "facepipe keys create --tenant family --role writer --json",
+        cmd_keys,
+    )
+    _stack_args(k)
+    k.add_argument("--tenant", type=key_tenant, required=True, help="tenant the key may use, or '*' for all")
+    k.add_argument("--role", choices=["reader", "writer", "admin"], required=True, help="what the key may do")
+    k.add_argument(
+        "--expires", type=parse_expiry, help="when it expires: 30d, 12h, 90m or a date (default: never)"
+    )
+    k.add_argument("--note", default="", help="a note shown by `keys list` (default: none)")
+    _json(k)
+    k = _command(ksub, "list", "list keys (never the keys themselves)", "facepipe keys list --json", cmd_keys)
+    _stack_args(k)
+    _json(k)
+    k = _command(ksub, "revoke", "revoke a key at once", "facepipe keys revoke 3f2c9a0e5b7d4c1f", cmd_keys)
+    _stack_args(k)
+    k.add_argument("key_id", help="the key id, from `facepipe keys list`")
 
     p = _command(
         sub,

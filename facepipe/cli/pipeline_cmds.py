@@ -22,11 +22,13 @@ def _indexer(args: argparse.Namespace, method: str, request: Any) -> Any:
     """Calls one Indexer method on the indexer the command is aimed at."""
     import grpc
 
+    from facepipe.auth.client import channel as key_channel
     from facepipe.v1 import indexer_pb2_grpc
 
     addr = addresses.indexer_addr(args)
+    key = addresses.api_key(args, addr)
     try:
-        with grpc.insecure_channel(addr) as channel:
+        with key_channel(addr, key) as channel:
             return getattr(indexer_pb2_grpc.IndexerStub(channel), method)(request, timeout=args.timeout)
     except grpc.RpcError as exc:
         raise rpc_failure(exc, "indexer", addr) from None

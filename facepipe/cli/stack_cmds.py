@@ -33,6 +33,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         args.service, grpc_port=args.port, http_port=args.http_port, grpc_host=args.host
     )
+    from facepipe.auth import check_settings
+
+    try:
+        check_settings(settings)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     # Said up front, in one line: the usual cause is a local stack already on the standard ports.
     for what, option, port in (
         ("gRPC", "--port", settings.grpc_port),

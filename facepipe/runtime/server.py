@@ -1,6 +1,7 @@
-"""The service skeleton: a grpc.aio server with health and reflection, an HTTP
-side port for /metrics, /healthz, /readyz and /stats, tracing, and a graceful
-drain on SIGTERM. A service only says what it registers and how it starts."""
+"""The service skeleton: a grpc.aio server with health and reflection, API-key
+authentication of every other method, an HTTP side port for /metrics, /healthz,
+/readyz and /stats, tracing, and a graceful drain on SIGTERM. A service only
+says what it registers and how it starts."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from facepipe import __version__
+from facepipe import __version__, auth
 from facepipe.config import Settings
 from facepipe.runtime import metrics
 from facepipe.runtime.logs import setup_logging
@@ -129,6 +130,105 @@ class _ObservingInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
+class _AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks every call but health and reflection against the method's rule
+    (facepipe.auth.access.METHOD_RULES): no or a bad key is UNAUTHENTICATED, a role
+    or tenant the key does not allow is PERMISSION_DENIED. The handler runs with the
+    caller in ``auth.current``."""
+
+    def __init__(self, gate: auth.Authenticator) -> None:
+        self.gate = gate
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not self.gate.enabled or method.startswith(auth.OPEN_PREFIXES):
+            return handler
+        metadata = handler_call_details.invocation_metadata
+        gate = self.gate
+        rule = auth.rule_for(method)
+
+        async def admit(context) -> auth.Principal:
+            try:
+                principal = await gate.authenticate(metadata)
+            except auth.NotAuthenticated as exc:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            except auth.StillStarting as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            if rule is None:  # fail closed: a method without a rule is nobody's
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} has no access rule")
+            try:
+                auth.check_role(principal, method, rule)
+            except auth.AccessDenied as exc:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            return principal
+
+        async def unchecked(context, principal: auth.Principal) -> None:
+            if rule.deferred and not principal.tenant_checked:
+                log.error("handler skipped its tenant check", extra={"method": method})
+                await context.abort(grpc.StatusCode.INTERNAL, f"{method} did not check the tenant")
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):
+                principal = await admit(context)
+                token = auth.current.set(principal)
+                try:
+                    rule.tenants(principal, request, rule.verb)
+                    response = await inner(request, context)
+                except auth.AccessDenied as exc:
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                finally:
+                    auth.current.reset(token)
+                await unchecked(context, principal)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_stream:
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(request_iterator, context):
+                principal = await admit(context)
+
+                async def checked():
+                    async for request in request_iterator:
+                        rule.tenants(principal, request, rule.verb)
+                        yield request
+
+                token = auth.current.set(principal)
+                try:
+                    async for item in inner_ss(checked(), context):
+                        yield item
+                except auth.AccessDenied as exc:
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                finally:
+                    with contextlib.suppress(ValueError):  # a generator may end in another context
+                        auth.current.reset(token)
+                await unchecked(context, principal)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, handler.request_deserializer, handler.response_serializer
+            )
+        # No service has unary-stream or stream-unary methods; refuse rather than pass unchecked.
+        return _refused(handler, method)
+
+
+def _refused(handler, method: str):
+    async def refuse(request, context):
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method}: this call shape is not checked")
+
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.stream_unary_rpc_method_handler(
+        refuse, handler.request_deserializer, handler.response_serializer
+    )
+
+
 def _code(context: grpc.aio.ServicerContext, default: str) -> str:
     try:
         code = context.code()
@@ -156,6 +256,8 @@ class ServiceRuntime:
         self.ready = False
         self._stop = asyncio.Event()
         self._service_names: list[str] = []
+        self.auth = auth.Authenticator(settings.auth.enabled)
+        self._keys_nc = None
 
     # -- lifecycle -------------------------------------------------------
     async def start(self) -> None:
@@ -163,8 +265,10 @@ class ServiceRuntime:
         setup_tracing(self.service.name, s.otlp_endpoint, s.trace_file)
         metrics.BUILD_INFO.labels(self.service.name, __version__).set(1)
         metrics.READY.labels(self.service.name).set(0)
+        self.auth = self._authenticator()
         self.server = grpc.aio.server(
-            interceptors=[_ObservingInterceptor(self.service.name)], options=GRPC_OPTIONS
+            interceptors=[_ObservingInterceptor(self.service.name), _AuthInterceptor(self.auth)],
+            options=GRPC_OPTIONS,
         )
         self._service_names = self.service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -177,6 +281,7 @@ class ServiceRuntime:
         self.http = await asyncio.start_server(self._handle_http, s.grpc_host, s.http_port)
         self.http_port = self.http.sockets[0].getsockname()[1]
         log.info("listening", extra={"grpc_port": self.grpc_port, "http_port": self.http_port})
+        await self._open_keys()
         await self.service.start(self)
         self.ready = True
         metrics.READY.labels(self.service.name).set(1)
@@ -193,6 +298,7 @@ class ServiceRuntime:
         if self.server is not None:
             await self.server.stop(self.settings.drain_seconds)
         await self.service.stop()
+        await self._close_keys()
         if self.http is not None:
             self.http.close()
         shutdown_tracing()
@@ -237,7 +343,50 @@ class ServiceRuntime:
             await self.service.stop()
         except Exception:  # noqa: BLE001 - the start error is the one worth reporting
             log.warning("stop after failed start failed", exc_info=True)
+        with contextlib.suppress(Exception):
+            await self._close_keys()
         shutdown_tracing()
+
+    # -- API keys --------------------------------------------------------
+    def _authenticator(self) -> auth.Authenticator:
+        """Raises ValueError for a configuration that would serve unprotected by mistake."""
+        s = self.settings
+        auth.check_settings(s)
+        if not s.auth.enabled:
+            log.warning(
+                "FACEPIPE_AUTH=off: every gRPC call is accepted without an API key",
+                extra={"host": s.grpc_host},
+            )
+            return auth.Authenticator(False)
+        return auth.Authenticator(True, auth.service_key(s))
+
+    async def _open_keys(self) -> None:
+        """Loads the API keys from NATS KV and follows their changes."""
+        if not self.auth.enabled:
+            return
+        if not self.settings.nats_url:
+            log.warning(
+                "no FACEPIPE_NATS_URL, so no API keys: only the service credential "
+                "(FACEPIPE_SERVICE_KEY_FILE) is accepted"
+            )
+            self.auth.ready = True
+            return
+        from facepipe import bus
+
+        self._keys_nc = await bus.connect(self.settings.nats_url, f"{self.service.name}-keys")
+        store = await auth.KeyStore.open(self._keys_nc.jetstream())
+        await store.start_watch()
+        self.auth.store = store
+        self.auth.ready = True
+        log.info("API keys loaded", extra={"keys": len(store.records)})
+
+    async def _close_keys(self) -> None:
+        if self.auth.store is not None:
+            await self.auth.store.stop()
+        if self._keys_nc is not None:
+            with contextlib.suppress(Exception):
+                await self._keys_nc.close()
+            self._keys_nc = None
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 import grpc
 
-from facepipe import bus
+from facepipe import auth, bus
 from facepipe.echo import echo
 from facepipe.pipeline import Loaded
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
@@ -74,6 +74,7 @@ class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
     async def GetCrawl(self, request: crawler_pb2.GetCrawlRequest, context) -> crawler_pb2.GetCrawlResponse:
         jobs = await _jobs(await self._deps(context), context)
         record = await _record(jobs, request.job_id, context)
+        auth.require_tenant(record.tenant_id, "read crawls of")
         return record.to_proto(max(0, request.max_candidates))
 
     async def CancelCrawl(
@@ -81,6 +82,7 @@ class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
     ) -> crawler_pb2.CancelCrawlResponse:
         jobs = await _jobs(await self._deps(context), context)
         record = await _record(jobs, request.job_id, context)
+        auth.require_tenant(record.tenant_id, "cancel crawls of")
         if not record.finished:
             # The flag first: a replica taking the job right now sees it either way.
             await jobs.request_cancel(record.job_id)

@@ -26,7 +26,9 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         try:
             validate(request)
         except bus.PermanentError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            refused = exc.reason == "foreign_object"
+            code = grpc.StatusCode.PERMISSION_DENIED if refused else grpc.StatusCode.INVALID_ARGUMENT
+            await context.abort(code, str(exc))
         queued = pipeline_pb2.IngestRequest()
         queued.CopyFrom(request)
         queued.batch_id = request.batch_id or uuid.uuid4().hex

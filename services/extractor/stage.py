@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from PIL import Image
 
 from facepipe import bus
+from facepipe.auth import object_tenant
 from facepipe.dedup import ImageStates, phash_hex
 from facepipe.echo import echo
 from facepipe.imaging import EXTENSIONS, ImageError, probe_image
@@ -85,6 +86,13 @@ def validate(request: pipeline_pb2.IngestRequest) -> None:
     if missing:
         raise bus.PermanentError(f"missing required fields: {', '.join(missing)}", reason="missing_fields")
     check_tenant(request.tenant_id)
+    if request.bucket and object_tenant(request.bucket, request.key) != request.tenant_id:
+        # A stored object may only be ingested by its own tenant: no copying another's photos.
+        raise bus.PermanentError(
+            f"{request.bucket}/{request.key[:128]} is not an object of tenant {request.tenant_id}: "
+            f"give one under {RAW_IMAGES_BUCKET}/{request.tenant_id}/",
+            reason="foreign_object",
+        )
     if request.batch_id and (len(request.batch_id) > MAX_ID_CHARS or not BATCH_ID_RE.match(request.batch_id)):
         raise bus.PermanentError(
             f"invalid batch_id {echo(request.batch_id)}: at most {MAX_ID_CHARS} letters, digits, "

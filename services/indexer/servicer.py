@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from facepipe import auth
 from facepipe.echo import echo
 from facepipe.faces import FaceEngine
 from facepipe.imaging import ImageError
@@ -79,9 +80,11 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             points=points,
             dim=deps.dim,
             model=deps.model,
-            vector_store=store.describe(),
-            object_store=objects.describe() if objects is not None else "",
-            counters=counters(deps),
+            # The kind of store only: callers never learn the server's paths or URLs.
+            vector_store=_kind(store.describe()),
+            object_store=_kind(objects.describe()) if objects is not None else "",
+            # The stage's counters span every tenant.
+            counters=counters(deps) if auth.is_all_tenants() else {},
         )
 
     async def DeleteFaces(
@@ -216,6 +219,11 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
         indexed_at_ms=int(p.get("indexed_at", 0)),
         alt_text=p.get("alt_text", ""),
     )
+
+
+def _kind(description: str) -> str:
+    """``qdrant-edge:/data/vectors`` -> ``qdrant-edge``."""
+    return description.split(":", 1)[0]
 
 
 async def _tenant(tenant_id: str, context) -> str:

@@ -286,7 +286,11 @@ def test_default_install_wires_the_bundled_backends(rendered) -> None:
     )
 
     text = notes({})
-    assert "grpcurl -plaintext -d @ 127.0.0.1:50051 facepipe.v1.Detector/DetectBatch" in text
+    assert (
+        'grpcurl -plaintext -H "authorization: Bearer $KEY" -d @ 127.0.0.1:50051 '
+        "facepipe.v1.Detector/DetectBatch" in text
+    )
+    assert "facepipe keys create --tenant t1" in text
     assert 'nats pub facepipe.ingest \'{"tenant_id":"t1"' in text
 
 

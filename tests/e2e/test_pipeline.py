@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
-from conftest import ROOT, SHARED_FACES, VENV_BIN, run_facepipe
+from conftest import ROOT, SHARED_FACES, VENV_BIN, run_facepipe, stack_channel
 
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
 
@@ -54,8 +53,7 @@ def search(stack, photo: Path, tenant: str) -> list[dict]:
 
 
 def points(stack, tenant: str) -> int:
-    addr = f"127.0.0.1:{stack['state']['components']['indexer']['grpc_port']}"
-    with grpc.insecure_channel(addr) as ch:
+    with stack_channel(stack, "indexer") as ch:
         return indexer_pb2_grpc.IndexerStub(ch).GetStats(indexer_pb2.GetStatsRequest(tenant_id=tenant)).points
 
 

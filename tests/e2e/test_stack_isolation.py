@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_FACES, run_facepipe
+from conftest import SHARED_FACES, run_facepipe, stack_key
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,8 @@ def hostile_env(stack: dict) -> dict:
         "FACEPIPE_INDEXER_ADDR": stack["indexer"],
         "FACEPIPE_NATS_URL": stack["state"]["nats_url"],
         "FACEPIPE_CRAWLER_ADDR": f"127.0.0.1:{stack['state']['components']['crawler']['grpc_port']}",
+        # What a user who talks to services elsewhere sets (their own key).
+        "FACEPIPE_API_KEY": stack_key(stack),
     }
 
 
@@ -124,8 +126,14 @@ def test_up_refuses_a_second_stack_in_the_same_data_dir(running) -> None:
 def test_explicit_addresses_still_reach_a_stack(running, tmp_path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    # --addr wins over any data dir.
-    assert search_matches(running, "--data-dir", str(empty), "--addr", running["indexer"])
+    # --addr wins over any data dir; a stack's own key is never sent to a server it did not aim at.
+    out = run_facepipe(
+        "search", str(running["photo"]), "--tenant", TENANT, "--data-dir", str(empty), "--addr", running["indexer"],
+        env=running["env"], check=False,
+    )  # fmt: skip
+    assert out.returncode == 1 and "no API key" in out.stderr, out.stderr
+    key = stack_key(running)
+    assert search_matches(running, "--data-dir", str(empty), "--addr", running["indexer"], "--key", key)
     # Without --data-dir and with no default stack running, the env override is used.
     env = {**hostile_env(running), "FACEPIPE_HOME": str(tmp_path / "home-without-stack")}
     assert search_matches(running, env=env)

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from conftest import SHARED_FACES, run_facepipe
+from conftest import SHARED_FACES, run_facepipe, stack_channel
 
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
 
@@ -94,8 +93,7 @@ def test_one_image_is_one_trace_through_every_stage(stack) -> None:
 
 def test_grpc_call_joins_the_callers_trace(stack) -> None:
     trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
-    addr = f"127.0.0.1:{stack['state']['components']['indexer']['grpc_port']}"
-    with grpc.insecure_channel(addr) as ch:
+    with stack_channel(stack, "indexer") as ch:
         indexer_pb2_grpc.IndexerStub(ch).GetStats(
             indexer_pb2.GetStatsRequest(tenant_id="traced"),
             metadata=[("traceparent", f"00-{trace_id}-{parent_id}-01")],

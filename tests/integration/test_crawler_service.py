@@ -43,6 +43,8 @@ FAST_ENV = {
     "FACEPIPE_CRAWL_RETRIES": "0",
     "FACEPIPE_CRAWL_SITEMAPS": "0",
     "FACEPIPE_CRAWL_PROGRESS_INTERVAL": "0.2",
+    # The crawler's own behaviour; access control has its own tests.
+    "FACEPIPE_AUTH": "off",
 }
 
 

@@ -49,6 +49,9 @@ def test_every_command_is_known() -> None:
         "stats",
         "dlq list",
         "dlq replay",
+        "keys create",
+        "keys list",
+        "keys revoke",
     }
 
 

@@ -1,0 +1,400 @@
+"""API keys on every gRPC method of every service, against real service processes
+sharing one real nats-server (the key store) and a service credential.
+
+The method list comes from the proto descriptors, so a method added without an
+access rule, or without a case here, fails ``test_every_method_has_a_rule_and_a_case``.
+Each method is called with no key, a key of another tenant, a key whose role is too
+weak and the right key."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+from conftest import VENV_BIN, ServiceProcess, free_port, run_facepipe, wait_serving
+from google.protobuf import message_factory
+
+from facepipe import auth
+from facepipe.auth.client import channel
+from facepipe.auth.keys import ROLES, KeyStore, make_record, new_key
+from facepipe.v1 import (
+    common_pb2,
+    crawler_pb2,
+    detector_pb2,
+    embedder_pb2,
+    extractor_pb2,
+    indexer_pb2,
+    inference_pb2,
+    pipeline_pb2,
+)
+
+PROTO_MODULES = (crawler_pb2, detector_pb2, embedder_pb2, extractor_pb2, indexer_pb2, inference_pb2)
+SERVICE_OF = {
+    "facepipe.v1.Crawler": "crawler",
+    "facepipe.v1.Detector": "detector",
+    "facepipe.v1.Embedder": "embedder",
+    "facepipe.v1.Extractor": "extractor",
+    "facepipe.v1.Indexer": "indexer",
+    "facepipe.v1.InferenceNode": "node",
+}
+OURS, THEIRS = "acme", "other"
+# An object of our tenant; it need not exist (a missing image is a per-image error, not a refusal).
+SHA = hashlib.sha256(b"no such image").hexdigest()
+OUR_OBJECT = ("raw-images", f"{OURS}/{SHA}.jpg")
+DIM = 128  # the bundled recognizer's
+
+
+def all_methods() -> dict[str, object]:
+    """Every gRPC method of every facepipe service, by full path, from the descriptors."""
+    found = {}
+    for module in PROTO_MODULES:
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                found[f"/{service.full_name}/{method.name}"] = method
+    return found
+
+
+METHODS = all_methods()
+
+
+@dataclass
+class Deployment:
+    nats_url: str
+    service_key: str
+    services: dict[str, ServiceProcess]
+    keys: dict[tuple[str, str], str]  # (tenant, role) -> key
+    env: dict[str, str]
+    job_id: str = ""
+
+    def key(self, tenant: str, role: str) -> str:
+        return self.service_key if role == "service" else self.keys[(tenant, role)]
+
+
+async def _make_keys(nats_url: str) -> dict[tuple[str, str], str]:
+    nc = await nats.connect(nats_url)
+    try:
+        store = await KeyStore.open(nc.jetstream())
+        keys = {}
+        for tenant in (OURS, THEIRS, auth.ANY_TENANT):
+            for role in ("reader", "writer", "admin"):
+                key, _ = await store.create(tenant, role)
+                keys[(tenant, role)] = key
+        return keys
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, facepipe_home) -> Iterator[Deployment]:
+    from facepipe.natsd import NatsServer
+
+    work = tmp_path_factory.mktemp("auth")
+    nats = NatsServer(port=free_port(), http_port=free_port(), store_dir=work / "nats")
+    nats.start(log_path=work / "nats.log")
+    service_key = new_key()[1]
+    (work / "service.key").write_text(service_key)
+    env = {
+        **os.environ,
+        "FACEPIPE_HOME": str(facepipe_home),
+        "FACEPIPE_NATS_URL": nats.url,
+        "FACEPIPE_AUTH": "on",
+        "FACEPIPE_SERVICE_KEY_FILE": str(work / "service.key"),
+        "FACEPIPE_OBJECT_DIR": str(work / "objects"),
+        "FACEPIPE_VECTOR_DIR": str(work / "vectors"),
+        "FACEPIPE_GRPC_HOST": "127.0.0.1",
+        "FACEPIPE_DRAIN_SECONDS": "2",
+        "FACEPIPE_CRAWL_RETRIES": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    services: dict[str, ServiceProcess] = {}
+    try:
+        for name in sorted(set(SERVICE_OF.values())):
+            grpc_port, http_port = free_port(), free_port()
+            log_path = work / f"{name}.log"
+            proc = subprocess.Popen(
+                [str(VENV_BIN / "facepipe"), "serve", name, "--port", str(grpc_port)]
+                + ["--http-port", str(http_port)],
+                env=env,
+                stdout=open(log_path, "wb"),  # noqa: SIM115 - closed with the process
+                stderr=subprocess.STDOUT,
+            )
+            services[name] = ServiceProcess(name, grpc_port, http_port, proc, log_path, env)
+        for sp in services.values():
+            try:
+                wait_serving(sp.addr, timeout=120, proc=sp.proc)
+            except Exception:
+                raise RuntimeError(f"{sp.name} failed to start:\n{sp.log()}") from None
+        keys = asyncio.run(_make_keys(nats.url))
+        deployment = Deployment(nats.url, service_key, services, keys, env)
+        # A crawl job of our tenant, for GetCrawl and CancelCrawl.
+        with channel(services["crawler"].addr, keys[(OURS, "writer")]) as ch:
+            start = ch.unary_unary(
+                "/facepipe.v1.Crawler/StartCrawl",
+                request_serializer=crawler_pb2.StartCrawlRequest.SerializeToString,
+                response_deserializer=crawler_pb2.StartCrawlResponse.FromString,
+            )
+            deployment.job_id = start(
+                crawler_pb2.StartCrawlRequest(seeds=["https://example.invalid/"], tenant_id=OURS), timeout=30
+            ).job_id
+        yield deployment
+    finally:
+        for sp in services.values():
+            sp.stop()
+        nats.stop()
+
+
+def _ref_image() -> common_pb2.ImageInput:
+    return common_pb2.ImageInput(id="ref", ref=common_pb2.ObjectRef(bucket=OUR_OBJECT[0], key=OUR_OBJECT[1]))
+
+
+# What each method is called with: a request the right key may make, touching tenant OURS.
+REQUESTS: dict[str, Callable[[Deployment], object]] = {
+    "/facepipe.v1.Indexer/Search": lambda d: indexer_pb2.SearchRequest(
+        tenant_id=OURS, vector=common_pb2.Embedding(vector=[1.0] + [0.0] * (DIM - 1))
+    ),
+    "/facepipe.v1.Indexer/GetStats": lambda d: indexer_pb2.GetStatsRequest(tenant_id=OURS),
+    "/facepipe.v1.Indexer/ListFaces": lambda d: indexer_pb2.ListFacesRequest(tenant_id=OURS),
+    "/facepipe.v1.Indexer/DeleteFaces": lambda d: indexer_pb2.DeleteFacesRequest(
+        tenant_id=OURS, image_sha256=SHA
+    ),
+    "/facepipe.v1.Extractor/Ingest": lambda d: pipeline_pb2.IngestRequest(
+        tenant_id=OURS, bucket=OUR_OBJECT[0], key=OUR_OBJECT[1]
+    ),
+    "/facepipe.v1.Crawler/StartCrawl": lambda d: crawler_pb2.StartCrawlRequest(
+        seeds=["https://example.invalid/"], tenant_id=OURS
+    ),
+    "/facepipe.v1.Crawler/GetCrawl": lambda d: crawler_pb2.GetCrawlRequest(job_id=d.job_id),
+    "/facepipe.v1.Crawler/CancelCrawl": lambda d: crawler_pb2.CancelCrawlRequest(job_id=d.job_id),
+    "/facepipe.v1.Detector/DetectBatch": lambda d: detector_pb2.DetectBatchRequest(images=[_ref_image()]),
+    "/facepipe.v1.Detector/DetectStream": lambda d: detector_pb2.DetectBatchRequest(images=[_ref_image()]),
+    "/facepipe.v1.Embedder/EmbedBatch": lambda d: embedder_pb2.EmbedBatchRequest(
+        inputs=[embedder_pb2.EmbedInput(id="ref", image=_ref_image(), faces=[common_pb2.Face()])]
+    ),
+    "/facepipe.v1.InferenceNode/Infer": lambda d: inference_pb2.TensorBatch(batch_id="b", model="none.onnx"),
+    "/facepipe.v1.InferenceNode/ListModels": lambda d: inference_pb2.ListModelsRequest(),
+}
+
+
+def call(d: Deployment, path: str, key: str | None) -> grpc.StatusCode:
+    """The status of calling ``path`` with its request and ``key``."""
+    method = METHODS[path]
+    service = SERVICE_OF[path.split("/")[1]]
+    response_type = message_factory.GetMessageClass(method.output_type)
+    request = REQUESTS[path](d)
+    with channel(d.services[service].addr, key) as ch:
+        try:
+            if method.client_streaming:
+                stub = ch.stream_stream(
+                    path,
+                    request_serializer=type(request).SerializeToString,
+                    response_deserializer=response_type.FromString,
+                )
+                list(stub(iter([request]), timeout=60))
+            else:
+                stub = ch.unary_unary(
+                    path,
+                    request_serializer=type(request).SerializeToString,
+                    response_deserializer=response_type.FromString,
+                )
+                stub(request, timeout=60)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_every_method_has_a_rule_and_a_case() -> None:
+    assert set(METHODS) == set(auth.METHOD_RULES), "every gRPC method needs an access rule"
+    assert set(METHODS) == set(REQUESTS), "every gRPC method needs a case in this test"
+
+
+def _weaker(role: str) -> str | None:
+    rank = ROLES.index(role)
+    return ROLES[rank - 1] if rank else None
+
+
+# Methods whose requests name no tenant at all: a key of any tenant may call them.
+TENANTLESS = {"/facepipe.v1.InferenceNode/Infer", "/facepipe.v1.InferenceNode/ListModels"}
+
+
+@pytest.mark.parametrize("path", sorted(REQUESTS))
+def test_access_matrix(deployment: Deployment, path: str) -> None:
+    rule = auth.METHOD_RULES[path]
+    d = deployment
+    outcomes = {"no key": call(d, path, None)}
+    if rule.role == "service":
+        outcomes["right key"] = call(d, path, d.service_key)
+        outcomes["too weak a role"] = call(d, path, d.keys[(auth.ANY_TENANT, "admin")])
+    else:
+        outcomes["right key"] = call(d, path, d.key(OURS, rule.role))
+        outcomes["another tenant's key"] = call(d, path, d.key(THEIRS, rule.role))
+        weaker = _weaker(rule.role)
+        if weaker is not None:
+            outcomes["too weak a role"] = call(d, path, d.key(OURS, weaker))
+    expected = {
+        "no key": grpc.StatusCode.UNAUTHENTICATED,
+        "right key": grpc.StatusCode.OK,
+        "another tenant's key": grpc.StatusCode.PERMISSION_DENIED,
+        "too weak a role": grpc.StatusCode.PERMISSION_DENIED,
+    }
+    assert outcomes == {case: expected[case] for case in outcomes}
+    if path not in TENANTLESS:
+        assert "another tenant's key" in outcomes
+
+
+def test_unknown_malformed_and_expired_keys_are_unauthenticated(deployment: Deployment) -> None:
+    path = "/facepipe.v1.Indexer/GetStats"
+    unknown = new_key()[1]
+    assert call(deployment, path, unknown) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(deployment, path, "not-a-key") == grpc.StatusCode.UNAUTHENTICATED
+    key = new_key()[1]
+    expired = make_record(key, OURS, "admin", expires_at=time.time() - 1)
+
+    async def put() -> None:
+        nc = await nats.connect(deployment.nats_url)
+        try:
+            await (await KeyStore.open(nc.jetstream())).put(expired)
+        finally:
+            await nc.close()
+
+    asyncio.run(put())
+    assert call(deployment, path, key) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _code_and_details(fn) -> tuple[grpc.StatusCode, str]:
+    try:
+        fn()
+    except grpc.RpcError as exc:
+        return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+def test_refs_to_another_tenants_objects_are_refused(deployment: Deployment) -> None:
+    d = deployment
+    theirs = common_pb2.ImageInput(
+        id="x", ref=common_pb2.ObjectRef(bucket="raw-images", key=f"{THEIRS}/{SHA}.jpg")
+    )
+    sneaky = common_pb2.ImageInput(
+        id="y", ref=common_pb2.ObjectRef(bucket="raw-images", key=f"{OURS}/../{THEIRS}/{SHA}.jpg")
+    )
+    key = d.key(OURS, "admin")
+    with channel(d.services["detector"].addr, key) as ch:
+        detect = ch.unary_unary(
+            "/facepipe.v1.Detector/DetectBatch",
+            request_serializer=detector_pb2.DetectBatchRequest.SerializeToString,
+            response_deserializer=detector_pb2.DetectBatchResponse.FromString,
+        )
+        for image in (theirs, sneaky):
+            # One foreign reference among good ones refuses the whole batch.
+            request = detector_pb2.DetectBatchRequest(images=[_ref_image(), image])
+            code, details = _code_and_details(lambda request=request: detect(request, timeout=30))
+            assert code == grpc.StatusCode.PERMISSION_DENIED, details
+    with channel(d.services["embedder"].addr, key) as ch:
+        embed = ch.unary_unary(
+            "/facepipe.v1.Embedder/EmbedBatch",
+            request_serializer=embedder_pb2.EmbedBatchRequest.SerializeToString,
+            response_deserializer=embedder_pb2.EmbedBatchResponse.FromString,
+        )
+        request = embedder_pb2.EmbedBatchRequest(
+            inputs=[embedder_pb2.EmbedInput(id="x", image=theirs, faces=[common_pb2.Face()])]
+        )
+        code, details = _code_and_details(lambda: embed(request, timeout=30))
+        assert code == grpc.StatusCode.PERMISSION_DENIED and THEIRS in details, details
+    # A stream is checked message by message: the second, foreign one ends it.
+    with channel(d.services["detector"].addr, key) as ch:
+        stream = ch.stream_stream(
+            "/facepipe.v1.Detector/DetectStream",
+            request_serializer=detector_pb2.DetectBatchRequest.SerializeToString,
+            response_deserializer=detector_pb2.DetectBatchResponse.FromString,
+        )
+        requests = [
+            detector_pb2.DetectBatchRequest(images=[_ref_image()]),
+            detector_pb2.DetectBatchRequest(images=[theirs]),
+        ]
+        code, details = _code_and_details(lambda: list(stream(iter(requests), timeout=30)))
+        assert code == grpc.StatusCode.PERMISSION_DENIED, details
+
+
+def test_crawl_jobs_are_scoped_to_their_tenant(deployment: Deployment) -> None:
+    d = deployment
+    for path in ("/facepipe.v1.Crawler/GetCrawl", "/facepipe.v1.Crawler/CancelCrawl"):
+        assert call(d, path, d.key(THEIRS, "admin")) == grpc.StatusCode.PERMISSION_DENIED
+        assert call(d, path, d.key(auth.ANY_TENANT, "admin")) == grpc.StatusCode.OK
+
+
+def test_ingest_of_another_tenants_object_is_refused(deployment: Deployment) -> None:
+    d = deployment
+    victim = pipeline_pb2.IngestRequest(tenant_id="attacker", bucket="raw-images", key=f"victim/{SHA}.jpg")
+    for key in (d.key(THEIRS, "writer"), d.key(auth.ANY_TENANT, "admin")):
+        with channel(d.services["extractor"].addr, key) as ch:
+            ingest = ch.unary_unary(
+                "/facepipe.v1.Extractor/Ingest",
+                request_serializer=pipeline_pb2.IngestRequest.SerializeToString,
+                response_deserializer=extractor_pb2.IngestResponse.FromString,
+            )
+            code, details = _code_and_details(lambda ingest=ingest: ingest(victim, timeout=30))
+            assert code == grpc.StatusCode.PERMISSION_DENIED, details
+
+
+def test_get_stats_without_a_tenant_is_the_keys_tenant_and_names_no_path(deployment: Deployment) -> None:
+    d = deployment
+    with channel(d.services["indexer"].addr, d.key(OURS, "reader")) as ch:
+        stats = ch.unary_unary(
+            "/facepipe.v1.Indexer/GetStats",
+            request_serializer=indexer_pb2.GetStatsRequest.SerializeToString,
+            response_deserializer=indexer_pb2.GetStatsResponse.FromString,
+        )(indexer_pb2.GetStatsRequest(), timeout=30)
+    assert "/" not in stats.vector_store and "/" not in stats.object_store
+    assert not stats.counters  # the stage's counters span every tenant
+    assert str(Path(d.env["FACEPIPE_VECTOR_DIR"])) not in str(stats)
+
+
+def test_revoked_key_is_refused_at_once(deployment: Deployment) -> None:
+    d = deployment
+    env = {**d.env, "FACEPIPE_NATS_URL": d.nats_url}
+    made = run_facepipe("keys", "create", "--tenant", OURS, "--role", "reader", "--json", env=env)
+    doc = json.loads(made.stdout)
+    path = "/facepipe.v1.Indexer/ListFaces"
+    assert call(d, path, doc["key"]) == grpc.StatusCode.OK  # usable at once
+    run_facepipe("keys", "revoke", doc["key_id"], env=env)
+    deadline = time.monotonic() + 2.0
+    while (
+        code := call(d, path, doc["key"])
+    ) != grpc.StatusCode.UNAUTHENTICATED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def eventually(condition, wait_s: float = 5.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_key_store_follows_changes_and_rereads_when_the_watch_stops(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        watched = await KeyStore.open(nc.jetstream(), resync_seconds=0.3)
+        manager = await KeyStore.open(nc.jetstream())
+        await watched.start_watch()
+        key, record = await manager.create(OURS, "reader")
+        await eventually(lambda: record.key_id in watched.records)
+        assert watched.records[record.key_id].key_sha256 == auth.hash_key(key)
+        # With the watch gone, the periodic re-read still drops a revoked key.
+        watched._tasks[0].cancel()
+        await manager.revoke(record.key_id)
+        await eventually(lambda: record.key_id not in watched.records)
+        assert await watched.lookup(record.key_id) is None
+        await watched.stop()
+    finally:
+        await nc.close()
