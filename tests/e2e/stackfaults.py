@@ -182,18 +182,25 @@ def distinct_photos(dest: Path, count: int, max_side: int = 320, salt: str = "")
     border of its own) with its face still detectable."""
     from PIL import Image, ImageOps
 
-    sources = face_photos()
+    bases = []
+    for src in face_photos():
+        with Image.open(src) as img:
+            img.draft("RGB", (max_side, max_side))  # a fast, reduced decode of big JPEGs
+            small = img.convert("RGB")
+        small.thumbnail((max_side, max_side))
+        bases.append((src.parent.name, small))
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for i in range(count):
-        src = sources[i % len(sources)]
-        variant = i // len(sources)
-        img = Image.open(src).convert("RGB")
-        img.thumbnail((max_side - variant % 7 * 4, max_side - variant % 7 * 4))
-        border = 2 + variant % 11
+        person, base = bases[i % len(bases)]
+        variant = i // len(bases)
+        img = base
+        if variant % 7:
+            shrink = 1 - (variant % 7) * 0.03
+            img = base.resize((int(base.width * shrink), int(base.height * shrink)))
         color = ((variant * 37) % 256, (variant * 91 + len(salt) * 13) % 256, (i * 53) % 256)
-        img = ImageOps.expand(img, border=border, fill=color)
-        path = dest / f"{i:04d}-{src.parent.name}.jpg"
+        img = ImageOps.expand(img, border=2 + variant % 11, fill=color)
+        path = dest / f"{i:04d}-{person}.jpg"
         img.save(path, "JPEG", quality=90)
         out.append(path)
     return out
