@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 import uuid
@@ -222,3 +223,56 @@ def test_sigterm_mid_message_acks_it_before_exit_and_stops_fetching(stack, tmp_p
     assert after["delivered"] == before["delivered"] + 2
     assert stats(stack, "extractor")["msgs_acked"] == 1  # the restarted one took only the later message
     assert pid_of(stack, "extractor") > 0
+
+
+def orphans_counted(stack: dict, service: str) -> float:
+    port = components(stack)[service]["http_port"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("facepipe_orphans_total{")
+    )
+
+
+def test_a_message_whose_deliveries_were_all_lost_is_requeued_and_done_once(stack, tmp_path) -> None:
+    """Every delivery of an ingest message is lost, as to replicas killed holding it, until
+    JetStream gives up on it: it stays in the work queue, never delivered again. The
+    extractor's reconciler finds it, queues it again, and it is done once."""
+    tenant, batch = "orphan", f"orphan-{uuid.uuid4().hex[:8]}"
+    with GatedImages({"/orphan.jpg": one_photo(tmp_path, tenant)}, gated=set()) as images:
+
+        async def run() -> tuple[list, dict, object]:
+            nc = await connect(stack)
+            extractor = pid_of(stack, "extractor")
+            try:
+                js = nc.jetstream()
+                os.kill(extractor, signal.SIGSTOP)  # it takes no delivery while the test loses them
+                try:
+                    deadline = time.monotonic() + 10
+                    while (await queue_view(js)).consumers["extractor"]["num_waiting"]:
+                        assert time.monotonic() < deadline, "the stopped extractor's pulls never expired"
+                        await asyncio.sleep(0.1)
+                    await publish_ingest(js, tenant, images.url("/orphan.jpg"), batch, "orphan-1")
+                    thief = await js.pull_subscribe_bind(durable="extractor", stream="FACEPIPE")
+                    for _ in range(5):  # max_deliver of the stage
+                        (await thief.fetch(1, timeout=ACK_WAIT_S + 10))[0]
+                    with pytest.raises(TimeoutError):
+                        await thief.fetch(1, timeout=ACK_WAIT_S + 1.5)
+                    await thief.unsubscribe()
+                    stuck = await queue_view(js)
+                finally:
+                    os.kill(extractor, signal.SIGCONT)
+                events = await done_events(js, batch, expected=1, within_s=60)
+                return events, stuck, await wait_queue_idle(js)
+            finally:
+                await nc.close()
+
+        events, stuck, after = asyncio.run(run())
+    # Before the reconciler, here it stayed: queued, yet nothing pending or awaiting an ack.
+    assert stuck.subjects.get("facepipe.ingest") == 1, stuck
+    assert stuck.consumers["extractor"]["num_pending"] == 0 == stuck.consumers["extractor"]["num_ack_pending"]
+    assert len(events) == 1 and events[0].status == pipeline_pb2.IMAGE_STATUS_INDEXED, events
+    assert images.requests["/orphan.jpg"] == 1
+    assert after.messages == 0, after
+    assert orphans_counted(stack, "extractor") == 1
