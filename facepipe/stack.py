@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -302,10 +303,10 @@ def kill_leftovers(session_leader: int) -> None:
         os.killpg(session_leader, signal.SIGKILL)
 
 
-def reap_orphans(own: object) -> None:
+def reap_orphans(own: Iterable[subprocess.Popen]) -> None:
     """Reaps exited children other than the components (whose Popen reaps them):
     adopted orphans and what they left."""
-    own_pids = {proc.pid for proc in own}  # type: ignore[attr-defined]
+    own_pids = {proc.pid for proc in own}
     me = os.getpid()
     for pid, parent, state in _children_states():
         if parent != me or pid in own_pids:

@@ -146,10 +146,17 @@ async def test_publish_msg_id_is_idempotent(nats_server) -> None:
     await nc.close()
 
 
-async def _lose_every_delivery(js, stage: bus.StageSpec) -> None:
-    """Takes each delivery of the stage's next message and never acks it, as replicas
+async def _lose_every_delivery(js, stage: bus.StageSpec, then_publish: tuple[bytes, dict]) -> None:
+    """Publishes a message, takes each of its deliveries and never acks them, as replicas
     killed holding it would, until JetStream stops delivering it (max_deliver)."""
+    # No pull of a drained worker may still be waiting on the server to take one of them.
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await js.consumer_info(bus.STREAM, stage.name)).num_waiting:
+        assert asyncio.get_running_loop().time() < deadline, "a pull request never expired"
+        await asyncio.sleep(0.1)
     thief = await js.pull_subscribe_bind(durable=stage.name, stream=bus.STREAM)
+    data, headers = then_publish
+    await js.publish(stage.subject, data, headers=headers)
     for _ in range(stage.max_deliver):
         deadline = asyncio.get_running_loop().time() + 30
         while True:
@@ -173,8 +180,7 @@ async def test_messages_whose_deliveries_were_lost_are_requeued(nats_server) -> 
     once. One put back too often is dead-lettered as orphaned."""
     stage = bus.StageSpec("orphanstage", "facepipe.images.orphan", ack_wait=1, max_deliver=2)
     nc, js = await _setup(nats_server.url, stage)
-    await bus.publish(js, stage.subject, b"lost", msg_id="lost-1")
-    await _lose_every_delivery(js, stage)
+    await _lose_every_delivery(js, stage, then_publish=(b"lost", {}))
     ci = await js.consumer_info(bus.STREAM, stage.name)
     assert ci.num_pending == 0 and ci.num_ack_pending == 0
     info = await js.stream_info(bus.STREAM, subjects_filter=stage.subject)
@@ -202,8 +208,7 @@ async def test_messages_whose_deliveries_were_lost_are_requeued(nats_server) -> 
 
     # Put back MAX_ORPHAN_REDELIVERIES times already: dead-lettered, with the reason.
     headers = {bus.HDR_ORPHANED: str(bus_worker.MAX_ORPHAN_REDELIVERIES)}
-    await js.publish(stage.subject, b"hopeless", headers=headers)
-    await _lose_every_delivery(js, stage)
+    await _lose_every_delivery(js, stage, then_publish=(b"hopeless", headers))
     idle = bus.StageWorker(nc, stage, lambda m: m.data, handler)
     await idle.reconcile()
     assert await idle.reconcile() == 1
@@ -211,4 +216,19 @@ async def test_messages_whose_deliveries_were_lost_are_requeued(nats_server) -> 
     assert dead.data == b"hopeless" and dead.headers[bus.HDR_REASON] == "orphaned"
     info = await js.stream_info(bus.STREAM, subjects_filter=stage.subject)
     assert not info.state.subjects
+    await nc.close()
+
+
+async def test_a_stage_sets_its_ack_wait_and_the_topology_keeps_it(nats_server) -> None:
+    """Each stage applies its own ack_wait to its consumer; a replica of another stage
+    running the topology at start-up leaves it as it is."""
+    nc, js = await _setup(nats_server.url)
+    assert (await js.consumer_info(bus.STREAM, "detector")).config.ack_wait == bus.DEFAULT_ACK_WAIT
+    stage = bus.StageSpec("detector", bus.SUBJECT_STORED, ack_wait=4)
+    worker = bus.StageWorker(nc, stage, lambda m: m.data, lambda d: asyncio.sleep(0))
+    await worker.start()
+    assert (await js.consumer_info(bus.STREAM, "detector")).config.ack_wait == 4
+    await bus.ensure_topology(js)
+    assert (await js.consumer_info(bus.STREAM, "detector")).config.ack_wait == 4
+    await worker.drain(grace=1)
     await nc.close()
