@@ -176,8 +176,8 @@ class Supervisor:
             grpc_port = _pick(DEFAULT_PORTS[name], self.auto_ports, taken)
             http_port = _pick(grpc_port + HTTP_PORT_OFFSET, self.auto_ports, taken)
             state.components[name] = Component(name, grpc_port, http_port)
-        state.save(self.data_dir)
         state.components[NATS] = Component(NATS, nats.port, nats.http_port)
+        state.save(self.data_dir)
         try:
             self._spawn(state, NATS, wait=True)
             for name in STACK_SERVICES:
