@@ -544,6 +544,13 @@ class Settings:
     # Pipeline: NATS JetStream (empty: gRPC only, no stage consumer).
     nats_url: str = setting("", help="NATS URL; empty serves gRPC only, without the stage consumer.")
     max_inflight: int = setting(16, minimum=1, help="Messages a stage handles at once; model calls batch.")
+    stage_ack_wait: float = setting(
+        60.0,
+        minimum=1,
+        help="Seconds a stage message stays with a replica without an ack or heartbeat; after a "
+        "crash it is redelivered this much later. Each stage applies it to its consumer at start; "
+        "set it alike on every replica.",
+    )
     dedup_ttl_seconds: float = setting(
         30 * 24 * 3600.0, minimum=0, help="Seconds a face hash is kept for near-duplicate checks."
     )

@@ -43,10 +43,25 @@ class NatsServer:
         )
         return [nats_server_binary(), "-c", str(conf)]
 
-    def start(self, log_path: Path | None = None, timeout: float = 15.0) -> NatsServer:
-        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, timeout, self.proc)
+    def start(
+        self,
+        log_path: Path | None = None,
+        timeout: float = 15.0,
+        wait: bool = True,
+        new_session: bool = False,
+    ) -> NatsServer:
+        """Starts the server (again, after a crash: same ports, same store); with ``wait``,
+        returns once it listens. ``new_session`` keeps it out of the caller's Ctrl-C."""
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+        try:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session
+            )
+        finally:
+            if log_path:
+                out.close()  # the child holds its own copy
+        if wait:
+            wait_for_port(self.port, timeout, self.proc)
         return self
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -11,6 +11,7 @@ holds the stage logic as functions of those dependencies."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import uuid
@@ -255,9 +256,12 @@ class StageService(Service, Generic[D]):
         self.nc = await bus.connect(self.settings.nats_url, self.name)
         self.js = self.nc.jetstream()
         await bus.ensure_topology(self.js, self.settings.dedup_ttl_seconds)
+        spec = stage.spec
+        if spec.ack_wait is None:
+            spec = dataclasses.replace(spec, ack_wait=self.settings.stage_ack_wait)
         self.worker = bus.StageWorker(
             self.nc,
-            stage.spec,
+            spec,
             stage.decode or decode_as(stage.message_type),
             self._handle,
             on_dead=self._on_dead,
@@ -331,7 +335,9 @@ class StageService(Service, Generic[D]):
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.stage is not None:
-            out = {"stage": self.stage.spec.name, **(self.worker.stats.snapshot() if self.worker else {})}
+            out = {"stage": self.stage.spec.name}
+            if self.worker is not None:
+                out.update(self.worker.stats.snapshot(), ack_wait_s=self.worker.stage.ack_wait_s)
         if self._stats is not None and self.loaded.value is not None:
             out.update(self._stats(self.loaded.value))
         return out

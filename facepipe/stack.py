@@ -1,10 +1,13 @@
 """The local stack: nats-server and every pipeline service as supervised local
 processes on the embedded defaults (local object folder, Qdrant Edge), with
-logs and state under one data directory. A crashed service is restarted."""
+logs and state under one data directory. A crashed component, nats-server
+included, is restarted with a growing delay; what a crashed component left
+running is killed, and every exited child is reaped."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -13,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +34,8 @@ STACK_SERVICES = ("crawler", "extractor", "detector", "embedder", "indexer")
 NATS_PORT = 4222
 NATS_HTTP_PORT = 8222
 MAX_RESTART_DELAY = 30.0
+NATS = "nats"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass
@@ -128,6 +134,7 @@ class Supervisor:
         self.extra_env = extra_env or {}
         self.procs: dict[str, subprocess.Popen] = {}
         self.next_restart: dict[str, float] = {}
+        self.nats: NatsServer | None = None
         self._stop = False
 
     def _env(self, nats_url: str) -> dict[str, str]:
@@ -154,8 +161,9 @@ class Supervisor:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        become_subreaper()
         taken: set[int] = set()
-        nats = NatsServer(
+        self.nats = nats = NatsServer(
             port=_pick(NATS_PORT, self.auto_ports, taken),
             http_port=_pick(NATS_HTTP_PORT, self.auto_ports, taken),
             store_dir=self.data_dir / "nats",
@@ -173,11 +181,11 @@ class Supervisor:
             grpc_port = _pick(DEFAULT_PORTS[name], self.auto_ports, taken)
             http_port = _pick(grpc_port + HTTP_PORT_OFFSET, self.auto_ports, taken)
             state.components[name] = Component(name, grpc_port, http_port)
+        state.components[NATS] = Component(NATS, nats.port, nats.http_port)
         state.save(self.data_dir)
         try:
-            nats.start(log_path=self.data_dir / "logs" / "nats.log")
+            self._spawn(state, NATS, wait=True)
             make_credentials(self.data_dir, nats.url)
-            state.components["nats"] = Component("nats", nats.port, nats.http_port, nats.proc.pid)
             for name in STACK_SERVICES:
                 self._spawn(state, name)
             state.status = "running"
@@ -188,7 +196,6 @@ class Supervisor:
             state.status = "stopping"
             state.save(self.data_dir)
             self._terminate_all()
-            nats.stop()
             state.status = "stopped"
             for c in state.components.values():
                 c.pid = 0
@@ -198,8 +205,16 @@ class Supervisor:
     def _on_signal(self, signum, frame) -> None:
         self._stop = True
 
-    def _spawn(self, state: StackState, name: str) -> None:
+    def _spawn(self, state: StackState, name: str, wait: bool = False) -> None:
         c = state.components[name]
+        if name == NATS:
+            assert self.nats is not None
+            # Services reconnect on their own; only the first start waits for the port.
+            self.nats.start(log_path=self.data_dir / "logs" / "nats.log", wait=wait, new_session=True)
+            assert self.nats.proc is not None
+            self.procs[name] = self.nats.proc
+            c.pid = self.nats.proc.pid
+            return
         env = environ({**state.env, "PYTHONUNBUFFERED": "1"})
         logf = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
@@ -224,8 +239,10 @@ class Supervisor:
         c.pid = proc.pid
 
     def _watch(self, state: StackState) -> None:
+        rounds = 0
         while not self._stop:
             time.sleep(0.25)
+            rounds += 1
             changed = False
             for name, proc in list(self.procs.items()):
                 if proc.poll() is None or self._stop:
@@ -233,6 +250,7 @@ class Supervisor:
                 c = state.components[name]
                 due = self.next_restart.get(name)
                 if due is None:
+                    kill_leftovers(proc.pid)
                     delay = min(MAX_RESTART_DELAY, 2.0 ** min(c.restarts, 5) * 0.5)
                     self.next_restart[name] = time.monotonic() + delay
                     log.warning(
@@ -247,20 +265,82 @@ class Supervisor:
                     c.restarts += 1
                     self._spawn(state, name)
                     changed = True
+            if changed or rounds % 8 == 0:
+                reap_orphans(self.procs.values())
             if changed:
                 state.save(self.data_dir)
 
     def _terminate_all(self) -> None:
+        """Services first (they drain, acking through NATS), nats-server last."""
+        services = [proc for name, proc in self.procs.items() if name != NATS]
+        _terminate(services, 20)
+        if NATS in self.procs:
+            _terminate([self.procs[NATS]], 10)
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            kill_leftovers(proc.pid)
+        reap_orphans(())
+
+
+def _terminate(procs: list[subprocess.Popen], grace: float) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def become_subreaper() -> None:
+    """Makes this process adopt the orphans of its children (a browser left by a killed
+    crawler), so that they are killed and reaped here rather than outliving the stack."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def kill_leftovers(session_leader: int) -> None:
+    """Kills what an exited component left in its session (each runs in its own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(session_leader, signal.SIGKILL)
+
+
+def reap_orphans(own: Iterable[subprocess.Popen]) -> None:
+    """Reaps exited children other than the components (whose Popen reaps them):
+    adopted orphans and what they left."""
+    own_pids = {proc.pid for proc in own}
+    me = os.getpid()
+    for pid, parent, state in _children_states():
+        if parent != me or pid in own_pids:
+            continue
+        if state != "Z":
+            # An adopted orphan still running: its component is gone, so is its purpose.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _children_states() -> list[tuple[int, int, str]]:
+    """(pid, parent pid, state) of every process, from /proc; empty where there is none."""
+    out = []
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return out
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out.append((int(entry.name), int(fields[1]), fields[0]))
+    return out
 
 
 def write_secret(path: Path, text: str) -> None:

@@ -8,11 +8,13 @@ both modules is re-exported here.
 from facepipe.bus.topology import (
     CRAWL_KV,
     CRAWL_KV_TTL,
+    DEFAULT_ACK_WAIT,
     DLQ_STREAM,
     EVENTS_STREAM,
     FACES_KV,
     HDR_DELIVERIES,
     HDR_ERROR,
+    HDR_ORPHANED,
     HDR_REASON,
     HDR_STAGE,
     HDR_SUBJECT,
@@ -29,6 +31,7 @@ from facepipe.bus.topology import (
     StageSpec,
     connect,
     consumer_config,
+    ensure_consumer,
     ensure_topology,
     publish,
 )
@@ -45,11 +48,13 @@ from facepipe.bus.worker import (
 __all__ = [
     "CRAWL_KV",
     "CRAWL_KV_TTL",
+    "DEFAULT_ACK_WAIT",
     "DLQ_STREAM",
     "EVENTS_STREAM",
     "FACES_KV",
     "HDR_DELIVERIES",
     "HDR_ERROR",
+    "HDR_ORPHANED",
     "HDR_REASON",
     "HDR_STAGE",
     "HDR_SUBJECT",
@@ -73,6 +78,7 @@ __all__ = [
     "StageWorker",
     "connect",
     "consumer_config",
+    "ensure_consumer",
     "ensure_topology",
     "publish",
 ]

@@ -45,15 +45,24 @@ HDR_ERROR = "Facepipe-Error"
 HDR_REASON = "Facepipe-Reason"
 HDR_DELIVERIES = "Facepipe-Deliveries"
 HDR_SUBJECT = "Facepipe-Subject"
+HDR_ORPHANED = "Facepipe-Orphaned"  # times the reconciler put this message back in the queue
+
+
+DEFAULT_ACK_WAIT = 60.0
 
 
 @dataclass(frozen=True)
 class StageSpec:
     name: str  # durable consumer name, also the service name
     subject: str
-    ack_wait: float = 60.0
+    # None: the service's stage setting (FACEPIPE_STAGE_ACK_WAIT), else DEFAULT_ACK_WAIT.
+    ack_wait: float | None = None
     max_deliver: int = 5
     max_ack_pending: int = 256
+
+    @property
+    def ack_wait_s(self) -> float:
+        return DEFAULT_ACK_WAIT if self.ack_wait is None else self.ack_wait
 
 
 STAGES: dict[str, StageSpec] = {
@@ -125,8 +134,14 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
             max_age=24 * 3600.0,
         ),
     )
+    # Created when missing, never changed here: each stage applies its own settings
+    # (ensure_consumer), which a replica of another stage must not reset.
     for stage in STAGES.values():
-        await js.add_consumer(STREAM, consumer_config(stage))
+        try:
+            await js.consumer_info(STREAM, stage.name)
+        except NotFoundError:
+            with contextlib.suppress(BadRequestError):
+                await js.add_consumer(STREAM, consumer_config(stage))
     await _ensure_kv(js, js_api.KeyValueConfig(bucket=IMAGES_KV, history=1, storage=js_api.StorageType.FILE))
     await _ensure_kv(
         js,
@@ -145,10 +160,33 @@ def consumer_config(stage: StageSpec) -> js_api.ConsumerConfig:
         filter_subject=stage.subject,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         deliver_policy=js_api.DeliverPolicy.ALL,
-        ack_wait=stage.ack_wait,
+        ack_wait=stage.ack_wait_s,
         max_deliver=stage.max_deliver,
         max_ack_pending=stage.max_ack_pending,
     )
+
+
+async def ensure_consumer(js: JetStreamContext, stage: StageSpec) -> None:
+    """Creates the stage's consumer, or updates it when its ack_wait, max_deliver or
+    max_ack_pending differ from ``stage``."""
+    try:
+        current = (await js.consumer_info(STREAM, stage.name)).config
+    except NotFoundError:
+        current = None
+    wanted = consumer_config(stage)
+    if current is not None and (
+        current.ack_wait is not None
+        and abs(current.ack_wait - wanted.ack_wait) < 1e-3
+        and current.max_deliver == wanted.max_deliver
+        and current.max_ack_pending == wanted.max_ack_pending
+    ):
+        return
+    await js.add_consumer(STREAM, wanted)
+    if current is not None:
+        log.info(
+            "stage consumer updated",
+            extra={"stage": stage.name, "ack_wait_s": wanted.ack_wait, "max_deliver": wanted.max_deliver},
+        )
 
 
 async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:

@@ -4,6 +4,15 @@ retries transient failures with a growing delay and dead-letters the rest.
 Messages that fail ``max_deliver`` times, and malformed ones at once, go to
 ``facepipe.dlq.<stage>`` with headers naming the stage, the error and the
 delivery count.
+
+The worker also reconciles its consumer with the work queue. A delivery that no
+handler finishes (the replica was killed holding it, nats-server crashed with it
+in flight, its ack was lost) still counts against ``max_deliver``; when the last
+one is lost that way, JetStream stops delivering the message but, with work-queue
+retention, keeps it in the stream for ever, and nobody dead-letters it. Such
+orphans (in the stream, at or below what the consumer delivered, not awaiting an
+ack) are published again as new messages, ``MAX_ORPHAN_REDELIVERIES`` times at
+most, then dead-lettered with reason ``orphaned``.
 """
 
 from __future__ import annotations
@@ -20,21 +29,30 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
 
 from facepipe.bus.topology import (
     HDR_DELIVERIES,
     HDR_ERROR,
+    HDR_ORPHANED,
     HDR_REASON,
     HDR_STAGE,
     HDR_SUBJECT,
     STREAM,
     SUBJECT_DLQ,
     StageSpec,
+    ensure_consumer,
 )
 from facepipe.runtime import metrics
 from facepipe.runtime.tracing import extract, tracer
 
 log = logging.getLogger("facepipe.bus")
+
+MAX_ORPHAN_REDELIVERIES = 3
+RECONCILE_INTERVAL_S = 5.0
+# Orphans handled per round, so that a huge backlog never stalls the loop.
+MAX_ORPHANS_PER_ROUND = 256
 
 
 class PermanentError(Exception):
@@ -54,6 +72,7 @@ class StageStats:
             "msgs_acked": 0,
             "msgs_retried": 0,
             "msgs_dlq": 0,
+            "msgs_orphaned": 0,
             "faces_processed": 0,
             "faces_rejected": 0,
             "faces_dup_skipped": 0,
@@ -121,8 +140,12 @@ class StageWorker:
         self._lag_task: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
+        # Orphans seen in the previous round: acted on only when seen twice, since the
+        # server removes an acked message from the stream a moment after the ack.
+        self._suspects: set[int] = set()
 
     async def start(self) -> None:
+        await ensure_consumer(self.js, self.stage)
         self._sub = await self.js.pull_subscribe_bind(durable=self.stage.name, stream=STREAM)
         self._task = asyncio.create_task(self._run(), name=f"stage-{self.stage.name}")
         self._lag_task = asyncio.create_task(self._watch_lag())
@@ -202,7 +225,7 @@ class StageWorker:
             heartbeat.cancel()
 
     async def _heartbeat(self, msg: Msg) -> None:
-        interval = max(1.0, self.stage.ack_wait / 3)
+        interval = max(1.0, self.stage.ack_wait_s / 3)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             while True:
                 await asyncio.sleep(interval)
@@ -234,10 +257,85 @@ class StageWorker:
 
     async def _watch_lag(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 info = await self.js.consumer_info(STREAM, self.stage.name)
                 metrics.CONSUMER_PENDING.labels(self.service, self.stage.name).set(info.num_pending or 0)
                 metrics.CONSUMER_ACK_PENDING.labels(self.service, self.stage.name).set(
                     info.num_ack_pending or 0
                 )
-            await asyncio.sleep(5)
+                if not self._stopping.is_set():
+                    await self.reconcile(info)
+            except Exception as exc:  # noqa: BLE001 - NATS may be away; next round
+                log.debug("reconcile failed", extra={"stage": self.stage.name, "error": str(exc)})
+            await asyncio.sleep(RECONCILE_INTERVAL_S)
+
+    async def find_orphans(self, info: js_api.ConsumerInfo | None = None) -> set[int]:
+        """Stream sequences of the stage's messages that its consumer will never deliver:
+        at or below its ack floor, or below what it delivered when nothing awaits an ack."""
+        info = info or await self.js.consumer_info(STREAM, self.stage.name)
+        stream = await self.js.stream_info(STREAM, subjects_filter=self.stage.subject)
+        queued = sum((stream.state.subjects or {}).values())
+        if queued <= (info.num_pending or 0) + (info.num_ack_pending or 0):
+            return set()
+        limit = info.ack_floor.stream_seq or 0
+        if not info.num_ack_pending:
+            limit = max(limit, info.delivered.stream_seq or 0)
+        found: set[int] = set()
+        seq = stream.state.first_seq or 1
+        while seq <= limit and len(found) < MAX_ORPHANS_PER_ROUND:
+            try:
+                msg = await self.js.get_msg(STREAM, seq=seq, subject=self.stage.subject, next=True)
+            except NotFoundError:
+                break
+            if msg.seq is None or msg.seq > limit:
+                break
+            found.add(msg.seq)
+            seq = msg.seq + 1
+        return found
+
+    async def reconcile(self, info: js_api.ConsumerInfo | None = None) -> int:
+        """One round: orphans seen in the previous round too are put back in the queue
+        (or dead-lettered); returns how many."""
+        found = await self.find_orphans(info)
+        confirmed, self._suspects = found & self._suspects, found - self._suspects
+        for seq in sorted(confirmed):
+            await self._requeue_orphan(seq)
+        return len(confirmed)
+
+    async def _requeue_orphan(self, seq: int) -> None:
+        try:
+            msg = await self.js.get_msg(STREAM, seq=seq)
+        except NotFoundError:
+            return  # acked or removed meanwhile
+        headers = {k: v for k, v in (msg.headers or {}).items() if k != "Nats-Msg-Id"}
+        times = int(headers.get(HDR_ORPHANED, "0") or 0) + 1
+        subject = msg.subject or self.stage.subject
+        if times > MAX_ORPHAN_REDELIVERIES:
+            action = "dead_lettered"
+            headers.update(
+                {
+                    HDR_STAGE: self.stage.name,
+                    HDR_ERROR: f"its deliveries were lost {times - 1} times over",
+                    HDR_REASON: "orphaned",
+                    HDR_DELIVERIES: str(self.stage.max_deliver),
+                    HDR_SUBJECT: subject,
+                }
+            )
+            await self.js.publish(f"{SUBJECT_DLQ}.{self.stage.name}", msg.data or b"", headers=headers)
+            metrics.DLQ.labels(self.service, self.stage.name, "orphaned").inc()
+            self.stats.add("msgs_dlq")
+        else:
+            action = "redelivered"
+            # A message id of its own: replicas reconciling at once publish it once.
+            headers.update({HDR_ORPHANED: str(times), "Nats-Msg-Id": f"orphan-{seq}-{times}"})
+            await self.js.publish(subject, msg.data or b"", headers=headers)
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_msg(STREAM, seq)
+        self.stats.add("msgs_orphaned")
+        metrics.ORPHANS.labels(self.service, self.stage.name, action).inc()
+        log.warning(
+            "orphaned stage message requeued"
+            if action == "redelivered"
+            else "orphaned stage message dead-lettered",
+            extra={"stage": self.stage.name, "seq": seq, "times": times},
+        )

@@ -65,6 +65,12 @@ CONSUMER_PENDING = Gauge(
 CONSUMER_ACK_PENDING = Gauge(
     "facepipe_consumer_ack_pending", "Messages delivered but not yet acked.", ["service", "stage"]
 )
+ORPHANS = Counter(
+    "facepipe_orphans_total",
+    "Stage messages left in the work queue that the consumer would never deliver again, "
+    "by action: redelivered or dead_lettered.",
+    ["service", "stage", "action"],
+)
 PIPELINE_FACES = Counter(
     "facepipe_pipeline_faces_total",
     "Faces through the pipeline by outcome: indexed, rejected, dup_skipped.",

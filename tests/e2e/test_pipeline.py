@@ -1,5 +1,5 @@
 """Issue acceptance, end to end with real processes: `facepipe up` (nats-server
-and every service), ingest, search, nats pub, dedup, crash safety, erasure, and
+and every service), ingest, search, nats pub, dedup, erasure, and
 `make run`'s demo script. Every test works in tenants of its own and ingests what
 it checks, so the tests pass alone and in any order."""
 
@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, SHARED_FACES, VENV_BIN, run_facepipe, stack_channel
+from conftest import ROOT, SHARED_FACES, run_facepipe, stack_channel
 
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
 
@@ -290,76 +288,7 @@ def test_nats_pub_seed_schema_and_dead_letters(stack, split_faces) -> None:
     assert http_json(stack, "extractor", "/stats")["msgs_dlq"] >= dlq_stat_before + 2
 
 
-# -- crash safety --------------------------------------------------------------------------
-def start_ingest(stack, folder: Path, tenant: str) -> subprocess.Popen:
-    """``facepipe ingest --wait --json`` in the background."""
-    return subprocess.Popen(
-        [str(VENV_BIN / "facepipe"), "ingest", str(folder), "--tenant", tenant, "--wait", "--json"]
-        + ["--data-dir", str(stack["dir"])],
-        env=stack["env"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-async def kill_embedder_between_messages(stack, pid: int, acked_at_least: int) -> None:
-    """SIGKILLs the embedder once it has acked ``acked_at_least`` messages, at a moment the
-    server shows none delivered to it unacked. A message the dead process held would come
-    back only after the stage's ack_wait (a minute); redelivery itself is JetStream's and
-    tests/integration/test_bus.py covers it. What is checked here is that the pipeline around a crashed
-    stage loses and repeats nothing."""
-    import nats
-
-    from facepipe import bus
-
-    nc = await nats.connect(stack["state"]["nats_url"])
-    try:
-        js = nc.jetstream()
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            assert time.monotonic() < deadline, "the embedder never acked enough"
-            stats = await asyncio.to_thread(http_json, stack, "embedder", "/stats")
-            if stats.get("msgs_acked", 0) >= acked_at_least:
-                consumer = await js.consumer_info(bus.STREAM, bus.STAGES["embedder"].name)
-                if consumer.num_ack_pending == 0:
-                    os.kill(pid, signal.SIGKILL)
-                    return
-            await asyncio.sleep(0.01)
-    finally:
-        await nc.close()
-
-
-def embedder_state(stack) -> dict:
-    return json.loads((stack["dir"] / "stack.json").read_text())["components"]["embedder"]
-
-
-def wait_for_embedder_restart(stack, old_pid: int) -> dict:
-    deadline = time.monotonic() + DEADLINE_S
-    while (state := embedder_state(stack))["pid"] in (old_pid, 0):
-        assert time.monotonic() < deadline, "the supervisor did not restart the embedder"
-        time.sleep(0.1)
-    return state
-
-
-def test_crash_safety_embedder_sigkill(stack, indexed_library) -> None:
-    # The library's folder again, under a new tenant: enough work in flight when the embedder dies.
-    tenant = "crash"
-    acked_before = http_json(stack, "embedder", "/stats").get("msgs_acked", 0)
-    pid = embedder_state(stack)["pid"]
-    ingesting = start_ingest(stack, indexed_library.folder, tenant)
-    asyncio.run(kill_embedder_between_messages(stack, pid, acked_at_least=acked_before + 2))
-    out, err = ingesting.communicate(timeout=600)
-    assert ingesting.returncode == 0, err
-
-    summary = json.loads(out)
-    assert summary["pending"] == 0 and summary["failed"] == 0
-    restarted = wait_for_embedder_restart(stack, pid)
-    assert restarted["restarts"] >= 1 and restarted["pid"] != pid
-    # Nothing lost, nothing twice: as many faces as the same folder gave without a crash.
-    expected = indexed_library.summary["faces_indexed"]
-    assert summary["faces_indexed"] == expected
-    assert points(stack, tenant) == expected
+# -- crash safety: tests/e2e/test_faults.py kills stages holding messages, and nats-server ----
 
 
 # -- erasure -------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import asyncio
 from nats.js import api as js_api
 
 from facepipe import bus
+from facepipe.bus import worker as bus_worker
 
 
 async def _setup(url: str, stage: bus.StageSpec | None = None):
@@ -142,4 +143,92 @@ async def test_publish_msg_id_is_idempotent(nats_server) -> None:
         await bus.publish(js, bus.SUBJECT_DONE + ".b1", b"x", msg_id="same-id")
     info = await js.stream_info(bus.EVENTS_STREAM)
     assert info.state.messages == 1
+    await nc.close()
+
+
+async def _lose_every_delivery(js, stage: bus.StageSpec, then_publish: tuple[bytes, dict]) -> None:
+    """Publishes a message, takes each of its deliveries and never acks them, as replicas
+    killed holding it would, until JetStream stops delivering it (max_deliver)."""
+    # No pull of a drained worker may still be waiting on the server to take one of them.
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await js.consumer_info(bus.STREAM, stage.name)).num_waiting:
+        assert asyncio.get_running_loop().time() < deadline, "a pull request never expired"
+        await asyncio.sleep(0.1)
+    thief = await js.pull_subscribe_bind(durable=stage.name, stream=bus.STREAM)
+    data, headers = then_publish
+    await js.publish(stage.subject, data, headers=headers)
+    for _ in range(stage.max_deliver):
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                (await thief.fetch(1, timeout=1))[0]
+                break
+            except TimeoutError:
+                assert asyncio.get_running_loop().time() < deadline, "no redelivery"
+    # Past the last ack_wait, a pull finds nothing: the server gave up on the message.
+    try:
+        await thief.fetch(1, timeout=stage.ack_wait_s + 1.5)
+        raise AssertionError("delivered past max_deliver")
+    except TimeoutError:
+        pass
+    await thief.unsubscribe()
+
+
+async def test_messages_whose_deliveries_were_lost_are_requeued(nats_server) -> None:
+    """A message whose every delivery was lost stays in the work queue, delivered no more
+    (the orphans a crash leaves); the worker's reconciler puts it back, and it is handled
+    once. One put back too often is dead-lettered as orphaned."""
+    stage = bus.StageSpec("orphanstage", "facepipe.images.orphan", ack_wait=1, max_deliver=2)
+    nc, js = await _setup(nats_server.url, stage)
+    await _lose_every_delivery(js, stage, then_publish=(b"lost", {}))
+    ci = await js.consumer_info(bus.STREAM, stage.name)
+    assert ci.num_pending == 0 and ci.num_ack_pending == 0
+    info = await js.stream_info(bus.STREAM, subjects_filter=stage.subject)
+    assert info.state.subjects == {stage.subject: 1}  # the orphan: queued, never delivered again
+
+    handled: list[bytes] = []
+
+    async def handler(d: bus.Delivery) -> None:
+        handled.append(d.payload)
+
+    worker = bus.StageWorker(nc, stage, lambda m: m.data, handler)
+    orphans = await worker.find_orphans()
+    assert len(orphans) == 1
+    assert await worker.reconcile() == 0  # seen once: only a suspect
+    assert await worker.reconcile() == 1
+    await worker.start()
+    deadline = asyncio.get_running_loop().time() + 30
+    while not worker.stats.counters["msgs_acked"]:
+        assert asyncio.get_running_loop().time() < deadline, "the orphan was never handled"
+        await asyncio.sleep(0.1)
+    await worker.drain(grace=5)
+    assert handled == [b"lost"] and worker.stats.counters["msgs_orphaned"] == 1
+    info = await js.stream_info(bus.STREAM, subjects_filter=stage.subject)
+    assert not info.state.subjects  # nothing left in the work queue
+
+    # Put back MAX_ORPHAN_REDELIVERIES times already: dead-lettered, with the reason.
+    headers = {bus.HDR_ORPHANED: str(bus_worker.MAX_ORPHAN_REDELIVERIES)}
+    await _lose_every_delivery(js, stage, then_publish=(b"hopeless", headers))
+    idle = bus.StageWorker(nc, stage, lambda m: m.data, handler)
+    await idle.reconcile()
+    assert await idle.reconcile() == 1
+    (dead,) = await _dlq_messages(js, stage.name, expected=1)
+    assert dead.data == b"hopeless" and dead.headers[bus.HDR_REASON] == "orphaned"
+    info = await js.stream_info(bus.STREAM, subjects_filter=stage.subject)
+    assert not info.state.subjects
+    await nc.close()
+
+
+async def test_a_stage_sets_its_ack_wait_and_the_topology_keeps_it(nats_server) -> None:
+    """Each stage applies its own ack_wait to its consumer; a replica of another stage
+    running the topology at start-up leaves it as it is."""
+    nc, js = await _setup(nats_server.url)
+    assert (await js.consumer_info(bus.STREAM, "detector")).config.ack_wait == bus.DEFAULT_ACK_WAIT
+    stage = bus.StageSpec("detector", bus.SUBJECT_STORED, ack_wait=4)
+    worker = bus.StageWorker(nc, stage, lambda m: m.data, lambda d: asyncio.sleep(0))
+    await worker.start()
+    assert (await js.consumer_info(bus.STREAM, "detector")).config.ack_wait == 4
+    await bus.ensure_topology(js)
+    assert (await js.consumer_info(bus.STREAM, "detector")).config.ack_wait == 4
+    await worker.drain(grace=1)
     await nc.close()
