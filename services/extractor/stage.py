@@ -26,6 +26,7 @@ from facepipe.netguard import BlockedTargetError, InvalidTargetError, target_hos
 from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant
 from facepipe.runtime import metrics
 from facepipe.storage import RAW_IMAGES_BUCKET, ObjectNotFound, ObjectStore
+from facepipe.storage.objects import validate_bucket, validate_key
 from facepipe.v1 import common_pb2, pipeline_pb2
 
 from .fetch import ImageFetcher
@@ -86,6 +87,12 @@ def validate(request: pipeline_pb2.IngestRequest) -> None:
     if missing:
         raise bus.PermanentError(f"missing required fields: {', '.join(missing)}", reason="missing_fields")
     check_tenant(request.tenant_id)
+    if request.bucket:
+        try:
+            validate_bucket(request.bucket)
+            validate_key(request.key)
+        except ValueError as exc:
+            raise bus.PermanentError(str(exc), reason="invalid_object_ref") from exc
     if request.bucket and object_tenant(request.bucket, request.key) != request.tenant_id:
         # A stored object may only be ingested by its own tenant: no copying another's photos.
         raise bus.PermanentError(

@@ -188,6 +188,9 @@ def bench(tmp_path_factory, facepipe_home) -> Iterator[Bench]:
         "FACEPIPE_VECTOR_DIR": str(root / "vectors"),
         # The guard as deployed: private addresses are refused.
         "FACEPIPE_ALLOW_PRIVATE_NETWORKS": "0",
+        # Input checks, not keys, are tested here (tests/integration/test_auth.py has those):
+        # these standalone loopback services run without them.
+        "FACEPIPE_AUTH": "off",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("FACEPIPE_NATS_URL", None)
@@ -264,9 +267,9 @@ def ingest(**fields) -> bytes:
     return pipeline_pb2.IngestRequest(**fields).SerializeToString()
 
 
-def stored(bench: Bench, data: bytes) -> dict:
-    """Puts ``data`` in the object store under a fresh key: the fields naming it."""
-    key = f"corpus/{uuid.uuid4().hex}.bin"
+def stored(bench: Bench, data: bytes, tenant: str = "t1") -> dict:
+    """Puts ``data`` in the object store under a fresh key of ``tenant``: the fields naming it."""
+    key = f"{tenant}/corpus-{uuid.uuid4().hex}.bin"
     bench.objects.put(RAW_IMAGES_BUCKET, key, data, "application/octet-stream")
     return {"bucket": RAW_IMAGES_BUCKET, "key": key}
 
