@@ -543,6 +543,13 @@ class Settings:
 
     # Pipeline: NATS JetStream (empty: gRPC only, no stage consumer).
     nats_url: str = setting("", help="NATS URL; empty serves gRPC only, without the stage consumer.")
+    nats_user: str = setting(
+        "", help="NATS user this process connects as; empty: the URL's, or none (an open server)."
+    )
+    nats_password: str = setting("", help="Password of `FACEPIPE_NATS_USER` (never logged).")
+    nats_password_file: Path | None = setting(
+        None, help="File holding the NATS password instead (the local stack writes one per user)."
+    )
     max_inflight: int = setting(16, minimum=1, help="Messages a stage handles at once; model calls batch.")
     stage_ack_wait: float = setting(
         60.0,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,21 +30,42 @@ class NatsServer:
     http_port: int
     store_dir: Path
     proc: subprocess.Popen | None = None
+    # The ``authorization`` block (facepipe.natsauth.authorization); None: an open server.
+    authorization: dict | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def config_text(self) -> str:
+        """The server's whole configuration; blocks are JSON, which the format accepts."""
+        lines = [
+            f"listen: 127.0.0.1:{self.port}",
+            f"http: 127.0.0.1:{self.http_port}",
+            f"jetstream {{ store_dir: {json.dumps(str(self.store_dir / 'jetstream'))} }}",
+            "max_payload: 8MB",
+        ]
+        if self.authorization is not None:
+            lines.append(f"authorization: {json.dumps(self.authorization, indent=2)}")
+        return "\n".join(lines) + "\n"
+
     def command(self) -> list[str]:
         conf = self.store_dir / "nats.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
-        conf.write_text(
-            f"listen: 127.0.0.1:{self.port}\n"
-            f"http: 127.0.0.1:{self.http_port}\n"
-            f'jetstream {{ store_dir: "{self.store_dir / "jetstream"}" }}\n'
-            "max_payload: 8MB\n"
-        )
+        # Owner-only: it holds the users' passwords.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, self.config_text().encode())
+        finally:
+            os.close(fd)
         return [nats_server_binary(), "-c", str(conf)]
+
+    def reload(self) -> None:
+        """Rewrites the configuration and has the running server read it again (new users)."""
+        self.command()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
     def start(
         self,

@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from facepipe import bus
+from facepipe import bus, natsauth
 from facepipe.config import Settings
 from facepipe.echo import echo
 from facepipe.runtime import metrics
@@ -253,9 +253,13 @@ class StageService(Service, Generic[D]):
         if not self.settings.nats_url:
             log.info("no FACEPIPE_NATS_URL: serving gRPC only")
             return
-        self.nc = await bus.connect(self.settings.nats_url, self.name)
+        user, password = natsauth.credentials(self.settings)
+        self.nc = await bus.connect(self.settings.nats_url, self.name, user, password)
         self.js = self.nc.jetstream()
-        await bus.ensure_topology(self.js, self.settings.dedup_ttl_seconds)
+        if not (user or natsauth.url_user(self.settings.nats_url)):
+            # An open server: the service makes what it needs. Where NATS has users,
+            # the deployment's supervisor made the topology, and a service may not.
+            await bus.ensure_topology(self.js, self.settings.dedup_ttl_seconds)
         spec = stage.spec
         if spec.ack_wait is None:
             spec = dataclasses.replace(spec, ack_wait=self.settings.stage_ack_wait)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from facepipe import natsauth
 from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET, default_stack_dir, environ
 from facepipe.natsd import NatsServer
 
@@ -30,6 +31,8 @@ STATE_FILE = "stack.json"
 # command line uses for this stack, and the service credential the services share.
 ADMIN_KEY_FILE = "admin.key"
 SERVICE_KEY_FILE = "service.key"
+# The NATS users' passwords, one owner-only file each (facepipe.natsauth.PasswordDir).
+NATS_AUTH_DIR = "nats-auth"
 STACK_SERVICES = ("crawler", "extractor", "detector", "embedder", "indexer")
 NATS_PORT = 4222
 NATS_HTTP_PORT = 8222
@@ -185,7 +188,7 @@ class Supervisor:
         state.save(self.data_dir)
         try:
             self._spawn(state, NATS, wait=True)
-            make_credentials(self.data_dir, nats.url)
+            make_credentials(self.data_dir, nats.url, self._settings(state).dedup_ttl_seconds)
             for name in STACK_SERVICES:
                 self._spawn(state, name)
             state.status = "running"
@@ -202,6 +205,11 @@ class Supervisor:
             state.save(self.data_dir)
         return 0
 
+    def _settings(self, state: StackState):
+        from facepipe.config import Settings
+
+        return Settings.from_env("supervisor", env=environ(state.env))
+
     def _on_signal(self, signum, frame) -> None:
         self._stop = True
 
@@ -209,13 +217,24 @@ class Supervisor:
         c = state.components[name]
         if name == NATS:
             assert self.nats is not None
+            # Read again at each start: producers made since are users too.
+            self.nats.authorization = natsauth.authorization(nats_passwords(self.data_dir).all())
             # Services reconnect on their own; only the first start waits for the port.
             self.nats.start(log_path=self.data_dir / "logs" / "nats.log", wait=wait, new_session=True)
             assert self.nats.proc is not None
             self.procs[name] = self.nats.proc
             c.pid = self.nats.proc.pid
             return
-        env = environ({**state.env, "PYTHONUNBUFFERED": "1"})
+        passwords = nats_passwords(self.data_dir)
+        passwords.password(name)
+        env = environ(
+            {
+                **state.env,
+                "PYTHONUNBUFFERED": "1",
+                "FACEPIPE_NATS_USER": name,
+                "FACEPIPE_NATS_PASSWORD_FILE": str(passwords.file(name)),
+            }
+        )
         logf = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [
@@ -353,9 +372,20 @@ def write_secret(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def make_credentials(data_dir: Path, nats_url: str) -> None:
-    """The stack's service credential and admin API key: kept across restarts of the
-    stack, and the admin key (re)registered in the key store each start."""
+def nats_passwords(data_dir: Path) -> natsauth.PasswordDir:
+    return natsauth.PasswordDir(Path(data_dir) / NATS_AUTH_DIR)
+
+
+def nats_admin_url(state: StackState) -> str:
+    """The stack's NATS URL carrying the admin user, for the command line."""
+    password = nats_passwords(Path(state.data_dir)).password(natsauth.ADMIN_USER)
+    return natsauth.url_with_credentials(state.nats_url, natsauth.ADMIN_USER, password)
+
+
+def make_credentials(data_dir: Path, nats_url: str, dedup_ttl: float = 30 * 24 * 3600.0) -> None:
+    """The stack's topology (made as the supervisor's NATS user, before any service
+    starts), service credential and admin API key: kept across restarts of the stack,
+    and the admin key (re)registered in the key store each start."""
     import asyncio
 
     from facepipe import auth, bus
@@ -371,8 +401,10 @@ def make_credentials(data_dir: Path, nats_url: str) -> None:
     os.chmod(service_file, 0o600)
 
     async def register() -> None:
-        nc = await bus.connect(nats_url, "supervisor")
+        user = natsauth.SUPERVISOR_USER
+        nc = await bus.connect(nats_url, user, user, nats_passwords(data_dir).password(user))
         try:
+            await bus.ensure_topology(nc.jetstream(), dedup_ttl)
             store = await auth.KeyStore.open(nc.jetstream())
             existing = await store.get(auth.key_id_of(admin_key) or "")
             if existing is None or not existing.matches(admin_key):

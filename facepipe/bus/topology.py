@@ -76,7 +76,11 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
-async def connect(url: str, name: str) -> NATS:
+async def connect(url: str, name: str, user: str = "", password: str = "") -> NATS:
+    """Connects as ``user`` (else the user the URL carries, else anonymously), replying
+    to the user's own inbox (see facepipe.natsauth)."""
+    from facepipe.natsauth import inbox_prefix, url_user
+
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
 
@@ -89,9 +93,12 @@ async def connect(url: str, name: str) -> NATS:
     async def on_reconnect() -> None:
         log.info("nats reconnected")
 
+    credentials = {"user": user, "password": password} if user else {}
     await client.connect(
         url,
         name=f"facepipe-{name}",
+        inbox_prefix=inbox_prefix(user or url_user(url)),
+        **credentials,
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         error_cb=on_error,

@@ -66,9 +66,12 @@ def nats_reachable(url: str, timeout: float = 3.0) -> bool:
 
 def pipeline_env(args: argparse.Namespace) -> tuple[str, object]:
     """NATS URL and object store of the stack the command is aimed at."""
+    from facepipe import natsauth
+    from facepipe.stack import nats_admin_url
     from facepipe.storage import open_object_store
 
-    override = config.Settings.from_env("cli").nats_url
+    settings = config.Settings.from_env("cli")
+    override = settings.nats_url
     state = _aimed_stack(args, override, "FACEPIPE_NATS_URL")
     if state is not None:
         url = state.nats_url
@@ -79,9 +82,18 @@ def pipeline_env(args: argparse.Namespace) -> tuple[str, object]:
     if not nats_reachable(url):
         source = f"the stack in {state.data_dir}" if state else "FACEPIPE_NATS_URL"
         raise CliError(
-            f"cannot reach NATS at {url} (from {source}); is it running? `facepipe status` shows the local stack"
+            f"cannot reach NATS at {natsauth.redact(url)} (from {source}); is it running? "
+            "`facepipe status` shows the local stack"
         )
-    return url, objects
+    # The URL the commands connect with carries the user: the stack's admin, or
+    # FACEPIPE_NATS_USER's (else whatever user FACEPIPE_NATS_URL carries).
+    if state is not None:
+        return nats_admin_url(state), objects
+    try:
+        user, password = natsauth.credentials(settings)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return (natsauth.url_with_credentials(url, user, password) if user else url), objects
 
 
 def service_addr(args: argparse.Namespace, service: str) -> str:

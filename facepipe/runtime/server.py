@@ -371,9 +371,10 @@ class ServiceRuntime:
             )
             self.auth.ready = True
             return
-        from facepipe import bus
+        from facepipe import bus, natsauth
 
-        self._keys_nc = await bus.connect(self.settings.nats_url, f"{self.service.name}-keys")
+        user, password = natsauth.credentials(self.settings)
+        self._keys_nc = await bus.connect(self.settings.nats_url, f"{self.service.name}-keys", user, password)
         store = await auth.KeyStore.open(self._keys_nc.jetstream())
         await store.start_watch()
         self.auth.store = store
