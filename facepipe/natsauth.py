@@ -145,7 +145,7 @@ def service_permissions(service: str) -> Permissions:
         *stage_subjects(service),
         # Its own input: the gRPC Ingest and StartCrawl queue there, and the reconciler
         # puts an orphaned message back there.
-        stage.subject,
+        *stage.subjects,
         *SERVICE_OUTPUTS[service],
         f"{SUBJECT_DLQ}.{service}",
         f"{SUBJECT_DONE}.>",

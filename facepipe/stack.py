@@ -139,6 +139,7 @@ class Supervisor:
         self.next_restart: dict[str, float] = {}
         self.nats: NatsServer | None = None
         self._stop = False
+        self._reload_users = False
 
     def _env(self, nats_url: str) -> dict[str, str]:
         env = {
@@ -164,6 +165,8 @@ class Supervisor:
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        # SIGHUP: NATS users were added (facepipe producer-url); nats-server reads them again.
+        signal.signal(signal.SIGHUP, self._on_reload)
         become_subreaper()
         taken: set[int] = set()
         self.nats = nats = NatsServer(
@@ -212,6 +215,16 @@ class Supervisor:
 
     def _on_signal(self, signum, frame) -> None:
         self._stop = True
+
+    def _on_reload(self, signum, frame) -> None:
+        self._reload_users = True
+
+    def _reload_nats_users(self) -> None:
+        self._reload_users = False
+        if self.nats is not None:
+            self.nats.authorization = natsauth.authorization(nats_passwords(self.data_dir).all())
+            self.nats.reload()
+            log.info("nats-server users reloaded")
 
     def _spawn(self, state: StackState, name: str, wait: bool = False) -> None:
         c = state.components[name]
@@ -263,6 +276,8 @@ class Supervisor:
             time.sleep(0.25)
             rounds += 1
             changed = False
+            if self._reload_users:
+                self._reload_nats_users()
             for name, proc in list(self.procs.items()):
                 if proc.poll() is None or self._stop:
                     continue
@@ -380,6 +395,46 @@ def nats_admin_url(state: StackState) -> str:
     """The stack's NATS URL carrying the admin user, for the command line."""
     password = nats_passwords(Path(state.data_dir)).password(natsauth.ADMIN_USER)
     return natsauth.url_with_credentials(state.nats_url, natsauth.ADMIN_USER, password)
+
+
+def producer_url(state: StackState, tenant: str | None, timeout: float = 15.0) -> str:
+    """A NATS URL carrying the producer user of ``tenant`` (the trusted producer for None),
+    made on first use: the supervisor then has nats-server read its users again, and
+    this returns once the new user is let in."""
+    user = natsauth.producer_user(tenant)
+    passwords = nats_passwords(Path(state.data_dir))
+    made = not passwords.file(user).exists()
+    url = natsauth.url_with_credentials(state.nats_url, user, passwords.password(user))
+    if made:
+        os.kill(state.supervisor_pid, signal.SIGHUP)
+        _wait_admitted(url, timeout)
+    return url
+
+
+def _wait_admitted(url: str, timeout: float) -> None:
+    import asyncio
+
+    import nats
+
+    async def quiet(exc: Exception) -> None:
+        """A refusal is expected until the reload; the client would print it."""
+
+    async def admitted() -> bool:
+        try:
+            nc = await nats.connect(
+                url, allow_reconnect=False, connect_timeout=1, max_reconnect_attempts=0, error_cb=quiet
+            )
+        except Exception:  # noqa: BLE001 - not yet: refused until the server reloaded
+            return False
+        await nc.close()
+        return True
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if asyncio.run(admitted()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"nats-server did not let the new producer in within {timeout:g}s")
 
 
 def make_credentials(data_dir: Path, nats_url: str, dedup_ttl: float = 30 * 24 * 3600.0) -> None:

@@ -285,6 +285,15 @@ def stack_key(stack: dict) -> str:
     return (Path(stack["dir"]) / "admin.key").read_text().strip()
 
 
+def stack_nats_url(stack: dict, user: str = "admin") -> str:
+    """The stack's NATS URL carrying one of its users (the admin by default): the stack's
+    nats-server refuses anonymous connections."""
+    from facepipe.natsauth import url_with_credentials
+
+    password = (Path(stack["dir"]) / "nats-auth" / f"{user}.password").read_text().strip()
+    return url_with_credentials(stack["state"]["nats_url"], user, password)
+
+
 def stack_channel(stack: dict, service: str) -> grpc.Channel:
     """A channel to one of a stack's services that sends the stack's admin key."""
     from facepipe.auth.client import channel

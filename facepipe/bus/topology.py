@@ -28,6 +28,9 @@ DLQ_STREAM = "FACEPIPE_DLQ"
 EVENTS_STREAM = "FACEPIPE_EVENTS"
 
 SUBJECT_INGEST = "facepipe.ingest"
+# facepipe.ingest.<tenant>: a producer of one tenant publishes here; the subject's tenant
+# wins over the message's. facepipe.ingest itself is for trusted producers.
+SUBJECT_TENANT_INGEST = f"{SUBJECT_INGEST}.*"
 SUBJECT_STORED = "facepipe.images.stored"
 SUBJECT_DETECTED = "facepipe.faces.detected"
 SUBJECT_EMBEDDED = "facepipe.faces.embedded"
@@ -59,6 +62,12 @@ class StageSpec:
     ack_wait: float | None = None
     max_deliver: int = 5
     max_ack_pending: int = 256
+    # More subjects the consumer takes besides ``subject``.
+    extra_subjects: tuple[str, ...] = ()
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return (self.subject, *self.extra_subjects)
 
     @property
     def ack_wait_s(self) -> float:
@@ -66,7 +75,7 @@ class StageSpec:
 
 
 STAGES: dict[str, StageSpec] = {
-    "extractor": StageSpec("extractor", SUBJECT_INGEST),
+    "extractor": StageSpec("extractor", SUBJECT_INGEST, extra_subjects=(SUBJECT_TENANT_INGEST,)),
     "detector": StageSpec("detector", SUBJECT_STORED),
     "embedder": StageSpec("embedder", SUBJECT_DETECTED),
     "indexer": StageSpec("indexer", SUBJECT_EMBEDDED),
@@ -114,7 +123,13 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
         js,
         js_api.StreamConfig(
             name=STREAM,
-            subjects=[SUBJECT_INGEST, "facepipe.images.>", "facepipe.faces.>", SUBJECT_CRAWL_JOBS],
+            subjects=[
+                SUBJECT_INGEST,
+                SUBJECT_TENANT_INGEST,
+                "facepipe.images.>",
+                "facepipe.faces.>",
+                SUBJECT_CRAWL_JOBS,
+            ],
             retention=js_api.RetentionPolicy.WORK_QUEUE,
             storage=js_api.StorageType.FILE,
             duplicate_window=300.0,
@@ -162,9 +177,11 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
 
 def consumer_config(stage: StageSpec) -> js_api.ConsumerConfig:
     """The durable pull consumer of a stage; every replica of the stage binds to it."""
+    filters = {"filter_subjects": list(stage.subjects)} if stage.extra_subjects else {}
     return js_api.ConsumerConfig(
         durable_name=stage.name,
-        filter_subject=stage.subject,
+        filter_subject=None if stage.extra_subjects else stage.subject,
+        **filters,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         deliver_policy=js_api.DeliverPolicy.ALL,
         ack_wait=stage.ack_wait_s,
@@ -186,6 +203,7 @@ async def ensure_consumer(js: JetStreamContext, stage: StageSpec) -> None:
         and abs(current.ack_wait - wanted.ack_wait) < 1e-3
         and current.max_deliver == wanted.max_deliver
         and current.max_ack_pending == wanted.max_ack_pending
+        and _filters(current) == _filters(wanted)
     ):
         return
     await js.add_consumer(STREAM, wanted)
@@ -194,6 +212,10 @@ async def ensure_consumer(js: JetStreamContext, stage: StageSpec) -> None:
             "stage consumer updated",
             extra={"stage": stage.name, "ack_wait_s": wanted.ack_wait, "max_deliver": wanted.max_deliver},
         )
+
+
+def _filters(config: js_api.ConsumerConfig) -> set[str]:
+    return set(config.filter_subjects or ()) | ({config.filter_subject} if config.filter_subject else set())
 
 
 async def _ensure_stream(js: JetStreamContext, config: js_api.StreamConfig) -> None:

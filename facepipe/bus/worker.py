@@ -273,24 +273,28 @@ class StageWorker:
         """Stream sequences of the stage's messages that its consumer will never deliver:
         at or below its ack floor, or below what it delivered when nothing awaits an ack."""
         info = info or await self.js.consumer_info(STREAM, self.stage.name)
-        stream = await self.js.stream_info(STREAM, subjects_filter=self.stage.subject)
-        queued = sum((stream.state.subjects or {}).values())
+        queued, first_seq = 0, 0
+        for subject in self.stage.subjects:
+            stream = await self.js.stream_info(STREAM, subjects_filter=subject)
+            queued += sum((stream.state.subjects or {}).values())
+            first_seq = stream.state.first_seq or 1
         if queued <= (info.num_pending or 0) + (info.num_ack_pending or 0):
             return set()
         limit = info.ack_floor.stream_seq or 0
         if not info.num_ack_pending:
             limit = max(limit, info.delivered.stream_seq or 0)
         found: set[int] = set()
-        seq = stream.state.first_seq or 1
-        while seq <= limit and len(found) < MAX_ORPHANS_PER_ROUND:
-            try:
-                msg = await self.js.get_msg(STREAM, seq=seq, subject=self.stage.subject, next=True)
-            except NotFoundError:
-                break
-            if msg.seq is None or msg.seq > limit:
-                break
-            found.add(msg.seq)
-            seq = msg.seq + 1
+        for subject in self.stage.subjects:
+            seq = first_seq
+            while seq <= limit and len(found) < MAX_ORPHANS_PER_ROUND:
+                try:
+                    msg = await self.js.get_msg(STREAM, seq=seq, subject=subject, next=True)
+                except NotFoundError:
+                    break
+                if msg.seq is None or msg.seq > limit:
+                    break
+                found.add(msg.seq)
+                seq = msg.seq + 1
         return found
 
     async def reconcile(self, info: js_api.ConsumerInfo | None = None) -> int:

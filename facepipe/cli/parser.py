@@ -24,7 +24,14 @@ from facepipe.cli.pipeline_cmds import (
     cmd_search,
     cmd_stats,
 )
-from facepipe.cli.stack_cmds import cmd_down, cmd_serve, cmd_status, cmd_up, installed_services
+from facepipe.cli.stack_cmds import (
+    cmd_down,
+    cmd_producer_url,
+    cmd_serve,
+    cmd_status,
+    cmd_up,
+    installed_services,
+)
 from facepipe.config import DEFAULT_PORTS
 from facepipe.echo import echo
 
@@ -399,6 +406,18 @@ def build_parser() -> argparse.ArgumentParser:
     k = _command(ksub, "revoke", "revoke a key at once", "facepipe keys revoke 3f2c9a0e5b7d4c1f", cmd_keys)
     _stack_args(k)
     k.add_argument("key_id", help="the key id, from `facepipe keys list`")
+
+    p = _command(
+        sub,
+        "producer-url",
+        "print a NATS URL carrying a producer's credentials: it may publish ingest messages only, "
+        "for its tenant on facepipe.ingest.<tenant> with --tenant, else on facepipe.ingest (trusted)",
+        'URL=$(facepipe producer-url --tenant acme)\nnats pub --server "$URL" facepipe.ingest.acme '
+        '\'{"url":"https://example.org/team.jpg"}\'',
+        cmd_producer_url,
+    )
+    _stack_args(p)
+    p.add_argument("--tenant", type=tenant, help="the producer's tenant (default: a trusted producer)")
 
     p = _command(
         sub,

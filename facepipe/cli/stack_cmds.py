@@ -115,3 +115,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"no running stack in {where}{last}")
         return 1
     return _print_status(running, args.json)
+
+
+def cmd_producer_url(args: argparse.Namespace) -> int:
+    """Prints a NATS URL carrying a producer's credentials for the aimed local stack."""
+    from facepipe.stack import producer_url
+
+    state = addresses.stack_state(args)
+    if state is None:
+        raise addresses.not_running(args)
+    try:
+        print(producer_url(state, args.tenant))
+    except TimeoutError as exc:
+        raise CliError(str(exc)) from None
+    return 0

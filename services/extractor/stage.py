@@ -179,8 +179,17 @@ async def close_deps(deps: ExtractorDeps) -> None:
     await deps.fetcher.aclose()
 
 
+def subject_tenant(subject: str) -> str:
+    """The tenant of a ``facepipe.ingest.<tenant>`` subject; '' for ``facepipe.ingest``."""
+    prefix = bus.SUBJECT_INGEST + "."
+    return subject[len(prefix) :] if subject.startswith(prefix) else ""
+
+
 def decode(msg: Msg) -> pipeline_pb2.IngestRequest:
     request = parse_ingest(msg.data)
+    # A tenant's producer may only publish on its tenant's subject: that tenant wins.
+    if tenant := subject_tenant(msg.subject or ""):
+        request.tenant_id = tenant
     mid = request.message_id
     if not mid or len(mid) > MAX_ID_CHARS or not mid.isprintable():
         request.message_id = derived_message_id(msg)

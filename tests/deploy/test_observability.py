@@ -23,7 +23,7 @@ import helm_python as helm
 import httpx
 import pytest
 import yaml
-from conftest import SHARED_FACES, free_port, run_facepipe
+from conftest import SHARED_FACES, free_port, run_facepipe, stack_nats_url
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -327,7 +327,7 @@ def workload(stack, prometheus) -> None:
     async def publish_malformed() -> None:
         import nats
 
-        nc = await nats.connect(stack["state"]["nats_url"])
+        nc = await nats.connect(stack_nats_url(stack))
         await nc.jetstream().publish("facepipe.ingest", b"\x00\x01 not an ingest request")
         await nc.close()
 

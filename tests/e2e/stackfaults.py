@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import SHARED_FACES, run_facepipe, stack_channel
+from conftest import SHARED_FACES, run_facepipe, stack_channel, stack_nats_url
 
 from facepipe import bus
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc, pipeline_pb2
@@ -101,7 +101,9 @@ async def connect(stack: dict):
 
 
 def components_url(stack: dict) -> str:
-    return json.loads((Path(stack["dir"]) / "stack.json").read_text())["nats_url"]
+    """The stack's NATS URL as stack.json has it now, carrying the admin user."""
+    state = json.loads((Path(stack["dir"]) / "stack.json").read_text())
+    return stack_nats_url({**stack, "state": state})
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_FACES, SHARED_MODELS, insightface_sample, run_facepipe
+from conftest import SHARED_FACES, SHARED_MODELS, insightface_sample, run_facepipe, stack_nats_url
 from PIL import Image
 
 from facepipe.client import IngestSummary, progress_bar
@@ -331,7 +331,7 @@ def test_alt_text_comes_back_in_search(stack, web) -> None:
     )
 
     async def publish_and_wait() -> pipeline_pb2.ImageDone:
-        nc = await nats.connect(stack["state"]["nats_url"])
+        nc = await nats.connect(stack_nats_url(stack))
         try:
             js = nc.jetstream()
             sub = await js.subscribe(f"facepipe.events.done.{batch_id}", stream="FACEPIPE_EVENTS")

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 import pytest
-from conftest import SHARED_FACES, run_facepipe
+from conftest import SHARED_FACES, run_facepipe, stack_nats_url
 
 from facepipe import bus
 from facepipe.v1 import pipeline_pb2
@@ -164,7 +164,7 @@ def test_crawl_index_and_search_by_face(stack, site) -> None:
     assert "candidates" in out.stderr  # live progress
 
     statuses = asyncio.run(
-        _await_done(stack["state"]["nats_url"], job["job_id"], job["candidates_count"], wait_s=180)
+        _await_done(stack_nats_url(stack), job["job_id"], job["candidates_count"], wait_s=180)
     )
     assert len(statuses) == job["candidates_count"], "not every crawled image finished the pipeline"
     assert set(statuses.values()) == {pipeline_pb2.IMAGE_STATUS_INDEXED}, statuses

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from conftest import SHARED_FACES, run_facepipe, stack_channel, stack_key
+from conftest import SHARED_FACES, run_facepipe, stack_channel, stack_key, stack_nats_url
 
 from facepipe.auth import hash_key
 from facepipe.auth.client import channel
@@ -226,7 +226,7 @@ def test_ingesting_another_tenants_object_is_refused(stack, victim) -> None:
 
     # Published on NATS, the message's tenant is the one checked: dead-lettered, nothing indexed.
     async def publish() -> pipeline_pb2.ImageDone:
-        nc = await nats.connect(stack["state"]["nats_url"])
+        nc = await nats.connect(stack_nats_url(stack))
         try:
             batch = uuid.uuid4().hex
             sub = await nc.subscribe(f"facepipe.events.done.{batch}")

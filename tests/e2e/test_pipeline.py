@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, SHARED_FACES, run_facepipe, stack_channel
+from conftest import ROOT, SHARED_FACES, run_facepipe, stack_channel, stack_nats_url
 
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc
 
@@ -276,7 +276,7 @@ def test_nats_pub_seed_schema_and_dead_letters(stack, split_faces) -> None:
         b'{"site": "example.org", "url": ""}',  # valid JSON, missing fields
         b"\x00\x01 not a message",
     ]
-    dead = asyncio.run(publish_and_collect_dead_letters(stack["state"]["nats_url"], bodies, expected=2))
+    dead = asyncio.run(publish_and_collect_dead_letters(stack_nats_url(stack), bodies, expected=2))
     reasons = {m.headers.get(bus.HDR_REASON): m for m in dead}
     assert "missing_fields" in reasons and "malformed" in reasons, [m.headers for m in dead]
     error = reasons["missing_fields"].headers[bus.HDR_ERROR]
