@@ -27,6 +27,7 @@ from facepipe.cli.pipeline_cmds import (
 from facepipe.cli.stack_cmds import (
     cmd_down,
     cmd_producer_url,
+    cmd_provision,
     cmd_serve,
     cmd_status,
     cmd_up,
@@ -406,6 +407,17 @@ def build_parser() -> argparse.ArgumentParser:
     k = _command(ksub, "revoke", "revoke a key at once", "facepipe keys revoke 3f2c9a0e5b7d4c1f", cmd_keys)
     _stack_args(k)
     k.add_argument("key_id", help="the key id, from `facepipe keys list`")
+
+    p = _command(
+        sub,
+        "provision",
+        "create or update the NATS topology (streams, stage consumers, KV buckets) at "
+        "FACEPIPE_NATS_URL as FACEPIPE_NATS_USER; `facepipe up` and the chart do it",
+        "FACEPIPE_NATS_URL=nats://nats:4222 FACEPIPE_NATS_USER=supervisor \\\n"
+        "  FACEPIPE_NATS_PASSWORD_FILE=/run/secrets/supervisor facepipe provision",
+        cmd_provision,
+    )
+    _timeout(p, 60.0, "NATS")
 
     p = _command(
         sub,

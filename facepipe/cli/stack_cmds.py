@@ -129,3 +129,39 @@ def cmd_producer_url(args: argparse.Namespace) -> int:
     except TimeoutError as exc:
         raise CliError(str(exc)) from None
     return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    """Creates or updates the NATS topology at FACEPIPE_NATS_URL, as FACEPIPE_NATS_USER."""
+    import asyncio
+
+    from facepipe import bus, natsauth
+    from facepipe.auth import KeyStore
+
+    settings = Settings.from_env("provision")
+    if not settings.nats_url:
+        raise CliError("set FACEPIPE_NATS_URL (and FACEPIPE_NATS_USER with its password)")
+    try:
+        user, password = natsauth.credentials(settings)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if not addresses.nats_reachable(settings.nats_url):
+        raise CliError(f"cannot reach NATS at {natsauth.redact(settings.nats_url)}")
+
+    async def provision() -> None:
+        nc = await bus.connect(settings.nats_url, "provision", user, password)
+        try:
+            js = nc.jetstream()
+            await bus.ensure_topology(js, settings.dedup_ttl_seconds)
+            await KeyStore.open(js)  # the key bucket every service watches
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(provision(), args.timeout))
+    except TimeoutError:
+        raise CliError(
+            f"the topology was not made within {args.timeout:g}s: is {user or 'anonymous'} allowed to?"
+        ) from None
+    print("NATS topology ready: streams, stage consumers and KV buckets")
+    return 0

@@ -276,14 +276,14 @@ def test_default_install_wires_the_bundled_backends(rendered) -> None:
 
     # Models are pulled by an init container into the volume the detector reads.
     detector = find(docs, "Deployment", f"{RELEASE}-detector")["spec"]["template"]["spec"]
-    assert detector["initContainers"][0]["command"] == ["facepipe", "models", "pull", "buffalo_l"]
+    inits = {c["name"]: c for c in detector["initContainers"]}
+    assert inits["models"]["command"] == ["facepipe", "models", "pull", "buffalo_l"]
     assert (
         find(docs, "ConfigMap", f"{RELEASE}-detector")["data"]["FACEPIPE_MODELS_DIR"]
         == "/opt/facepipe/models"
     )
-    assert (
-        "initContainers" not in find(docs, "Deployment", f"{RELEASE}-extractor")["spec"]["template"]["spec"]
-    )
+    extractor = find(docs, "Deployment", f"{RELEASE}-extractor")["spec"]["template"]["spec"]
+    assert [c["name"] for c in extractor["initContainers"]] == ["topology"]
 
     text = notes({})
     assert (
@@ -292,6 +292,80 @@ def test_default_install_wires_the_bundled_backends(rendered) -> None:
     )
     assert "facepipe keys create --tenant t1" in text
     assert 'nats pub facepipe.ingest \'{"tenant_id":"t1"' in text
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, str]]:
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in container.get("env", [])
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+
+
+def test_nats_runs_with_a_user_per_service_from_a_secret(rendered) -> None:
+    """The bundled NATS includes its users and permissions from a Secret; each service
+    connects as its own user with its password from that Secret, and an init container
+    makes the topology as the supervisor."""
+    import base64
+
+    from facepipe import natsauth
+
+    docs = rendered["default"]
+    secret = find(docs, "Secret", f"{RELEASE}-nats-auth")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(data) == {*natsauth.fixed_users(), "auth.conf"}
+    assert all(len(data[u]) == 32 for u in natsauth.fixed_users())
+    conf = data["auth.conf"]
+    assert conf.startswith("authorization: ")
+    users = {u["user"]: u for u in json.loads(conf.removeprefix("authorization: "))["users"]}
+    assert set(users) == set(natsauth.fixed_users())
+    for user in natsauth.fixed_users():
+        assert users[user]["password"] == data[user]
+        expected = natsauth.permissions(user)
+        assert users[user].get("permissions") == (expected.as_dict() if expected else None), user
+    # Only the embedder (and the indexer, requeueing its own orphans) publishes embedded faces.
+    publishers = {
+        u for u, e in users.items() if "permissions" not in e or "facepipe.faces.embedded" in str(e)
+    }
+    assert publishers == {"admin", "embedder", "indexer"}
+
+    nats_conf = find(docs, "ConfigMap", f"{RELEASE}-nats")["data"]["nats.conf"]
+    assert "include auth.conf" in nats_conf
+    sts = find(docs, "StatefulSet", f"{RELEASE}-nats")["spec"]["template"]["spec"]
+    sources = next(v for v in sts["volumes"] if v["name"] == "config")["projected"]["sources"]
+    assert {"key": "auth.conf", "path": "auth.conf"} in sources[1]["secret"]["items"]
+    assert sources[1]["secret"]["name"] == secret["metadata"]["name"]
+
+    for service in natsauth.SERVICE_USERS:
+        pod = find(docs, "Deployment", f"{RELEASE}-{service}")["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        plain = {e["name"]: e.get("value") for e in container["env"]}
+        assert plain["FACEPIPE_NATS_USER"] == service
+        assert secret_refs(container)["FACEPIPE_NATS_PASSWORD"] == {
+            "name": secret["metadata"]["name"],
+            "key": service,
+        }
+        topology = next(c for c in pod["initContainers"] if c["name"] == "topology")
+        assert topology["command"] == ["facepipe", "provision"]
+        assert secret_refs(topology)["FACEPIPE_NATS_PASSWORD"]["key"] == "supervisor"
+        # The service's own container never holds the supervisor's password.
+        assert all(ref["key"] == service for ref in secret_refs(container).values() if "nats" in ref["name"])
+
+
+def test_nats_producer_tenants_and_no_auth() -> None:
+    import base64
+
+    docs = render({"nats": {"enabled": True, "auth": {"producerTenants": ["acme"]}}})
+    conf = base64.b64decode(find(docs, "Secret", f"{RELEASE}-nats-auth")["data"]["auth.conf"]).decode()
+    users = {u["user"]: u for u in json.loads(conf.removeprefix("authorization: "))["users"]}
+    assert users["producer-acme"]["permissions"]["publish"]["allow"] == ["facepipe.ingest.acme"]
+
+    open_docs = render({"nats": {"enabled": True, "auth": {"enabled": False}}})
+    assert find(open_docs, "Secret", f"{RELEASE}-nats-auth") is None
+    assert "include" not in find(open_docs, "ConfigMap", f"{RELEASE}-nats")["data"]["nats.conf"]
+    pod = find(open_docs, "Deployment", f"{RELEASE}-extractor")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert "FACEPIPE_NATS_USER" not in {e["name"] for e in pod["containers"][0]["env"]}
 
 
 def test_edge_vector_store_keeps_one_indexer_on_a_volume() -> None:

@@ -60,6 +60,15 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- end }}
 {{- end }}
 
+{{/* The Secret holding the NATS users' passwords, one key per user; empty: NATS without users. */}}
+{{- define "facepipe.natsAuthSecret" -}}
+{{- if .Values.external.nats.url }}
+{{- .Values.external.nats.authSecret }}
+{{- else if and .Values.nats.enabled (dig "auth" "enabled" true .Values.nats) }}
+{{- printf "%s-auth" (include "facepipe.dependencyName" (dict "root" . "chart" "nats")) }}
+{{- end }}
+{{- end }}
+
 {{- define "facepipe.natsMonitoringEndpoint" -}}
 {{- if .Values.external.nats.monitoringEndpoint }}
 {{- .Values.external.nats.monitoringEndpoint }}

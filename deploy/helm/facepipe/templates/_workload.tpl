@@ -174,7 +174,8 @@ seccompProfile:
 {{- $c := .c }}
 {{- $env := include "facepipe.env" . }}
 {{- $s3 := include "facepipe.s3CredentialsRef" $root | fromYaml }}
-{{- $qdrantKey := include "facepipe.qdrantApiKeyRef" $root | fromYaml -}}
+{{- $qdrantKey := include "facepipe.qdrantApiKeyRef" $root | fromYaml }}
+{{- $natsAuth := include "facepipe.natsAuthSecret" $root -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -238,8 +239,37 @@ spec:
       {{- end }}
       securityContext:
         {{- include "facepipe.podSecurityContext" . | trim | nindent 8 }}
-      {{- if and $c.models (eq $root.Values.models.source "pull") }}
+      {{- $pullModels := and $c.models (eq $root.Values.models.source "pull") }}
+      {{- $provision := and $natsAuth (ne .name "node") }}
+      {{- if or $pullModels $provision }}
       initContainers:
+      {{- end }}
+      {{- if $provision }}
+        # The streams, consumers and KV buckets, made or updated as the supervisor user:
+        # the service's own user may not.
+        - name: topology
+          image: {{ include "facepipe.image" . }}
+          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+          command: [facepipe, provision]
+          envFrom:
+            - configMapRef:
+                name: {{ include "facepipe.componentName" . }}
+          env:
+            - name: FACEPIPE_NATS_USER
+              value: supervisor
+            - name: FACEPIPE_NATS_PASSWORD
+              valueFrom:
+                secretKeyRef: {name: {{ $natsAuth }}, key: supervisor}
+          resources:
+            requests: {cpu: 50m, memory: 128Mi}
+            limits: {memory: 512Mi}
+          securityContext:
+            {{- include "facepipe.containerSecurityContext" . | trim | nindent 12 }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+      {{- end }}
+      {{- if $pullModels }}
         - name: models
           image: {{ include "facepipe.image" . }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
@@ -296,6 +326,14 @@ spec:
             - name: FACEPIPE_S3_SECRET_KEY
               valueFrom:
                 secretKeyRef: {name: {{ $s3.name }}, key: {{ $s3.secretKey }}}
+            {{- end }}
+            {{- if and $natsAuth (ne .name "node") }}
+            # Its own NATS user: permissions over its own subjects only.
+            - name: FACEPIPE_NATS_USER
+              value: {{ .name }}
+            - name: FACEPIPE_NATS_PASSWORD
+              valueFrom:
+                secretKeyRef: {name: {{ $natsAuth }}, key: {{ .name }}}
             {{- end }}
             {{- if and (eq $root.Values.vectorStore "qdrant") $qdrantKey (ne .name "node") }}
             - name: FACEPIPE_QDRANT_API_KEY

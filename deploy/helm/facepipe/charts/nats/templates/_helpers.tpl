@@ -19,3 +19,8 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end }}
+
+{{/* The Secret of the NATS users: their passwords (one key per user) and auth.conf. */}}
+{{- define "nats.authSecret" -}}
+{{- printf "%s-auth" (include "nats.fullname" .) }}
+{{- end }}
