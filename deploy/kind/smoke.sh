@@ -38,8 +38,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# NATS refuses anonymous connections: the admin (keys) and the trusted producer (ingest)
+# connect with their passwords from the chart's Secret.
+nats_password() {
+  "${kube[@]}" get secret facepipe-nats-auth --output "jsonpath={.data.$1}" | base64 -d
+}
+ADMIN_URL="nats://admin:$(nats_password admin)@127.0.0.1:4222"
+PRODUCER_URL="nats://producer:$(nats_password producer)@127.0.0.1:4222"
+
 # Every gRPC call needs an API key: one for the smoke tenant, from the key store in NATS.
-KEY=$(FACEPIPE_NATS_URL=nats://127.0.0.1:4222 facepipe keys create --tenant "$TENANT" --role writer --json |
+KEY=$(FACEPIPE_NATS_URL=$ADMIN_URL facepipe keys create --tenant "$TENANT" --role writer --json |
   "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 
 echo "==> 1/3 DetectBatch on 127.0.0.1:50051"
@@ -96,9 +104,9 @@ YAML
 url="http://facepipe-smoke-web.$NAMESPACE.svc:8080/$name"
 message="{\"tenant_id\":\"$TENANT\",\"url\":\"$url\"}"
 if command -v nats >/dev/null; then
-  nats --server nats://127.0.0.1:4222 pub facepipe.ingest "$message"
+  nats --server "$PRODUCER_URL" pub facepipe.ingest "$message"
 else
-  "$PYTHON" - "$message" <<'PY'
+  "$PYTHON" - "$message" "$PRODUCER_URL" <<'PY'
 import asyncio
 import sys
 
@@ -106,7 +114,7 @@ import nats
 
 
 async def main() -> None:
-    nc = await nats.connect("nats://127.0.0.1:4222", connect_timeout=10)
+    nc = await nats.connect(sys.argv[2], connect_timeout=10)
     await nc.publish("facepipe.ingest", sys.argv[1].encode())
     await nc.flush()
     await nc.close()
