@@ -291,7 +291,10 @@ def test_default_install_wires_the_bundled_backends(rendered) -> None:
         "facepipe.v1.Detector/DetectBatch" in text
     )
     assert "facepipe keys create --tenant t1" in text
-    assert 'nats --server "nats://producer:$PRODUCER@127.0.0.1:4222" pub facepipe.ingest \'{"tenant_id":"t1"' in text
+    assert (
+        'nats --server "nats://producer:$PRODUCER@127.0.0.1:4222" pub facepipe.ingest \'{"tenant_id":"t1"'
+        in text
+    )
     assert f"get secret {RELEASE}-nats-auth -o jsonpath='{{.data.admin}}'" in text
 
 
