@@ -413,8 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
         "provision",
         "create or update the NATS topology (streams, stage consumers, KV buckets) at "
         "FACEPIPE_NATS_URL as FACEPIPE_NATS_USER; `facepipe up` and the chart do it",
-        "FACEPIPE_NATS_URL=nats://nats:4222 FACEPIPE_NATS_USER=supervisor \\\n"
-        "  FACEPIPE_NATS_PASSWORD_FILE=/run/secrets/supervisor facepipe provision",
+        "facepipe provision   # with FACEPIPE_NATS_URL=nats://nats:4222, FACEPIPE_NATS_USER=supervisor\n"
+        "                     # and FACEPIPE_NATS_PASSWORD_FILE=/run/secrets/supervisor",
         cmd_provision,
     )
     _timeout(p, 60.0, "NATS")
@@ -424,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
         "producer-url",
         "print a NATS URL carrying a producer's credentials: it may publish ingest messages only, "
         "for its tenant on facepipe.ingest.<tenant> with --tenant, else on facepipe.ingest (trusted)",
-        'URL=$(facepipe producer-url --tenant acme)\nnats pub --server "$URL" facepipe.ingest.acme '
+        "facepipe producer-url --tenant acme\n"
+        'URL=$(facepipe producer-url --tenant acme); nats pub --server "$URL" facepipe.ingest.acme '
         '\'{"url":"https://example.org/team.jpg"}\'',
         cmd_producer_url,
     )

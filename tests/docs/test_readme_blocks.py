@@ -6,8 +6,9 @@ live in a temporary folder. Each block must end with status 0; a failing command
 stops its block (an ERR trap, like `set -e`) and fails the test with the output.
 
 `nats pub` blocks run with the `nats` CLI when it is on PATH; `make setup` does not
-install it, so otherwise the test publishes the same payloads to the same subjects
-with nats-py, on the stack's NATS URL. Either way each message must be taken: its
+install it, so otherwise the test runs the block's `VAR=$(facepipe producer-url ...)`
+lines in the shell and publishes the same payloads to the same subjects with
+nats-py, on the URLs they printed (a producer's credentials). Either way each message must be taken: its
 ImageDone event arrives, and only a message naming a URL may end as a failure,
 with the fetch's reason.
 
@@ -28,6 +29,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -169,40 +171,70 @@ class ReadmeShell:
             self.log.close()
 
 
-def nats_pub_lines(block: Block) -> list[tuple[str, str]] | None:
-    """(subject, payload) of each line when the block is only `nats pub` lines, else None."""
+PRODUCER_URL_LINE = re.compile(r"^([A-Z_]+)=\$\(facepipe producer-url( --tenant [A-Za-z0-9_-]+)?\)$")
+
+
+@dataclass
+class NatsBlock:
+    """A block of `VAR=$(facepipe producer-url ...)` lines and `nats pub --server "$VAR"
+    SUBJECT PAYLOAD` lines: the assignments, and each publication as (VAR, subject, payload)."""
+
+    assignments: list[str]
+    published: list[tuple[str, str, str]]
+
+
+def nats_pub_lines(block: Block) -> NatsBlock | None:
+    """The block's producer URLs and publications when it publishes with `nats pub`, else None."""
     commands = block.commands
-    if not commands or not all(line.startswith("nats ") for line in commands):
+    if not commands or not any(line.startswith("nats ") for line in commands):
         return None
-    published = []
+    assignments, published = [], []
     for line in commands:
+        if not line.startswith("nats "):
+            assert PRODUCER_URL_LINE.match(line), (
+                f"README.md line {block.line}: a `nats pub` block may only set URLs with "
+                f"`VAR=$(facepipe producer-url [--tenant T])`, not {line!r}"
+            )
+            assignments.append(line)
+            continue
         words = shlex.split(line)
-        assert len(words) == 4 and words[1] == "pub", (
-            f"README.md line {block.line}: only `nats pub SUBJECT PAYLOAD` can be run without the nats CLI"
+        assert (
+            len(words) == 6 and words[1] == "pub" and words[2] == "--server" and words[3].startswith("$")
+        ), (
+            f'README.md line {block.line}: only `nats pub --server "$VAR" SUBJECT PAYLOAD` can be '
+            "run without the nats CLI"
         )
-        published.append((words[2], words[3]))
-    return published
+        published.append((words[3][1:], words[4], words[5]))
+    return NatsBlock(assignments, published)
 
 
-async def publish_and_wait(nats_url: str, published: list[tuple[str, str]], use_cli: bool) -> list[str]:
-    """Publishes (unless the CLI did) and waits for each message's ImageDone; problems found."""
+async def publish_and_wait(admin_url: str, published: list[tuple[str, str, str]], use_cli: bool) -> list[str]:
+    """Publishes each (producer URL, subject, payload), unless the CLI did, and waits, as
+    the stack's admin, for each message's ImageDone; problems found."""
     import nats
 
     from facepipe import bus
     from facepipe.v1 import pipeline_pb2
 
-    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=1)
+    if not use_cli:
+        for url, subject, payload in published:
+            producer = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=1)
+            try:
+                await producer.publish(subject, payload.encode())
+                await producer.flush()
+            finally:
+                await producer.close()
+    nc = await nats.connect(admin_url, connect_timeout=5, max_reconnect_attempts=1)
     problems = []
     try:
-        if not use_cli:
-            for subject, payload in published:
-                await nc.publish(subject, payload.encode())
-            await nc.flush()
         js = nc.jetstream()
-        for subject, payload in published:
-            if subject != bus.SUBJECT_INGEST:
+        for _, subject, payload in published:
+            if subject != bus.SUBJECT_INGEST and not subject.startswith(bus.SUBJECT_INGEST + "."):
                 continue
             request = json.loads(payload)
+            if subject != bus.SUBJECT_INGEST:
+                # On a tenant's subject, the subject's tenant is the message's.
+                request["tenant_id"] = subject.removeprefix(bus.SUBJECT_INGEST + ".")
             done_subject = f"{bus.SUBJECT_DONE}.{request.get('batch_id') or 'none'}"
             sub = await js.subscribe(done_subject, stream=bus.EVENTS_STREAM, ordered_consumer=True)
             deadline = time.monotonic() + EVENT_TIMEOUT
@@ -234,22 +266,33 @@ async def publish_and_wait(nats_url: str, published: list[tuple[str, str]], use_
     return problems
 
 
-def run_nats_block(shell: ReadmeShell, block: Block, published: list[tuple[str, str]], env) -> str:
-    """Runs a `nats pub` block (with the CLI when installed); what went wrong, or ''."""
+def run_nats_block(shell: ReadmeShell, block: Block, nats_block: NatsBlock, env) -> str:
+    """Runs a `nats pub` block (with the CLI when installed, else its `facepipe
+    producer-url` lines in the shell and the publications with nats-py, to the URLs they
+    printed); what went wrong, or ''."""
     from facepipe.config import default_stack_dir
-    from facepipe.stack import StackState
+    from facepipe.stack import StackState, nats_admin_url
 
     state = StackState.load(default_stack_dir(env))
     if state is None or state.status != "running":
         return "no running local stack to publish to"
     use_cli = shutil.which("nats", path=env["PATH"]) is not None
     if use_cli:
-        # The CLI's default server is nats://127.0.0.1:4222; the stack may have moved off it.
-        shell.send(f"export NATS_URL={shlex.quote(state.nats_url)}\n")
         status, output = shell.run(block.text)
         if status != 0:
             return f"exit status {status}\n{output}"
-    problems = asyncio.run(publish_and_wait(state.nats_url, published, use_cli))
+    elif nats_block.assignments:
+        status, output = shell.run("\n".join(nats_block.assignments))
+        if status != 0:
+            return f"exit status {status}\n{output}"
+    urls = {}
+    for var in {var for var, _, _ in nats_block.published}:
+        status, output = shell.run(f'printf "%s\\n" "${var}"')
+        urls[var] = output.strip().splitlines()[-1] if status == 0 and output.strip() else ""
+        if not urls[var].startswith("nats://"):
+            return f"${var} is not a NATS URL after the block's assignments: {output!r}"
+    published = [(urls[var], subject, payload) for var, subject, payload in nats_block.published]
+    problems = asyncio.run(publish_and_wait(nats_admin_url(state), published, use_cli))
     return "\n".join(problems)
 
 

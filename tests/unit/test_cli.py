@@ -52,6 +52,8 @@ def test_every_command_is_known() -> None:
         "keys create",
         "keys list",
         "keys revoke",
+        "producer-url",
+        "provision",
     }
 
 
