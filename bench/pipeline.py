@@ -52,7 +52,7 @@ def stack_throughput(files: list[Path], rounds: int) -> tuple[float, dict]:
     process. Publishing runs in this process with the CLI's client code, so the timing holds
     pipeline work, not interpreter start-ups."""
     from facepipe.client import ingest
-    from facepipe.stack import StackState
+    from facepipe.stack import StackState, nats_admin_url
     from facepipe.storage import object_store_from_env
 
     data_dir = Path(tempfile.mkdtemp(prefix="fp-bench-stack-"))
@@ -70,11 +70,14 @@ def stack_throughput(files: list[Path], rounds: int) -> tuple[float, dict]:
         objects = object_store_from_env({**os.environ, **state.env})
         folder = str(files[0].parent.parent)
 
+        # The stack's NATS lets in only its users: the benchmark ingests as its admin.
+        nats_url = nats_admin_url(state)
+
         async def run() -> tuple[float, dict]:
-            await ingest(state.nats_url, objects, [str(files[0])], "warmup", wait=True)
+            await ingest(nats_url, objects, [str(files[0])], "warmup", wait=True)
             start = time.perf_counter()
             summaries = await asyncio.gather(
-                *(ingest(state.nats_url, objects, [folder], f"bench{r}", wait=True) for r in range(rounds))
+                *(ingest(nats_url, objects, [folder], f"bench{r}", wait=True) for r in range(rounds))
             )
             elapsed = time.perf_counter() - start
             totals = {
