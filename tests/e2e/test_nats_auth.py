@@ -246,3 +246,26 @@ def test_the_detector_cannot_read_the_image_states_nor_pull_another_stage(stack)
             await detector.nc.close()
 
     asyncio.run(attempt())
+
+
+def test_provision_is_for_the_supervisor_only(stack):
+    """`facepipe provision` (the chart's init container) makes the topology as the
+    supervisor; a service's user may not, and is told so in one line."""
+    folder = Path(stack["dir"]) / "nats-auth"
+
+    def provision(user: str, *args: str):
+        env = {
+            **stack["env"],
+            "FACEPIPE_NATS_URL": stack["state"]["nats_url"],
+            "FACEPIPE_NATS_USER": user,
+            "FACEPIPE_NATS_PASSWORD_FILE": str(folder / f"{user}.password"),
+        }
+        return run_facepipe("provision", *args, env=env, check=False)
+
+    made = provision("supervisor")
+    assert made.returncode == 0, made.stderr
+    assert "NATS topology ready" in made.stdout
+    refused = provision("detector", "--timeout", "3")
+    assert refused.returncode == 1
+    assert "error: the topology was not made within 3s: is detector allowed to?" in refused.stderr
+    assert "Traceback" not in refused.stderr
