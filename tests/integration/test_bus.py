@@ -147,7 +147,9 @@ async def test_publish_msg_id_is_idempotent(nats_server) -> None:
     await nc.close()
 
 
-async def _lose_every_delivery(js, stage: bus.StageSpec, then_publish: tuple[bytes, dict]) -> None:
+async def _lose_every_delivery(
+    js, stage: bus.StageSpec, then_publish: tuple[bytes, dict], subject: str = ""
+) -> None:
     """Publishes a message, takes each of its deliveries and never acks them, as replicas
     killed holding it would, until JetStream stops delivering it (max_deliver)."""
     # No pull of a drained worker may still be waiting on the server to take one of them.
@@ -157,7 +159,7 @@ async def _lose_every_delivery(js, stage: bus.StageSpec, then_publish: tuple[byt
         await asyncio.sleep(0.1)
     thief = await js.pull_subscribe_bind(durable=stage.name, stream=bus.STREAM)
     data, headers = then_publish
-    await js.publish(stage.subject, data, headers=headers)
+    await js.publish(subject or stage.subject, data, headers=headers)
     for _ in range(stage.max_deliver):
         deadline = asyncio.get_running_loop().time() + 30
         while True:
@@ -217,6 +219,40 @@ async def test_messages_whose_deliveries_were_lost_are_requeued(nats_server) -> 
     assert dead.data == b"hopeless" and dead.headers[bus.HDR_REASON] == "orphaned"
     info = await js.stream_info(bus.STREAM, subjects_filter=stage.subject)
     assert not info.state.subjects
+    await nc.close()
+
+
+async def test_an_orphan_on_a_stage_s_second_subject_is_requeued_there(nats_server) -> None:
+    """A stage with more than one subject (the extractor: facepipe.ingest and
+    facepipe.ingest.<tenant>) finds orphans on each, and puts them back on their own
+    subject, whose tenant the stage reads."""
+    stage = bus.StageSpec(
+        "orphantenant",
+        "facepipe.images.orphan2",
+        ack_wait=1,
+        max_deliver=2,
+        extra_subjects=("facepipe.images.orphan2.*",),
+    )
+    nc, js = await _setup(nats_server.url)
+    await js.add_consumer(bus.STREAM, bus.consumer_config(stage))
+    await _lose_every_delivery(js, stage, (b"lost", {}), subject="facepipe.images.orphan2.acme")
+
+    handled: list[str] = []
+
+    async def handler(d: bus.Delivery) -> None:
+        handled.append(d.msg.subject)
+
+    worker = bus.StageWorker(nc, stage, lambda m: m.data, handler)
+    assert len(await worker.find_orphans()) == 1
+    await worker.reconcile()
+    assert await worker.reconcile() == 1
+    await worker.start()
+    deadline = asyncio.get_running_loop().time() + 30
+    while not handled:
+        assert asyncio.get_running_loop().time() < deadline, "the orphan was never handled"
+        await asyncio.sleep(0.1)
+    await worker.drain(grace=5)
+    assert handled == ["facepipe.images.orphan2.acme"]
     await nc.close()
 
 
