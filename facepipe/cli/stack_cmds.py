@@ -33,10 +33,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         args.service, grpc_port=args.port, http_port=args.http_port, grpc_host=args.host
     )
+    from facepipe import natsauth
     from facepipe.auth import check_settings
 
     try:
         check_settings(settings)
+        natsauth.credentials(settings)  # a NATS user without its password, said up front
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # Said up front, in one line: the usual cause is a local stack already on the standard ports.

@@ -111,3 +111,29 @@ def test_the_chart_copy_is_current():
     assert json.loads(chart.read_text()) == json.loads(natsauth.chart_permissions()), (
         "stale: run python -m facepipe.natsauth --write-chart"
     )
+
+
+def test_serve_names_a_nats_user_without_its_password(tmp_path):
+    import os
+
+    from conftest import free_port, run_facepipe
+
+    env = {
+        **os.environ,
+        "FACEPIPE_HOME": str(tmp_path),
+        "FACEPIPE_NATS_URL": "nats://127.0.0.1:1",
+        "FACEPIPE_NATS_USER": "extractor",
+    }
+    env.pop("FACEPIPE_NATS_PASSWORD", None)
+    result = run_facepipe("serve", "extractor", "--port", str(free_port()), env=env, check=False, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: FACEPIPE_NATS_USER is set without FACEPIPE_NATS_PASSWORD or FACEPIPE_NATS_PASSWORD_FILE"
+    )
+    missing = {**env, "FACEPIPE_NATS_PASSWORD_FILE": str(tmp_path / "absent")}
+    result = run_facepipe(
+        "serve", "extractor", "--port", str(free_port()), env=missing, check=False, timeout=60
+    )
+    assert result.stderr.strip().startswith(
+        f"error: cannot read the NATS password file {tmp_path / 'absent'}"
+    )
