@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facepipe.config import NatsTlsSettings
+
 
 def nats_server_binary() -> str:
     candidate = Path(sys.executable).parent / "nats-server"
@@ -27,10 +29,18 @@ class NatsServer:
     http_port: int
     store_dir: Path
     proc: subprocess.Popen | None = None
+    # Certificates of a TLS-only server (FACEPIPE_NATS_TLS_SERVER_*); None serves plain.
+    tls: NatsTlsSettings | None = None
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    def tls_config(self) -> str:
+        """The ``tls {}`` block of the server's config, "" without certificates."""
+        from facepipe.tls import nats_server_tls_block
+
+        return nats_server_tls_block(self.tls) if self.tls is not None else ""
 
     def command(self) -> list[str]:
         conf = self.store_dir / "nats.conf"
@@ -39,7 +49,7 @@ class NatsServer:
             f"listen: 127.0.0.1:{self.port}\n"
             f"http: 127.0.0.1:{self.http_port}\n"
             f'jetstream {{ store_dir: "{self.store_dir / "jetstream"}" }}\n'
-            "max_payload: 8MB\n"
+            "max_payload: 8MB\n" + self.tls_config()
         )
         return [nats_server_binary(), "-c", str(conf)]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
@@ -19,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 
+from facepipe.config import NatsTlsSettings
 from facepipe.runtime.tracing import inject
 
 log = logging.getLogger("facepipe.bus")
@@ -76,7 +78,16 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
-async def connect(url: str, name: str) -> NATS:
+def tls_options(tls: NatsTlsSettings | None = None) -> dict[str, Any]:
+    """The TLS keywords of a NATS connection from ``tls`` (default: the environment's
+    NATS TLS settings); empty for plain NATS."""
+    from facepipe.tls import nats_ssl_context
+
+    context = nats_ssl_context(NatsTlsSettings.from_env() if tls is None else tls)
+    return {"tls": context} if context is not None else {}
+
+
+async def connect(url: str, name: str, tls: NatsTlsSettings | None = None) -> NATS:
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
 
@@ -97,6 +108,7 @@ async def connect(url: str, name: str) -> NATS:
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        **tls_options(tls),
     )
     return client
 

@@ -34,9 +34,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.service, grpc_port=args.port, http_port=args.http_port, grpc_host=args.host
     )
     from facepipe.auth import check_settings
+    from facepipe.tls import check_files
 
     try:
         check_settings(settings)
+        check_files(settings)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # Said up front, in one line: the usual cause is a local stack already on the standard ports.

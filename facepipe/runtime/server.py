@@ -276,7 +276,7 @@ class ServiceRuntime:
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.grpc_port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        self.grpc_port = self._add_port(f"{s.grpc_host}:{s.grpc_port}")
         await self.server.start()
         self.http = await asyncio.start_server(self._handle_http, s.grpc_host, s.http_port)
         self.http_port = self.http.sockets[0].getsockname()[1]
@@ -346,6 +346,18 @@ class ServiceRuntime:
         with contextlib.suppress(Exception):
             await self._close_keys()
         shutdown_tracing()
+
+    def _add_port(self, address: str) -> int:
+        """Binds the gRPC port: TLS only when a certificate is configured, else plaintext."""
+        tls = self.settings.tls
+        tls.check()
+        if not tls.serves_tls:
+            return self.server.add_insecure_port(address)
+        from facepipe.tls import server_credentials
+
+        port = self.server.add_secure_port(address, server_credentials(tls))
+        log.info("gRPC serves TLS", extra={"client_auth": tls.client_auth, "cert": str(tls.cert)})
+        return port
 
     # -- API keys --------------------------------------------------------
     def _authenticator(self) -> auth.Authenticator:
