@@ -138,6 +138,12 @@ def _key(p: argparse.ArgumentParser) -> None:
         "--key",
         help="API key to send (default: $FACEPIPE_API_KEY, else the local stack's admin key)",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="talk TLS to the service, trusting $FACEPIPE_TLS_CA or the system roots "
+        "(default: TLS when FACEPIPE_TLS_CA or FACEPIPE_TLS is set)",
+    )
 
 
 def _json(p: argparse.ArgumentParser) -> None:

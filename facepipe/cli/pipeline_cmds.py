@@ -28,7 +28,7 @@ def _indexer(args: argparse.Namespace, method: str, request: Any) -> Any:
     addr = addresses.indexer_addr(args)
     key = addresses.api_key(args, addr)
     try:
-        with key_channel(addr, key) as channel:
+        with key_channel(addr, key, tls=addresses.tls_settings(args)) as channel:
             return getattr(indexer_pb2_grpc.IndexerStub(channel), method)(request, timeout=args.timeout)
     except grpc.RpcError as exc:
         raise rpc_failure(exc, "indexer", addr) from None

@@ -4,6 +4,7 @@ throwaway CA, against real service processes and a real nats-server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -123,6 +124,41 @@ def test_grpc_mutual_tls(start_service, tmp_path, ca) -> None:
     intruder = TlsSettings(ca=ca.ca, cert=stranger.cert, key=stranger.key)
     assert refused(sp.addr, intruder) == grpc.StatusCode.UNAVAILABLE
     assert refused(sp.addr, PLAIN) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_cli_over_mutual_tls(start_service, tmp_path, ca, facepipe_home) -> None:
+    import os
+
+    sp, key, with_cert = start_tls_indexer(start_service, tmp_path, ca, "require")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FACEPIPE_")},
+        "FACEPIPE_HOME": str(tmp_path / "cli-home"),  # no local stack there
+        "FACEPIPE_INDEXER_ADDR": sp.addr,
+        "FACEPIPE_API_KEY": key,
+    }
+    tls_env = {
+        "FACEPIPE_TLS_CA": str(with_cert.ca),
+        "FACEPIPE_TLS_CERT": str(with_cert.cert),
+        "FACEPIPE_TLS_KEY": str(with_cert.key),
+    }
+    ok = run_facepipe("stats", "--tenant", "acme", "--json", env={**env, **tls_env}, timeout=120)
+    assert json.loads(ok.stdout)["faces"] == 0
+    # Plaintext against a TLS port: one line, no traceback.
+    plain = run_facepipe("stats", "--tenant", "acme", "--json", env=env, check=False, timeout=120)
+    assert plain.returncode != 0 and "Traceback" not in plain.stdout + plain.stderr
+    # --tls without a CA trusts the system roots only, which do not know the test CA.
+    system_roots = run_facepipe("stats", "--tenant", "acme", "--tls", env=env, check=False, timeout=120)
+    assert system_roots.returncode != 0 and "Traceback" not in system_roots.stderr
+    missing = run_facepipe(
+        "stats",
+        "--tenant",
+        "acme",
+        env={**env, "FACEPIPE_TLS_CA": str(tmp_path / "nope.pem")},
+        check=False,
+        timeout=120,
+    )
+    assert missing.returncode != 0 and "nope.pem" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 def test_clients_follow_the_environment(ca, monkeypatch) -> None:
