@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -48,9 +49,9 @@ def wait_serving_tls(addr: str, tls: TlsSettings, proc, timeout: float = 120.0) 
     raise TimeoutError(f"{addr} not SERVING over TLS after {timeout}s")
 
 
-def start_tls_indexer(start_service, tmp_path: Path, ca: TestCA, client_auth: str):
+def start_tls_indexer(start_service, tmp_path: Path, ca: TestCA, client_auth: str, name: str = ""):
     """An indexer that serves TLS and accepts the service credential as its one key."""
-    server = ca.issue(f"indexer-{client_auth}")
+    server = ca.issue(name or f"indexer-{client_auth}")
     service_key = new_key()[1]
     key_file = tmp_path / f"service-{client_auth}.key"
     key_file.write_text(service_key)
@@ -104,6 +105,24 @@ def test_grpc_tls_server_and_client(start_service, tmp_path, ca) -> None:
     import httpx
 
     assert httpx.get(f"http://127.0.0.1:{sp.http_port}/healthz", timeout=5).status_code == 200
+
+
+def test_a_rotated_certificate_is_served_without_a_restart(start_service, tmp_path, ca) -> None:
+    sp, _, _ = start_tls_indexer(start_service, tmp_path, ca, "none", name="indexer-rotated")
+    new_ca = TestCA(tmp_path / "new-ca", "the next CA")
+    assert refused(sp.addr, TlsSettings(ca=new_ca.ca)) == grpc.StatusCode.UNAVAILABLE
+    # A Secret update rewrites the mounted files; the server reads them at the next handshake.
+    fresh = new_ca.issue("indexer-rotated")
+    for target, source in (
+        (ca.folder / "indexer-rotated.crt", fresh.cert),
+        (ca.folder / "indexer-rotated.key", fresh.key),
+    ):
+        target.write_bytes(source.read_bytes())
+        os.utime(target, (time.time() + 5, time.time() + 5))  # a new mtime even on coarse clocks
+    with channel(sp.addr, None, tls=TlsSettings(ca=new_ca.ca)) as ch:
+        assert health(ch) == health_pb2.HealthCheckResponse.SERVING
+    assert refused(sp.addr, TlsSettings(ca=ca.ca)) == grpc.StatusCode.UNAVAILABLE  # the old CA's
+    assert sp.proc.poll() is None
 
 
 def test_grpc_mutual_tls(start_service, tmp_path, ca) -> None:
