@@ -66,6 +66,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"a stack is already running in {data_dir} (supervisor pid {running.supervisor_pid}); "
             f"`facepipe status{where}` shows it, `facepipe down{where}` stops it"
         )
+    from facepipe.tls import check_files
+
+    try:  # every component and the nats-server would fail on these, one after the other
+        check_files(Settings.from_env("stack"))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if args.detach:
         try:
             state = stack.start_detached(data_dir, auto_ports=args.auto_ports, timeout=args.timeout)

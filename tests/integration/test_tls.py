@@ -229,6 +229,20 @@ def test_serve_names_a_bad_tls_setting_without_traceback(ca, facepipe_home) -> N
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_up_names_a_bad_tls_setting_before_starting(ca, tmp_path, facepipe_home) -> None:
+    import os
+
+    leaf = ca.issue("up-half")
+    env = {**os.environ, "FACEPIPE_HOME": str(facepipe_home), "FACEPIPE_NATS_TLS_SERVER_CERT": str(leaf.cert)}
+    result = run_facepipe("up", "--detach", "--data-dir", str(tmp_path / "stack"), env=env, check=False)
+    assert result.returncode != 0
+    assert (
+        "FACEPIPE_NATS_TLS_SERVER_CERT and FACEPIPE_NATS_TLS_SERVER_KEY must be set together" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "stack" / "stack.json").exists()
+
+
 # -- NATS -------------------------------------------------------------------------------------
 
 
