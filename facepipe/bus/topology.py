@@ -92,6 +92,7 @@ async def connect(url: str, name: str, tls: NatsTlsSettings | None = None) -> NA
         log.warning("nats error", extra={"error": str(exc)})
 
     client = NATS()
+    secure = tls_options(tls)
 
     async def on_disconnect() -> None:
         if not (client.is_closed or client.is_draining):  # a close() also disconnects
@@ -108,9 +109,23 @@ async def connect(url: str, name: str, tls: NatsTlsSettings | None = None) -> NA
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
-        **tls_options(tls),
+        **secure,
     )
+    if secure:
+        await _refuse_plaintext(client, url)
     return client
+
+
+async def _refuse_plaintext(client: NATS, url: str) -> None:
+    """With TLS configured, a server that did not switch to it (a plain server, or one
+    in the middle stripping TLS) gets no message: nats-py upgrades only when the
+    server's INFO asks for TLS, and would otherwise carry on in plaintext."""
+    if not client._server_info.get("tls_required"):  # nats-py has no public flag for it
+        await client.close()
+        raise ConnectionError(
+            f"NATS TLS is configured (FACEPIPE_NATS_TLS_*) but the server at {url} does not speak "
+            "TLS; refusing to talk to it in plaintext"
+        )
 
 
 async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600) -> None:

@@ -308,3 +308,14 @@ def test_nats_over_mutual_tls(tls_nats, ca) -> None:
             assert err.value is not None, what
 
     asyncio.run(scenario())
+
+
+def test_nats_tls_client_refuses_a_plaintext_server(nats_server, ca) -> None:
+    """A client configured for TLS does not fall back to plaintext when the server
+    (or someone in the middle) does not offer TLS."""
+
+    async def attempt() -> None:
+        await bus.connect(nats_server.url, "test-downgrade", tls=NatsTlsSettings(ca=ca.ca))
+
+    with pytest.raises(ConnectionError, match="does not speak TLS"):
+        asyncio.run(attempt())
