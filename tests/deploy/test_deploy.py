@@ -429,6 +429,29 @@ def test_tls_needs_a_secret() -> None:
     assert_valid_kubernetes(docs)
 
 
+def test_bundled_nats_serves_tls_from_a_secret() -> None:
+    values = {
+        "tls": {"enabled": True, "secretName": "facepipe-tls", "nats": {"enabled": True}},
+        "nats": {"enabled": True, "tls": {"secretName": "facepipe-tls", "verify": True}},
+    }
+    docs = render(values)
+    assert_valid_kubernetes(docs)
+    conf = find(docs, "ConfigMap", f"{RELEASE}-nats")["data"]["nats.conf"]
+    assert "cert_file: /etc/nats-tls/tls.crt" in conf and "verify: true" in conf
+    nats_pod = find(docs, "StatefulSet", f"{RELEASE}-nats")["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "facepipe-tls"}} in nats_pod["volumes"]
+    assert "/etc/nats-tls" in {m["mountPath"] for m in nats_pod["containers"][0]["volumeMounts"]}
+    env = find(docs, "ConfigMap", f"{RELEASE}-extractor")["data"]
+    assert env["FACEPIPE_NATS_URL"] == f"tls://{RELEASE}-nats:4222"
+    assert env["FACEPIPE_NATS_TLS_CA"] == f"{TLS_MOUNT}/ca.crt"
+    # Half of it fails the install, naming the other half.
+    with pytest.raises(helm.HelmError, match="set tls.nats.enabled"):
+        render({"nats": {"enabled": True, "tls": {"secretName": "facepipe-tls"}}})
+    with pytest.raises(helm.HelmError, match="set nats.tls.secretName"):
+        render({"tls": {"enabled": True, "secretName": "facepipe-tls", "nats": {"enabled": True}}})
+    assert "tls {" not in find(render({}), "ConfigMap", f"{RELEASE}-nats")["data"]["nats.conf"]
+
+
 def policies(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
 

@@ -54,7 +54,14 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- if .Values.external.nats.url }}
 {{- .Values.external.nats.url }}
 {{- else if .Values.nats.enabled }}
-{{- printf "nats://%s:4222" (include "facepipe.dependencyName" (dict "root" . "chart" "nats")) }}
+{{- $natsTls := not (empty (dig "tls" "secretName" "" .Values.nats)) }}
+{{- if and $natsTls (not .Values.tls.nats.enabled) }}
+{{- fail "nats.tls.secretName makes the bundled NATS serve TLS only: set tls.nats.enabled so that the services dial it with TLS" }}
+{{- end }}
+{{- if and .Values.tls.nats.enabled (not $natsTls) }}
+{{- fail "tls.nats.enabled: the bundled NATS serves plain; set nats.tls.secretName (or external.nats.url)" }}
+{{- end }}
+{{- printf "%s://%s:4222" (ternary "tls" "nats" $natsTls) (include "facepipe.dependencyName" (dict "root" . "chart" "nats")) }}
 {{- else }}
 {{- fail "NATS: set external.nats.url or nats.enabled=true" }}
 {{- end }}
