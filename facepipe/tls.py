@@ -41,31 +41,33 @@ def _mtimes(*paths: Path | None) -> tuple[float, ...]:
 class _ServerCertificates:
     """The server's key, certificate and client CA, read again when a file changes.
 
-    grpc asks before each handshake; an unchanged or unreadable set keeps the last
-    good one (a Secret is rewritten file by file)."""
+    grpc asks before each handshake. An unchanged set is not read; a changed one that
+    does not load as a key and its certificate (a half-written pair) keeps the last
+    good one, said once, and is tried again at the next change."""
 
     def __init__(self, tls: TlsSettings) -> None:
         self.tls = tls
         self.stamp = _mtimes(tls.cert, tls.key, tls.ca)
+        self.refused_stamp: tuple[float, ...] | None = None
         self.initial = self._config()
 
     def _config(self) -> grpc.ServerCertificateConfiguration:
         t = self.tls
         assert t.cert is not None and t.key is not None
+        _check_pair(t.cert, t.key, "FACEPIPE_TLS_CERT/FACEPIPE_TLS_KEY")
         pair = (_read(t.key, "TLS key"), _read(t.cert, "TLS certificate"))
         ca = _read(t.ca, "TLS CA") if t.ca else None
         return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         stamp = _mtimes(self.tls.cert, self.tls.key, self.tls.ca)
-        if stamp == self.stamp:
+        if stamp in (self.stamp, self.refused_stamp):
             return None
         try:
             config = self._config()
         except ValueError as exc:
-            log.warning(
-                "TLS files changed but cannot be read; keeping the old ones", extra={"error": str(exc)}
-            )
+            self.refused_stamp = stamp
+            log.warning("TLS files changed but do not load; keeping the old ones", extra={"error": str(exc)})
             return None
         self.stamp = stamp
         log.info("TLS certificate reloaded", extra={"cert": str(self.tls.cert)})

@@ -113,16 +113,25 @@ def test_a_rotated_certificate_is_served_without_a_restart(start_service, tmp_pa
     assert refused(sp.addr, TlsSettings(ca=new_ca.ca)) == grpc.StatusCode.UNAVAILABLE
     # A Secret update rewrites the mounted files; the server reads them at the next handshake.
     fresh = new_ca.issue("indexer-rotated")
-    for target, source in (
-        (ca.folder / "indexer-rotated.crt", fresh.cert),
-        (ca.folder / "indexer-rotated.key", fresh.key),
-    ):
+    stamp = time.time() + 5  # a new mtime even on coarse clocks
+
+    def replace(target: Path, source: Path) -> None:
+        nonlocal stamp
         target.write_bytes(source.read_bytes())
-        os.utime(target, (time.time() + 5, time.time() + 5))  # a new mtime even on coarse clocks
+        stamp += 5
+        os.utime(target, (stamp, stamp))
+
+    # Half a pair (the new certificate, the old key) is not taken: the old pair keeps serving.
+    replace(ca.folder / "indexer-rotated.crt", fresh.cert)
+    with channel(sp.addr, None, tls=TlsSettings(ca=ca.ca)) as ch:
+        assert health(ch) == health_pb2.HealthCheckResponse.SERVING
+    replace(ca.folder / "indexer-rotated.key", fresh.key)
     with channel(sp.addr, None, tls=TlsSettings(ca=new_ca.ca)) as ch:
         assert health(ch) == health_pb2.HealthCheckResponse.SERVING
     assert refused(sp.addr, TlsSettings(ca=ca.ca)) == grpc.StatusCode.UNAVAILABLE  # the old CA's
     assert sp.proc.poll() is None
+    assert sp.log().count("TLS files changed but do not load") == 1
+    assert sp.log().count("TLS certificate reloaded") == 1
 
 
 def test_grpc_mutual_tls(start_service, tmp_path, ca) -> None:
