@@ -95,6 +95,10 @@ def test_search_erase_and_key_changes_are_audited_per_tenant(stack) -> None:
     assert erased["detail"]["selector"] == "url"
     assert records == sorted(records, key=lambda r: r["seq"])
 
+    text = cli(stack, "audit", "--tenant", ours, "--since", "1h").stdout.splitlines()
+    assert len(text) == 4 and any("search" in line and f"key {made['key_id']}" in line for line in text)
+    assert any("erase" in line and "points_deleted=1" in line for line in text), text
+
     attempt = json.loads(audit(stack, "--tenant", theirs).stdout)
     assert [(r["action"], r["key_id"], r["outcome"]) for r in attempt] == [
         ("search", made["key_id"], "PERMISSION_DENIED")
@@ -181,6 +185,8 @@ def test_opt_out_erases_skips_and_can_be_removed(stack) -> None:
     listed = json.loads(cli(stack, "optout", "list", "--tenant", tenant, "--json").stdout)
     assert [(e["optout_id"], e["faces"], e["note"]) for e in listed] == [(added["optout_id"], 1, "req-1")]
     assert listed[0]["key_id"] == key_id_of(stack_key(stack))
+    shown = cli(stack, "optout", "list", "--tenant", tenant).stdout
+    assert added["optout_id"] in shown and "req-1" in shown
     # Another tenant has no opt-outs.
     assert json.loads(cli(stack, "optout", "list", "--tenant", new_tenant("op"), "--json").stdout) == []
 
