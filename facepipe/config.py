@@ -4,8 +4,8 @@
 detection, quality, the pipeline, tracing) as flat fields, and one typed,
 frozen sub-settings object per concern: ``objects`` (object store), ``vectors``
 (vector store), ``netguard``, ``indexer``, ``crawler`` (the crawler service),
-``crawl`` (the defaults of one crawl) and ``clients`` (the addresses the CLI
-talks to). Each field names its variable and a help text in its metadata; the
+``crawl`` (the defaults of one crawl), ``auth``, ``privacy`` (audit log,
+opt-out) and ``clients`` (the addresses the CLI talks to). Each field names its variable and a help text in its metadata; the
 README's settings table is generated from them (``python -m facepipe.config
 --markdown``). Nothing else in facepipe or services reads ``os.environ``:
 modules receive these objects.
@@ -570,6 +570,38 @@ class NatsTlsSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """The audit log and opt-outs."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    audit_max_age_days: float = setting(
+        365.0,
+        minimum=1,
+        help="Days the audit log (JetStream stream `FACEPIPE_AUDIT`) keeps a record; services "
+        "apply it at start, so set it alike everywhere.",
+    )
+    optout_min_score: float = setting(
+        0.0,
+        minimum=0,
+        shown="the pack's search_min_score",
+        help="Cosine similarity at or above which a face matches an opted-out person (it is "
+        "erased, and skipped from then on); 0: the model pack's calibrated `search_min_score`.",
+    )
+
+    @property
+    def audit_max_age_s(self) -> float:
+        return self.audit_max_age_days * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> PrivacySettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
 class ClientSettings:
     """Where the command line finds the pipeline when no local stack is running."""
 
@@ -704,6 +736,7 @@ class Settings:
     auth: AuthSettings = group(AuthSettings, "Authentication")
     tls: TlsSettings = group(TlsSettings, "TLS of gRPC")
     nats_tls: NatsTlsSettings = group(NatsTlsSettings, "TLS of NATS")
+    privacy: PrivacySettings = group(PrivacySettings, "Audit log and opt-out")
     clients: ClientSettings = group(ClientSettings, "Command line")
 
     def __post_init__(self) -> None:

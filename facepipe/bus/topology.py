@@ -19,6 +19,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
 
 from facepipe.config import NatsTlsSettings
 from facepipe.runtime.tracing import inject
@@ -28,6 +29,7 @@ log = logging.getLogger("facepipe.bus")
 STREAM = "FACEPIPE"
 DLQ_STREAM = "FACEPIPE_DLQ"
 EVENTS_STREAM = "FACEPIPE_EVENTS"
+AUDIT_STREAM = "FACEPIPE_AUDIT"
 
 SUBJECT_INGEST = "facepipe.ingest"
 SUBJECT_STORED = "facepipe.images.stored"
@@ -36,11 +38,13 @@ SUBJECT_EMBEDDED = "facepipe.faces.embedded"
 SUBJECT_DONE = "facepipe.events.done"
 SUBJECT_DLQ = "facepipe.dlq"
 SUBJECT_CRAWL_JOBS = "facepipe.crawl.jobs"
+SUBJECT_AUDIT = "facepipe.audit"  # facepipe.audit.<tenant>
 
 IMAGES_KV = "facepipe-images"  # exact dedup and per-image state: <tenant>.<sha256>
 FACES_KV = "facepipe-faces"  # near-duplicate face hashes, per-key TTL
 CRAWL_KV = "facepipe-crawl"  # crawl jobs (job.<id>), cancel flags, seen URLs, site strategies
 CRAWL_KV_TTL = 14 * 24 * 3600.0
+OPTOUT_KV = "facepipe-optout"  # people who asked not to be indexed: <tenant>.<optout id>
 
 HDR_STAGE = "Facepipe-Stage"
 HDR_ERROR = "Facepipe-Error"
@@ -178,6 +182,38 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
         js,
         js_api.KeyValueConfig(bucket=CRAWL_KV, history=1, storage=js_api.StorageType.FILE, ttl=CRAWL_KV_TTL),
     )
+
+
+def audit_stream_config(max_age_s: float) -> js_api.StreamConfig:
+    """The audit log: append-only (no message delete, no purge), kept ``max_age_s``."""
+    return js_api.StreamConfig(
+        name=AUDIT_STREAM,
+        subjects=[f"{SUBJECT_AUDIT}.>"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        max_age=max_age_s,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def ensure_audit_stream(js: JetStreamContext, max_age_s: float, update: bool = True) -> None:
+    """Creates the audit stream; with ``update``, also applies ``max_age_s`` to an existing
+    one (services do; a command line only creates it when missing)."""
+    config = audit_stream_config(max_age_s)
+    if update:
+        await _ensure_stream(js, config)
+        return
+    try:
+        await js.stream_info(AUDIT_STREAM)
+    except NotFoundError:
+        with contextlib.suppress(BadRequestError):
+            await js.add_stream(config)
+
+
+async def ensure_optout_kv(js: JetStreamContext) -> KeyValue:
+    await _ensure_kv(js, js_api.KeyValueConfig(bucket=OPTOUT_KV, history=1, storage=js_api.StorageType.FILE))
+    return await js.key_value(OPTOUT_KV)
 
 
 def consumer_config(stage: StageSpec) -> js_api.ConsumerConfig:

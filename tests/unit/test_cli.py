@@ -52,6 +52,10 @@ def test_every_command_is_known() -> None:
         "keys create",
         "keys list",
         "keys revoke",
+        "audit",
+        "optout add",
+        "optout list",
+        "optout remove",
     }
 
 
