@@ -68,6 +68,8 @@ class IngestSummary:
     faces_indexed: int = 0
     # Faces of new images skipped as near-duplicates of faces already indexed.
     faces_dup_skipped: int = 0
+    # Faces of people who opted out of the tenant's index.
+    faces_optout_skipped: int = 0
     faces_rejected: int = 0
     rejected_reasons: dict[str, int] = field(default_factory=dict)
     # Images already ingested for the tenant (same sha256); their faces are not counted above.
@@ -97,6 +99,7 @@ class IngestSummary:
         self.images_indexed += 1
         self.faces_indexed += done.faces_indexed
         self.faces_dup_skipped += done.faces_dup_skipped
+        self.faces_optout_skipped += done.faces_optout_skipped
         self.faces_rejected += done.faces_rejected
         reasons = dict(sorted(done.rejected_reasons.items()))
         for reason, n in reasons.items():
@@ -105,7 +108,7 @@ class IngestSummary:
             self.rejected.append(
                 {"source": done.url, "faces_rejected": done.faces_rejected, "reasons": reasons}
             )
-        if done.faces_indexed + done.faces_rejected + done.faces_dup_skipped == 0:
+        if done.faces_indexed + done.faces_rejected + done.faces_dup_skipped + done.faces_optout_skipped == 0:
             self.no_face.append({"source": done.url, "image_sha256": done.image_sha256})
 
     def as_dict(self) -> dict:
@@ -114,6 +117,7 @@ class IngestSummary:
             "images_indexed": self.images_indexed,
             "faces_indexed": self.faces_indexed,
             "faces_dup_skipped": self.faces_dup_skipped,
+            "faces_optout_skipped": self.faces_optout_skipped,
             "faces_rejected": self.faces_rejected,
             "rejected_reasons": dict(sorted(self.rejected_reasons.items())),
             "duplicates": self.duplicates,

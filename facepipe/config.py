@@ -4,8 +4,8 @@
 detection, quality, the pipeline, tracing) as flat fields, and one typed,
 frozen sub-settings object per concern: ``objects`` (object store), ``vectors``
 (vector store), ``netguard``, ``indexer``, ``crawler`` (the crawler service),
-``crawl`` (the defaults of one crawl) and ``clients`` (the addresses the CLI
-talks to). Each field names its variable and a help text in its metadata; the
+``crawl`` (the defaults of one crawl), ``auth``, ``privacy`` (audit log,
+opt-out) and ``clients`` (the addresses the CLI talks to). Each field names its variable and a help text in its metadata; the
 README's settings table is generated from them (``python -m facepipe.config
 --markdown``). Nothing else in facepipe or services reads ``os.environ``:
 modules receive these objects.
@@ -447,6 +447,160 @@ class AuthSettings:
         return load(cls, env, **overrides)
 
 
+CLIENT_AUTH_MODES = ("none", "require")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS of the gRPC ports (the HTTP side port of metrics and health stays plain)."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_TLS_"
+
+    cert: Path | None = setting(
+        None,
+        help="PEM certificate (chain) the gRPC server presents; with `FACEPIPE_TLS_KEY` the port "
+        "serves TLS only. Calls to other services present it too (mutual TLS).",
+    )
+    key: Path | None = setting(None, help="PEM private key of `FACEPIPE_TLS_CERT`.")
+    ca: Path | None = setting(
+        None,
+        help="PEM CA bundle: clients (services, command line) verify servers against it and "
+        "talk TLS whenever it is set; servers check client certificates against it.",
+    )
+    client_auth: str = setting(
+        "none",
+        choices=CLIENT_AUTH_MODES,
+        help="`require`: the gRPC server refuses clients without a certificate signed by "
+        "`FACEPIPE_TLS_CA` (mutual TLS); `none`: any TLS client.",
+    )
+    server_name: str = setting(
+        "",
+        help="Name clients expect in server certificates, when it differs from the address "
+        "dialled (e.g. an IP).",
+    )
+    enabled: bool = setting(
+        False,
+        env="FACEPIPE_TLS",
+        help="Clients talk TLS, trusting the system roots when `FACEPIPE_TLS_CA` is unset "
+        "(the command line's `--tls`).",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @property
+    def serves_tls(self) -> bool:
+        """Whether a gRPC server with these settings listens with TLS."""
+        return self.cert is not None
+
+    @property
+    def client_tls(self) -> bool:
+        """Whether a client with these settings dials TLS."""
+        return self.enabled or self.ca is not None
+
+    def check(self) -> None:
+        """Raises ValueError for a half configuration, naming the variables."""
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("FACEPIPE_TLS_CERT and FACEPIPE_TLS_KEY must be set together")
+        if self.client_auth == "require" and (self.ca is None or self.cert is None):
+            raise ValueError(
+                "FACEPIPE_TLS_CLIENT_AUTH=require needs FACEPIPE_TLS_CERT, FACEPIPE_TLS_KEY and "
+                "FACEPIPE_TLS_CA"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> TlsSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class NatsTlsSettings:
+    """TLS of the NATS connections, and of the local stack's nats-server."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_NATS_TLS_"
+
+    ca: Path | None = setting(
+        None,
+        help="PEM CA bundle the NATS server's certificate is checked against; set, NATS is dialled with TLS.",
+    )
+    cert: Path | None = setting(None, help="PEM client certificate presented to NATS (mutual TLS).")
+    key: Path | None = setting(None, help="PEM private key of `FACEPIPE_NATS_TLS_CERT`.")
+    server_cert: Path | None = setting(
+        None,
+        help="Certificate of the local stack's nats-server (`facepipe up`); set with "
+        "`FACEPIPE_NATS_TLS_SERVER_KEY`, it accepts TLS connections only.",
+    )
+    server_key: Path | None = setting(None, help="PEM private key of `FACEPIPE_NATS_TLS_SERVER_CERT`.")
+    client_auth: str = setting(
+        "none",
+        choices=CLIENT_AUTH_MODES,
+        help="`require`: the local nats-server refuses clients without a certificate signed by "
+        "`FACEPIPE_NATS_TLS_CA`.",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @property
+    def client_tls(self) -> bool:
+        return self.ca is not None or self.cert is not None
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.server_cert is not None
+
+    def check(self) -> None:
+        """Raises ValueError for a half configuration, naming the variables."""
+        pairs = (("CERT", self.cert, self.key), ("SERVER_CERT", self.server_cert, self.server_key))
+        for name, cert, key in pairs:
+            if (cert is None) != (key is None):
+                key_name = name.replace("CERT", "KEY")
+                raise ValueError(
+                    f"FACEPIPE_NATS_TLS_{name} and FACEPIPE_NATS_TLS_{key_name} must be set together"
+                )
+        if self.client_auth == "require" and (self.ca is None or self.server_cert is None):
+            raise ValueError(
+                "FACEPIPE_NATS_TLS_CLIENT_AUTH=require needs FACEPIPE_NATS_TLS_SERVER_CERT, "
+                "FACEPIPE_NATS_TLS_SERVER_KEY and FACEPIPE_NATS_TLS_CA"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> NatsTlsSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """The audit log and opt-outs."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
+
+    audit_max_age_days: float = setting(
+        365.0,
+        minimum=1,
+        help="Days the audit log (JetStream stream `FACEPIPE_AUDIT`) keeps a record; services "
+        "apply it at start, so set it alike everywhere.",
+    )
+    optout_min_score: float = setting(
+        0.0,
+        minimum=0,
+        shown="the pack's search_min_score",
+        help="Cosine similarity at or above which a face matches an opted-out person (it is "
+        "erased, and skipped from then on); 0: the model pack's calibrated `search_min_score`.",
+    )
+
+    @property
+    def audit_max_age_s(self) -> float:
+        return self.audit_max_age_days * 24 * 3600.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> PrivacySettings:
+        return load(cls, env, **overrides)
+
+
 @dataclass(frozen=True)
 class ClientSettings:
     """Where the command line finds the pipeline when no local stack is running."""
@@ -587,6 +741,9 @@ class Settings:
     crawler: CrawlerSettings = group(CrawlerSettings, "Crawler service")
     crawl: CrawlConfig = group(CrawlConfig, "Crawl defaults")
     auth: AuthSettings = group(AuthSettings, "Authentication")
+    tls: TlsSettings = group(TlsSettings, "TLS of gRPC")
+    nats_tls: NatsTlsSettings = group(NatsTlsSettings, "TLS of NATS")
+    privacy: PrivacySettings = group(PrivacySettings, "Audit log and opt-out")
     clients: ClientSettings = group(ClientSettings, "Command line")
 
     def __post_init__(self) -> None:

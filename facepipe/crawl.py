@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 from urllib.parse import SplitResult, urlsplit
 
+from facepipe.config import TlsSettings
 from facepipe.echo import echo
 from facepipe.v1 import crawler_pb2, crawler_pb2_grpc
 
@@ -32,12 +33,14 @@ def status_name(status: int) -> str:
 
 
 class CrawlClient:
-    def __init__(self, addr: str, rpc_timeout: float = 30.0, key: str | None = None) -> None:
+    def __init__(
+        self, addr: str, rpc_timeout: float = 30.0, key: str | None = None, tls: TlsSettings | None = None
+    ) -> None:
         from facepipe.auth.client import channel
 
         self.addr = addr
         self.rpc_timeout = rpc_timeout
-        self.channel = channel(addr, key)
+        self.channel = channel(addr, key, tls=tls)
         self.stub = crawler_pb2_grpc.CrawlerStub(self.channel)
 
     def close(self) -> None:

@@ -60,7 +60,9 @@ def make_inference(settings: Settings, pack: PackFiles, service: str) -> Inferen
         pack.directory, settings.providers, settings.intra_op_threads, service, settings.workers
     )
     if settings.inference_nodes:
-        return RemoteInference(list(settings.inference_nodes), local, service, service_key(settings))
+        return RemoteInference(
+            list(settings.inference_nodes), local, service, service_key(settings), settings.tls
+        )
     return local
 
 

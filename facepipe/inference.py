@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 
 from facepipe.auth.client import aio_channel
+from facepipe.config import TlsSettings
 from facepipe.models.session import OnnxModel
 from facepipe.runtime import metrics
 from facepipe.v1 import inference_pb2, inference_pb2_grpc
@@ -105,9 +106,10 @@ class NodeUnavailable(RuntimeError):
 class NodeClient:
     """One long-lived Infer stream to a node; replies arrive in request order."""
 
-    def __init__(self, address: str, key: str | None = None) -> None:
+    def __init__(self, address: str, key: str | None = None, tls: TlsSettings | None = None) -> None:
         self.address = address
         self.key = key  # the deployment's service credential
+        self.tls = tls  # None: the environment's
         # Channels bind to the running event loop, so they are made on first use.
         self.channel: grpc.aio.Channel | None = None
         self._call = None
@@ -129,7 +131,7 @@ class NodeClient:
             try:
                 if self._call is None:
                     if self.channel is None:
-                        self.channel = aio_channel(self.address, self.key, options=GRPC_OPTIONS)
+                        self.channel = aio_channel(self.address, self.key, options=GRPC_OPTIONS, tls=self.tls)
                     self._call = inference_pb2_grpc.InferenceNodeStub(self.channel).Infer()
                     self._reader = asyncio.create_task(self._read(self._call))
                 self._pending.append(fut)
@@ -184,8 +186,9 @@ class RemoteInference:
         local: LocalInference,
         service: str = "facepipe",
         key: str | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
-        self.nodes = [NodeClient(a, key) for a in addresses]
+        self.nodes = [NodeClient(a, key, tls) for a in addresses]
         self.local = local
         self.service = service
         self._next = itertools.cycle(range(len(self.nodes)))

@@ -29,13 +29,16 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from facepipe.bus.topology import (
+    AUDIT_STREAM,
     CRAWL_KV,
     DLQ_STREAM,
     EVENTS_STREAM,
     FACES_KV,
     IMAGES_KV,
+    OPTOUT_KV,
     STAGES,
     STREAM,
+    SUBJECT_AUDIT,
     SUBJECT_DETECTED,
     SUBJECT_DLQ,
     SUBJECT_DONE,
@@ -67,8 +70,9 @@ SERVICE_OUTPUTS: dict[str, tuple[str, ...]] = {
 SERVICE_BUCKETS: dict[str, dict[str, str]] = {
     "extractor": {IMAGES_KV: "w"},
     "detector": {},
-    "embedder": {FACES_KV: "w"},
-    "indexer": {IMAGES_KV: "w", FACES_KV: "w"},
+    # The embedder skips opted-out people; the indexer registers them.
+    "embedder": {FACES_KV: "w", OPTOUT_KV: "r"},
+    "indexer": {IMAGES_KV: "w", FACES_KV: "w", OPTOUT_KV: "w"},
     "crawler": {CRAWL_KV: "w"},
 }
 
@@ -119,6 +123,25 @@ def kv_write(bucket: str) -> list[str]:
     return [*kv_read(bucket), f"$KV.{bucket}.>", f"$JS.API.STREAM.PURGE.KV_{bucket}"]
 
 
+def audit_subjects() -> list[str]:
+    """Append to the audit log, keep its stream's retention, and read it back (the
+    indexer serves ListAuditRecords); never delete or purge (the stream denies both)."""
+    s = AUDIT_STREAM
+    return [
+        f"{SUBJECT_AUDIT}.>",
+        *(f"$JS.API.STREAM.{verb}.{s}" for verb in ("INFO", "CREATE", "UPDATE")),
+        f"$JS.API.CONSUMER.CREATE.{s}",
+        f"$JS.API.CONSUMER.CREATE.{s}.>",
+        f"$JS.API.CONSUMER.INFO.{s}.>",
+        f"$JS.API.CONSUMER.DELETE.{s}.>",
+        f"$JS.FC.{s}.>",
+    ]
+
+
+# Services whose gRPC methods are audited (facepipe.auth.access METHOD_RULES).
+AUDITING_SERVICES = ("indexer",)
+
+
 def stage_subjects(stage: str) -> list[str]:
     """What a stage's worker needs on its own consumer: create it or change its
     settings, pull, ack, and the reconciler's look at the work queue."""
@@ -153,6 +176,11 @@ def service_permissions(service: str) -> Permissions:
     ]
     for bucket, mode in SERVICE_BUCKETS[service].items():
         publish += kv_write(bucket) if mode == "w" else kv_read(bucket)
+    if OPTOUT_KV in SERVICE_BUCKETS[service]:
+        # Either may be first to start on a new deployment: both may create the bucket.
+        publish.append(f"$JS.API.STREAM.CREATE.KV_{OPTOUT_KV}")
+    if service in AUDITING_SERVICES:
+        publish += audit_subjects()
     return Permissions(tuple(dict.fromkeys(publish)), (f"{inbox_prefix(service)}.>",))
 
 

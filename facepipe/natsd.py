@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facepipe.config import NatsTlsSettings
+
 
 def nats_server_binary() -> str:
     candidate = Path(sys.executable).parent / "nats-server"
@@ -32,6 +34,8 @@ class NatsServer:
     proc: subprocess.Popen | None = None
     # The ``authorization`` block (facepipe.natsauth.authorization); None: an open server.
     authorization: dict | None = None
+    # Certificates of a TLS-only server (FACEPIPE_NATS_TLS_SERVER_*); None serves plain.
+    tls: NatsTlsSettings | None = None
 
     @property
     def url(self) -> str:
@@ -47,7 +51,13 @@ class NatsServer:
         ]
         if self.authorization is not None:
             lines.append(f"authorization: {json.dumps(self.authorization, indent=2)}")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self.tls_config()
+
+    def tls_config(self) -> str:
+        """The ``tls {}`` block of the server's config, "" without certificates."""
+        from facepipe.tls import nats_server_tls_block
+
+        return nats_server_tls_block(self.tls) if self.tls is not None else ""
 
     def command(self) -> list[str]:
         conf = self.store_dir / "nats.conf"

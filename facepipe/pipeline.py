@@ -71,6 +71,7 @@ FACE_COUNTERS = {
     "indexed": "faces_processed",
     "rejected": "faces_rejected",
     "dup_skipped": "faces_dup_skipped",
+    "optout_skipped": "faces_optout_skipped",
 }
 
 
@@ -106,6 +107,7 @@ class StageOutput:
         rejected_reasons: Mapping[str, int] | None = None,
         faces_known: int = 0,
         reason: str = "",
+        faces_optout_skipped: int = 0,
     ) -> None:
         if self.js is None:
             return
@@ -124,6 +126,7 @@ class StageOutput:
             rejected_reasons=dict(rejected_reasons or {}),
             faces_known=faces_known,
             reason=reason,
+            faces_optout_skipped=faces_optout_skipped,
         )
         subject = f"{bus.SUBJECT_DONE}.{record.batch_id or 'none'}"
         msg_id = f"done-{record.message_id}" if record.message_id else None

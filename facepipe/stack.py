@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from facepipe import natsauth
-from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET, default_stack_dir, environ
+from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET, NatsTlsSettings, default_stack_dir, environ
 from facepipe.natsd import NatsServer
 
 log = logging.getLogger("facepipe.stack")
@@ -173,6 +173,7 @@ class Supervisor:
             port=_pick(NATS_PORT, self.auto_ports, taken),
             http_port=_pick(NATS_HTTP_PORT, self.auto_ports, taken),
             store_dir=self.data_dir / "nats",
+            tls=NatsTlsSettings.from_env(environ(self.extra_env)),
         )
         state = StackState(
             data_dir=str(self.data_dir),

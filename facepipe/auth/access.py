@@ -144,6 +144,9 @@ class MethodRule:
     role: str
     tenants: TenantCheck
     verb: str  # as the refusal says it: "the key may not <verb> tenant X"
+    # The audit action of the method (facepipe.audit), recorded for every call that got
+    # past authentication; empty: not audited.
+    audit: str = ""
 
     def __post_init__(self) -> None:
         assert self.role in ROLES, self.role
@@ -154,10 +157,22 @@ class MethodRule:
 
 
 METHOD_RULES: dict[str, MethodRule] = {
-    "/facepipe.v1.Indexer/Search": MethodRule("reader", tenant_field(), "search"),
+    "/facepipe.v1.Indexer/Search": MethodRule("reader", tenant_field(), "search", audit="search"),
     "/facepipe.v1.Indexer/ListFaces": MethodRule("reader", tenant_field(), "list"),
     "/facepipe.v1.Indexer/GetStats": MethodRule("reader", tenant_field(default_to_key=True), "read stats of"),
-    "/facepipe.v1.Indexer/DeleteFaces": MethodRule("admin", tenant_field(), "erase"),
+    "/facepipe.v1.Indexer/DeleteFaces": MethodRule("admin", tenant_field(), "erase", audit="erase"),
+    "/facepipe.v1.Indexer/OptOut": MethodRule(
+        "admin", tenant_field(), "register opt-outs of", audit="optout.add"
+    ),
+    "/facepipe.v1.Indexer/ListOptOuts": MethodRule(
+        "admin", tenant_field(), "list opt-outs of", audit="optout.list"
+    ),
+    "/facepipe.v1.Indexer/RemoveOptOut": MethodRule(
+        "admin", tenant_field(), "remove opt-outs of", audit="optout.remove"
+    ),
+    "/facepipe.v1.Indexer/ListAuditRecords": MethodRule(
+        "admin", tenant_field(default_to_key=True), "read the audit log of"
+    ),
     "/facepipe.v1.Extractor/Ingest": MethodRule("writer", ingest_tenants, "ingest for"),
     "/facepipe.v1.Crawler/StartCrawl": MethodRule("writer", tenant_field(), "crawl for"),
     "/facepipe.v1.Crawler/GetCrawl": MethodRule("reader", in_handler, "read crawls of"),
@@ -168,6 +183,11 @@ METHOD_RULES: dict[str, MethodRule] = {
     "/facepipe.v1.InferenceNode/Infer": MethodRule("service", no_tenant, "use"),
     "/facepipe.v1.InferenceNode/ListModels": MethodRule("service", no_tenant, "use"),
 }
+
+
+def audited_services() -> set[str]:
+    """The full names of the gRPC services that have an audited method."""
+    return {path.split("/")[1] for path, rule in METHOD_RULES.items() if rule.audit}
 
 
 def rule_for(method: str) -> MethodRule | None:

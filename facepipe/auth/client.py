@@ -1,7 +1,8 @@
 """Channels that send an API key with every call (``authorization: Bearer <key>``).
 
-Every gRPC channel facepipe opens is made here, so that TLS can later be added in
-one place."""
+Every gRPC channel facepipe opens is made here. A channel talks TLS when the TLS
+settings say so (a CA, or ``FACEPIPE_TLS``), presenting the process's own
+certificate when one is configured (mutual TLS)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import collections
 from typing import Any
 
 import grpc
+
+from facepipe import tls as tls_files
+from facepipe.config import TlsSettings
 
 Options = list[tuple[str, Any]] | None
 
@@ -58,10 +62,22 @@ class _SyncKeyInterceptor(
         return continuation(self._details(details), request_iterator)
 
 
-def channel(addr: str, key: str | None, options: Options = None) -> grpc.Channel:
-    """A blocking channel to ``addr`` whose calls carry ``key`` (none: no key)."""
-    plain = grpc.insecure_channel(addr, options=options)
-    return grpc.intercept_channel(plain, _SyncKeyInterceptor(key)) if key else plain
+def _tls(tls: TlsSettings | None) -> TlsSettings:
+    return TlsSettings.from_env() if tls is None else tls
+
+
+def channel(
+    addr: str, key: str | None, options: Options = None, tls: TlsSettings | None = None
+) -> grpc.Channel:
+    """A blocking channel to ``addr`` whose calls carry ``key`` (none: no key), with TLS
+    when ``tls`` (default: the environment's TLS settings) asks for it."""
+    tls = _tls(tls)
+    if tls.client_tls:
+        opts = [*(options or ()), *tls_files.channel_options(tls)]
+        base = grpc.secure_channel(addr, tls_files.channel_credentials(tls), options=opts)
+    else:
+        base = grpc.insecure_channel(addr, options=options)
+    return grpc.intercept_channel(base, _SyncKeyInterceptor(key)) if key else base
 
 
 def _aio_details(d: grpc.aio.ClientCallDetails, metadata: tuple) -> grpc.aio.ClientCallDetails:
@@ -85,7 +101,15 @@ class _AioStreamStream(grpc.aio.StreamStreamClientInterceptor):
         return await continuation(_aio_details(details, self.metadata), request_iterator)
 
 
-def aio_channel(addr: str, key: str | None, options: Options = None) -> grpc.aio.Channel:
-    """An asyncio channel to ``addr`` whose calls carry ``key`` (none: no key)."""
+def aio_channel(
+    addr: str, key: str | None, options: Options = None, tls: TlsSettings | None = None
+) -> grpc.aio.Channel:
+    """An asyncio channel to ``addr`` whose calls carry ``key`` (none: no key), with TLS
+    when ``tls`` (default: the environment's TLS settings) asks for it."""
+    tls = _tls(tls)
     interceptors = [_AioUnaryUnary(key), _AioStreamStream(key)] if key else None
+    if tls.client_tls:
+        opts = [*(options or ()), *tls_files.channel_options(tls)]
+        creds = tls_files.channel_credentials(tls)
+        return grpc.aio.secure_channel(addr, creds, options=opts, interceptors=interceptors)
     return grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)

@@ -6,6 +6,7 @@ both modules is re-exported here.
 """
 
 from facepipe.bus.topology import (
+    AUDIT_STREAM,
     CRAWL_KV,
     CRAWL_KV_TTL,
     DEFAULT_ACK_WAIT,
@@ -19,8 +20,10 @@ from facepipe.bus.topology import (
     HDR_STAGE,
     HDR_SUBJECT,
     IMAGES_KV,
+    OPTOUT_KV,
     STAGES,
     STREAM,
+    SUBJECT_AUDIT,
     SUBJECT_CRAWL_JOBS,
     SUBJECT_DETECTED,
     SUBJECT_DLQ,
@@ -30,9 +33,12 @@ from facepipe.bus.topology import (
     SUBJECT_STORED,
     SUBJECT_TENANT_INGEST,
     StageSpec,
+    audit_stream_config,
     connect,
     consumer_config,
+    ensure_audit_stream,
     ensure_consumer,
+    ensure_optout_kv,
     ensure_topology,
     publish,
 )
@@ -47,6 +53,12 @@ from facepipe.bus.worker import (
 )
 
 __all__ = [
+    "AUDIT_STREAM",
+    "OPTOUT_KV",
+    "SUBJECT_AUDIT",
+    "audit_stream_config",
+    "ensure_audit_stream",
+    "ensure_optout_kv",
     "CRAWL_KV",
     "CRAWL_KV_TTL",
     "DEFAULT_ACK_WAIT",

@@ -12,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
 
+from facepipe.config import NatsTlsSettings
 from facepipe.runtime.tracing import inject
 
 log = logging.getLogger("facepipe.bus")
@@ -26,6 +29,7 @@ log = logging.getLogger("facepipe.bus")
 STREAM = "FACEPIPE"
 DLQ_STREAM = "FACEPIPE_DLQ"
 EVENTS_STREAM = "FACEPIPE_EVENTS"
+AUDIT_STREAM = "FACEPIPE_AUDIT"
 
 SUBJECT_INGEST = "facepipe.ingest"
 # facepipe.ingest.<tenant>: a producer of one tenant publishes here; the subject's tenant
@@ -37,11 +41,13 @@ SUBJECT_EMBEDDED = "facepipe.faces.embedded"
 SUBJECT_DONE = "facepipe.events.done"
 SUBJECT_DLQ = "facepipe.dlq"
 SUBJECT_CRAWL_JOBS = "facepipe.crawl.jobs"
+SUBJECT_AUDIT = "facepipe.audit"  # facepipe.audit.<tenant>
 
 IMAGES_KV = "facepipe-images"  # exact dedup and per-image state: <tenant>.<sha256>
 FACES_KV = "facepipe-faces"  # near-duplicate face hashes, per-key TTL
 CRAWL_KV = "facepipe-crawl"  # crawl jobs (job.<id>), cancel flags, seen URLs, site strategies
 CRAWL_KV_TTL = 14 * 24 * 3600.0
+OPTOUT_KV = "facepipe-optout"  # people who asked not to be indexed: <tenant>.<optout id>
 
 HDR_STAGE = "Facepipe-Stage"
 HDR_ERROR = "Facepipe-Error"
@@ -85,15 +91,28 @@ STAGES: dict[str, StageSpec] = {
 }
 
 
-async def connect(url: str, name: str, user: str = "", password: str = "") -> NATS:
+def tls_options(tls: NatsTlsSettings | None = None) -> dict[str, Any]:
+    """The TLS keywords of a NATS connection from ``tls`` (default: the environment's
+    NATS TLS settings); empty for plain NATS."""
+    from facepipe.tls import nats_ssl_context
+
+    context = nats_ssl_context(NatsTlsSettings.from_env() if tls is None else tls)
+    return {"tls": context} if context is not None else {}
+
+
+async def connect(
+    url: str, name: str, user: str = "", password: str = "", tls: NatsTlsSettings | None = None
+) -> NATS:
     """Connects as ``user`` (else the user the URL carries, else anonymously), replying
-    to the user's own inbox (see facepipe.natsauth)."""
+    to the user's own inbox (see facepipe.natsauth), over TLS when ``tls`` (default: the
+    environment's NATS TLS settings) says so."""
     from facepipe.natsauth import inbox_prefix, url_user
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
 
     client = NATS()
+    secure = tls_options(tls)
 
     async def on_disconnect() -> None:
         if not (client.is_closed or client.is_draining):  # a close() also disconnects
@@ -113,8 +132,23 @@ async def connect(url: str, name: str, user: str = "", password: str = "") -> NA
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        **secure,
     )
+    if secure:
+        await _refuse_plaintext(client, url)
     return client
+
+
+async def _refuse_plaintext(client: NATS, url: str) -> None:
+    """With TLS configured, a server that did not switch to it (a plain server, or one
+    in the middle stripping TLS) gets no message: nats-py upgrades only when the
+    server's INFO asks for TLS, and would otherwise carry on in plaintext."""
+    if not client._server_info.get("tls_required"):  # nats-py has no public flag for it
+        await client.close()
+        raise ConnectionError(
+            f"NATS TLS is configured (FACEPIPE_NATS_TLS_*) but the server at {url} does not speak "
+            "TLS; refusing to talk to it in plaintext"
+        )
 
 
 async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600) -> None:
@@ -173,6 +207,38 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
         js,
         js_api.KeyValueConfig(bucket=CRAWL_KV, history=1, storage=js_api.StorageType.FILE, ttl=CRAWL_KV_TTL),
     )
+
+
+def audit_stream_config(max_age_s: float) -> js_api.StreamConfig:
+    """The audit log: append-only (no message delete, no purge), kept ``max_age_s``."""
+    return js_api.StreamConfig(
+        name=AUDIT_STREAM,
+        subjects=[f"{SUBJECT_AUDIT}.>"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        max_age=max_age_s,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def ensure_audit_stream(js: JetStreamContext, max_age_s: float, update: bool = True) -> None:
+    """Creates the audit stream; with ``update``, also applies ``max_age_s`` to an existing
+    one (services do; a command line only creates it when missing)."""
+    config = audit_stream_config(max_age_s)
+    if update:
+        await _ensure_stream(js, config)
+        return
+    try:
+        await js.stream_info(AUDIT_STREAM)
+    except NotFoundError:
+        with contextlib.suppress(BadRequestError):
+            await js.add_stream(config)
+
+
+async def ensure_optout_kv(js: JetStreamContext) -> KeyValue:
+    await _ensure_kv(js, js_api.KeyValueConfig(bucket=OPTOUT_KV, history=1, storage=js_api.StorageType.FILE))
+    return await js.key_value(OPTOUT_KV)
 
 
 def consumer_config(stage: StageSpec) -> js_api.ConsumerConfig:

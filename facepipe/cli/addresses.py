@@ -136,6 +136,19 @@ def api_key(args: argparse.Namespace, addr: str = "") -> str | None:
         raise CliError(str(exc)) from None
 
 
+def tls_settings(args: argparse.Namespace) -> config.TlsSettings:
+    """The TLS of the command's gRPC calls: the environment's, with ``--tls`` forcing it on."""
+    from facepipe.tls import channel_credentials
+
+    try:
+        tls = config.TlsSettings.from_env(enabled=True if getattr(args, "tls", False) else None)
+        if tls.client_tls:
+            channel_credentials(tls)  # unreadable files: one line now, not a traceback later
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return tls
+
+
 def indexer_addr(args: argparse.Namespace) -> str:
     return service_addr(args, "indexer")
 

@@ -32,7 +32,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     if not seeds:
         raise UsageError("give at least one URL or --sites-file")
     addr = addresses.crawler_addr(args)
-    with CrawlClient(addr, key=addresses.api_key(args, addr)) as client:
+    with CrawlClient(addr, key=addresses.api_key(args, addr), tls=addresses.tls_settings(args)) as client:
         try:
             job_id = client.start(seeds, args.tenant, args.max_pages, args.max_depth, args.render)
             if not args.wait:

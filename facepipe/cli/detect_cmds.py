@@ -39,11 +39,11 @@ async def _detect(args: argparse.Namespace):
         import grpc
 
         from facepipe.auth.client import aio_channel
-        from facepipe.cli.addresses import api_key
+        from facepipe.cli.addresses import api_key, tls_settings
         from facepipe.v1 import detector_pb2_grpc
 
         try:
-            async with aio_channel(args.addr, api_key(args, args.addr)) as channel:
+            async with aio_channel(args.addr, api_key(args, args.addr), tls=tls_settings(args)) as channel:
                 stub = detector_pb2_grpc.DetectorStub(channel)
                 return await stub.DetectBatch(request, timeout=args.timeout)
         except grpc.RpcError as exc:

@@ -24,6 +24,7 @@ from facepipe.cli.pipeline_cmds import (
     cmd_search,
     cmd_stats,
 )
+from facepipe.cli.privacy_cmds import cmd_audit, cmd_optout, parse_since
 from facepipe.cli.stack_cmds import (
     cmd_down,
     cmd_producer_url,
@@ -145,6 +146,12 @@ def _key(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--key",
         help="API key to send (default: $FACEPIPE_API_KEY, else the local stack's admin key)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="talk TLS to the service, trusting $FACEPIPE_TLS_CA or the system roots "
+        "(default: TLS when FACEPIPE_TLS_CA or FACEPIPE_TLS is set)",
     )
 
 
@@ -431,6 +438,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _stack_args(p)
     p.add_argument("--tenant", type=tenant, help="the producer's tenant (default: a trusted producer)")
+
+    p = _command(
+        sub,
+        "audit",
+        "read the audit log: who (key id) searched, erased, changed keys or opt-outs, "
+        "in which tenant, when, with what outcome",
+        "facepipe audit --tenant family --since 1h\nfacepipe audit --since 2026-11-01 --json",
+        cmd_audit,
+    )
+    _stack_args(p)
+    p.add_argument(
+        "--tenant",
+        type=tenant,
+        help="only this tenant's records (default: the key's tenant; every tenant for a key of tenant '*')",
+    )
+    p.add_argument(
+        "--since",
+        type=parse_since,
+        help="records from this long ago (1h, 30m, 7d) or this date (2026-11-30) on (default: 24h)",
+    )
+    p.add_argument("--limit", type=int_range(1, 10000), default=100, help="the newest this many records")
+    p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _key(p)
+    _json(p)
+    _timeout(p, 60.0, "the indexer")
+
+    p = _command(
+        sub,
+        "optout",
+        "opt-outs: people who asked not to be indexed (their faces are erased and skipped from then on)",
+        "facepipe optout add --tenant family me1.jpg me2.jpg\nfacepipe optout list --tenant family\n"
+        "facepipe optout remove --tenant family 3f2c9a0e5b7d4c1f",
+        cmd_optout,
+    )
+    osub = p.add_subparsers(dest="optout_cmd", required=True, metavar="{add,list,remove}")
+    o_add = _command(
+        osub,
+        "add",
+        "register a person from photos of them: their indexed faces in the tenant are erased, "
+        "later ones skipped",
+        "facepipe optout add --tenant family me1.jpg me2.jpg --note request-1234",
+        cmd_optout,
+    )
+    o_add.add_argument(
+        "photos", nargs="+", metavar="PHOTO", help="photos of the person (the largest face of each)"
+    )
+    o_add.add_argument("--note", default="", help="a note kept with the opt-out, e.g. a request reference")
+    o_list = _command(
+        osub, "list", "list a tenant's opt-outs", "facepipe optout list --tenant family", cmd_optout
+    )
+    o_remove = _command(
+        osub,
+        "remove",
+        "remove an opt-out: the person's faces are indexed again from then on",
+        "facepipe optout remove --tenant family 3f2c9a0e5b7d4c1f",
+        cmd_optout,
+    )
+    o_remove.add_argument("optout_id", help="the opt-out id, from `facepipe optout list`")
+    for o in (o_add, o_list, o_remove):
+        _stack_args(o)
+        o.add_argument("--tenant", type=tenant, required=True, help="tenant of the opt-out (required)")
+        o.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+        _key(o)
+        _json(o)
+        _timeout(o, 300.0, "the indexer")
 
     p = _command(
         sub,

@@ -28,7 +28,7 @@ def _indexer(args: argparse.Namespace, method: str, request: Any) -> Any:
     addr = addresses.indexer_addr(args)
     key = addresses.api_key(args, addr)
     try:
-        with key_channel(addr, key) as channel:
+        with key_channel(addr, key, tls=addresses.tls_settings(args)) as channel:
             return getattr(indexer_pb2_grpc.IndexerStub(channel), method)(request, timeout=args.timeout)
     except grpc.RpcError as exc:
         raise rpc_failure(exc, "indexer", addr) from None
@@ -48,9 +48,11 @@ def print_summary(doc: dict, verb: str, tenant: str = "") -> None:
     whose = f" for tenant {tenant}" if tenant else ""
     print(f"{verb} {doc['images']} image(s){whose} (batch {doc['batch_id']})")
     rejected = f" ({_counted(doc['rejected_reasons'])})" if doc["rejected_reasons"] else ""
+    optout = doc.get("faces_optout_skipped", 0)
+    opted_out = f"{optout} opted-out face(s) skipped, " if optout else ""
     print(
         f"  indexed {doc['images_indexed']} image(s): {doc['faces_indexed']} face(s) indexed, "
-        f"{doc['faces_dup_skipped']} near-duplicate face(s) skipped, "
+        f"{doc['faces_dup_skipped']} near-duplicate face(s) skipped, {opted_out}"
         f"{doc['faces_rejected']} face(s) rejected{rejected}"
     )
     print(

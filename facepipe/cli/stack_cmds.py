@@ -35,10 +35,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     from facepipe import natsauth
     from facepipe.auth import check_settings
+    from facepipe.tls import check_files
 
     try:
         check_settings(settings)
         natsauth.credentials(settings)  # a NATS user without its password, said up front
+        check_files(settings)
     except ValueError as exc:
         raise CliError(str(exc)) from None
     # Said up front, in one line: the usual cause is a local stack already on the standard ports.
@@ -66,6 +68,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"a stack is already running in {data_dir} (supervisor pid {running.supervisor_pid}); "
             f"`facepipe status{where}` shows it, `facepipe down{where}` stops it"
         )
+    from facepipe.tls import check_files
+
+    try:  # every component and the nats-server would fail on these, one after the other
+        check_files(Settings.from_env("stack"))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     if args.detach:
         try:
             state = stack.start_detached(data_dir, auto_ports=args.auto_ports, timeout=args.timeout)

@@ -73,8 +73,18 @@ ORPHANS = Counter(
 )
 PIPELINE_FACES = Counter(
     "facepipe_pipeline_faces_total",
-    "Faces through the pipeline by outcome: indexed, rejected, dup_skipped.",
+    "Faces through the pipeline by outcome: indexed, rejected, dup_skipped, optout_skipped.",
     ["service", "outcome"],
+)
+AUDIT_RECORDS = Counter(
+    "facepipe_audit_records_total",
+    "Audit records appended, by action and outcome (a gRPC status code name).",
+    ["service", "action", "outcome"],
+)
+AUDIT_FAILURES = Counter(
+    "facepipe_audit_failures_total",
+    "Audit records that could not be appended to the audit stream (logged instead).",
+    ["service"],
 )
 DEDUP = Counter(
     "facepipe_dedup_total",

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from facepipe import __version__, auth
+from facepipe import __version__, audit, auth
 from facepipe.config import Settings
 from facepipe.runtime import metrics
 from facepipe.runtime.logs import setup_logging
@@ -134,19 +134,24 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks every call but health and reflection against the method's rule
     (facepipe.auth.access.METHOD_RULES): no or a bad key is UNAUTHENTICATED, a role
     or tenant the key does not allow is PERMISSION_DENIED. The handler runs with the
-    caller in ``auth.current``."""
+    caller in ``auth.current``. A call of an audited method that got past authentication
+    is recorded in the audit log once it ended, with its outcome (facepipe.audit)."""
 
-    def __init__(self, gate: auth.Authenticator) -> None:
+    def __init__(self, gate: auth.Authenticator, audit_log: audit.AuditLog) -> None:
         self.gate = gate
+        self.audit_log = audit_log
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not self.gate.enabled or method.startswith(auth.OPEN_PREFIXES):
+        if handler is None or method.startswith(auth.OPEN_PREFIXES):
             return handler
+        rule = auth.rule_for(method)
+        if not self.gate.enabled:
+            return self._audit_only(handler, method, rule) if rule is not None and rule.audit else handler
         metadata = handler_call_details.invocation_metadata
         gate = self.gate
-        rule = auth.rule_for(method)
+        audit_log = self.audit_log
 
         async def admit(context) -> auth.Principal:
             try:
@@ -157,10 +162,6 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             if rule is None:  # fail closed: a method without a rule is nobody's
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{method} has no access rule")
-            try:
-                auth.check_role(principal, method, rule)
-            except auth.AccessDenied as exc:
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
             return principal
 
         async def unchecked(context, principal: auth.Principal) -> None:
@@ -171,16 +172,31 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             inner = handler.unary_unary
 
+            async def checked_call(request, context, principal: auth.Principal):
+                auth.check_role(principal, method, rule)
+                rule.tenants(principal, request, rule.verb)
+                return await inner(request, context)
+
             async def unary_unary(request, context):
                 principal = await admit(context)
                 token = auth.current.set(principal)
+                record = _begin_audit(rule, method, principal, request)
+                audit_token = audit.current.set(record)
+                outcome = "OK"
                 try:
-                    rule.tenants(principal, request, rule.verb)
-                    response = await inner(request, context)
-                except auth.AccessDenied as exc:
-                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                    try:
+                        response = await checked_call(request, context, principal)
+                    except auth.AccessDenied as exc:
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                except BaseException:
+                    outcome = _code(context, "INTERNAL")  # abort() sets the code it raises with
+                    raise
                 finally:
                     auth.current.reset(token)
+                    audit.current.reset(audit_token)
+                    if record is not None:
+                        record.outcome = outcome
+                        await audit_log.record(_tenant_of(record, request))
                 await unchecked(context, principal)
                 return response
 
@@ -192,6 +208,10 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
 
             async def stream_stream(request_iterator, context):
                 principal = await admit(context)
+                try:
+                    auth.check_role(principal, method, rule)
+                except auth.AccessDenied as exc:
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
 
                 async def checked():
                     async for request in request_iterator:
@@ -214,6 +234,52 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         # No service has unary-stream or stream-unary methods; refuse rather than pass unchecked.
         return _refused(handler, method)
+
+    def _audit_only(self, handler, method: str, rule: auth.MethodRule):
+        """With auth off: the call is still recorded, by no key."""
+        if not handler.unary_unary:
+            return handler
+        inner = handler.unary_unary
+        audit_log = self.audit_log
+
+        async def unary_unary(request, context):
+            record = _begin_audit(rule, method, None, request)
+            audit_token = audit.current.set(record)
+            outcome = "OK"
+            try:
+                return await inner(request, context)
+            except BaseException:
+                outcome = _code(context, "INTERNAL")
+                raise
+            finally:
+                audit.current.reset(audit_token)
+                record.outcome = outcome
+                await audit_log.record(_tenant_of(record, request))
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+
+
+def _begin_audit(
+    rule: auth.MethodRule, method: str, principal: auth.Principal | None, request: Any
+) -> audit.AuditRecord | None:
+    if not rule.audit:
+        return None
+    return audit.AuditRecord(
+        action=rule.audit,
+        tenant="",
+        key_id=principal.key_id if principal else "",
+        role=principal.role if principal else "",
+        method=method,
+    )
+
+
+def _tenant_of(record: audit.AuditRecord, request: Any) -> audit.AuditRecord:
+    """The record with the request's tenant, unless the handler named one."""
+    if not record.tenant:
+        record.tenant = str(getattr(request, "tenant_id", "") or "")
+    return record
 
 
 def _refused(handler, method: str):
@@ -257,6 +323,7 @@ class ServiceRuntime:
         self._stop = asyncio.Event()
         self._service_names: list[str] = []
         self.auth = auth.Authenticator(settings.auth.enabled)
+        self.audit_log = audit.AuditLog(service.name)
         self._keys_nc = None
 
     # -- lifecycle -------------------------------------------------------
@@ -267,7 +334,10 @@ class ServiceRuntime:
         metrics.READY.labels(self.service.name).set(0)
         self.auth = self._authenticator()
         self.server = grpc.aio.server(
-            interceptors=[_ObservingInterceptor(self.service.name), _AuthInterceptor(self.auth)],
+            interceptors=[
+                _ObservingInterceptor(self.service.name),
+                _AuthInterceptor(self.auth, self.audit_log),
+            ],
             options=GRPC_OPTIONS,
         )
         self._service_names = self.service.register(self.server)
@@ -276,7 +346,7 @@ class ServiceRuntime:
             [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.grpc_port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        self.grpc_port = self._add_port(f"{s.grpc_host}:{s.grpc_port}")
         await self.server.start()
         self.http = await asyncio.start_server(self._handle_http, s.grpc_host, s.http_port)
         self.http_port = self.http.sockets[0].getsockname()[1]
@@ -347,6 +417,18 @@ class ServiceRuntime:
             await self._close_keys()
         shutdown_tracing()
 
+    def _add_port(self, address: str) -> int:
+        """Binds the gRPC port: TLS only when a certificate is configured, else plaintext."""
+        tls = self.settings.tls
+        tls.check()
+        if not tls.serves_tls:
+            return self.server.add_insecure_port(address)
+        from facepipe.tls import server_credentials
+
+        port = self.server.add_secure_port(address, server_credentials(tls))
+        log.info("gRPC serves TLS", extra={"client_auth": tls.client_auth, "cert": str(tls.cert)})
+        return port
+
     # -- API keys --------------------------------------------------------
     def _authenticator(self) -> auth.Authenticator:
         """Raises ValueError for a configuration that would serve unprotected by mistake."""
@@ -361,21 +443,31 @@ class ServiceRuntime:
         return auth.Authenticator(True, auth.service_key(s))
 
     async def _open_keys(self) -> None:
-        """Loads the API keys from NATS KV and follows their changes."""
-        if not self.auth.enabled:
-            return
+        """Loads the API keys from NATS KV and follows their changes, and opens the audit
+        log when the service has audited methods."""
+        audited = bool(auth.audited_services() & set(self._service_names))
         if not self.settings.nats_url:
-            log.warning(
-                "no FACEPIPE_NATS_URL, so no API keys: only the service credential "
-                "(FACEPIPE_SERVICE_KEY_FILE) is accepted"
-            )
+            if self.auth.enabled:
+                log.warning(
+                    "no FACEPIPE_NATS_URL, so no API keys: only the service credential "
+                    "(FACEPIPE_SERVICE_KEY_FILE) is accepted"
+                )
+            if audited:
+                log.warning("no FACEPIPE_NATS_URL: audit records go to this log only")
             self.auth.ready = True
+            return
+        if not (self.auth.enabled or audited):
             return
         from facepipe import bus, natsauth
 
         user, password = natsauth.credentials(self.settings)
         self._keys_nc = await bus.connect(self.settings.nats_url, f"{self.service.name}-keys", user, password)
-        store = await auth.KeyStore.open(self._keys_nc.jetstream())
+        js = self._keys_nc.jetstream()
+        if audited:
+            await self.audit_log.attach(js, self.settings.privacy.audit_max_age_s)
+        if not self.auth.enabled:
+            return
+        store = await auth.KeyStore.open(js)
         await store.start_watch()
         self.auth.store = store
         self.auth.ready = True

@@ -157,3 +157,125 @@ class DeleteFacesResponse(_message.Message):
     points_deleted: int
     objects_deleted: int
     def __init__(self, points_deleted: _Optional[int] = ..., objects_deleted: _Optional[int] = ...) -> None: ...
+
+class OptOutRequest(_message.Message):
+    __slots__ = ("tenant_id", "images", "note")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    note: str
+    def __init__(self, tenant_id: _Optional[str] = ..., images: _Optional[_Iterable[bytes]] = ..., note: _Optional[str] = ...) -> None: ...
+
+class OptOutResponse(_message.Message):
+    __slots__ = ("optout_id", "faces", "points_deleted", "objects_deleted", "min_score")
+    OPTOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    POINTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    optout_id: str
+    faces: int
+    points_deleted: int
+    objects_deleted: int
+    min_score: float
+    def __init__(self, optout_id: _Optional[str] = ..., faces: _Optional[int] = ..., points_deleted: _Optional[int] = ..., objects_deleted: _Optional[int] = ..., min_score: _Optional[float] = ...) -> None: ...
+
+class ListOptOutsRequest(_message.Message):
+    __slots__ = ("tenant_id",)
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    def __init__(self, tenant_id: _Optional[str] = ...) -> None: ...
+
+class OptOutEntry(_message.Message):
+    __slots__ = ("optout_id", "tenant_id", "faces", "note", "created_at_ms", "key_id")
+    OPTOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    optout_id: str
+    tenant_id: str
+    faces: int
+    note: str
+    created_at_ms: int
+    key_id: str
+    def __init__(self, optout_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., faces: _Optional[int] = ..., note: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., key_id: _Optional[str] = ...) -> None: ...
+
+class ListOptOutsResponse(_message.Message):
+    __slots__ = ("optouts",)
+    OPTOUTS_FIELD_NUMBER: _ClassVar[int]
+    optouts: _containers.RepeatedCompositeFieldContainer[OptOutEntry]
+    def __init__(self, optouts: _Optional[_Iterable[_Union[OptOutEntry, _Mapping]]] = ...) -> None: ...
+
+class RemoveOptOutRequest(_message.Message):
+    __slots__ = ("tenant_id", "optout_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTOUT_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    optout_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., optout_id: _Optional[str] = ...) -> None: ...
+
+class RemoveOptOutResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAuditRecordsRequest(_message.Message):
+    __slots__ = ("tenant_id", "since_ms", "limit")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    since_ms: int
+    limit: int
+    def __init__(self, tenant_id: _Optional[str] = ..., since_ms: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("seq", "time_ms", "key_id", "role", "tenant_id", "action", "method", "service", "outcome", "results", "affected", "detail")
+    class AffectedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class DetailEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    AFFECTED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time_ms: int
+    key_id: str
+    role: str
+    tenant_id: str
+    action: str
+    method: str
+    service: str
+    outcome: str
+    results: int
+    affected: _containers.ScalarMap[str, int]
+    detail: _containers.ScalarMap[str, str]
+    def __init__(self, seq: _Optional[int] = ..., time_ms: _Optional[int] = ..., key_id: _Optional[str] = ..., role: _Optional[str] = ..., tenant_id: _Optional[str] = ..., action: _Optional[str] = ..., method: _Optional[str] = ..., service: _Optional[str] = ..., outcome: _Optional[str] = ..., results: _Optional[int] = ..., affected: _Optional[_Mapping[str, int]] = ..., detail: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListAuditRecordsResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class IndexerStub:
-    """Search, statistics and erasure over the indexed faces. Every call is scoped to a tenant.
+    """Search, statistics and erasure over the indexed faces, opt-outs and the audit log.
+    Every call is scoped to a tenant.
     """
 
     def __init__(self, channel):
@@ -55,10 +56,31 @@ class IndexerStub:
                 request_serializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesRequest.SerializeToString,
                 response_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesResponse.FromString,
                 _registered_method=True)
+        self.OptOut = channel.unary_unary(
+                '/facepipe.v1.Indexer/OptOut',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.OptOutRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.OptOutResponse.FromString,
+                _registered_method=True)
+        self.ListOptOuts = channel.unary_unary(
+                '/facepipe.v1.Indexer/ListOptOuts',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.ListOptOutsRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListOptOutsResponse.FromString,
+                _registered_method=True)
+        self.RemoveOptOut = channel.unary_unary(
+                '/facepipe.v1.Indexer/RemoveOptOut',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.RemoveOptOutRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.RemoveOptOutResponse.FromString,
+                _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/facepipe.v1.Indexer/ListAuditRecords',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class IndexerServicer:
-    """Search, statistics and erasure over the indexed faces. Every call is scoped to a tenant.
+    """Search, statistics and erasure over the indexed faces, opt-outs and the audit log.
+    Every call is scoped to a tenant.
     """
 
     def Search(self, request, context):
@@ -81,6 +103,35 @@ class IndexerServicer:
 
     def ListFaces(self, request, context):
         """The tenant's faces, page by page, in a stable order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OptOut(self, request, context):
+        """Registers a person who asked not to be indexed, from photos of them: their faces
+        already indexed in the tenant are erased, and later ones are skipped by the embedder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOptOuts(self, request, context):
+        """The tenant's opt-outs (never their embeddings).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveOptOut(self, request, context):
+        """Removes an opt-out: the person's faces are indexed again from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditRecords(self, request, context):
+        """Audit records, oldest first: every tenant's for a key of tenant "*", else the key's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +160,26 @@ def add_IndexerServicer_to_server(servicer, server):
                     request_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesRequest.FromString,
                     response_serializer=facepipe_dot_v1_dot_indexer__pb2.ListFacesResponse.SerializeToString,
             ),
+            'OptOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.OptOut,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.OptOutRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.OptOutResponse.SerializeToString,
+            ),
+            'ListOptOuts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOptOuts,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListOptOutsRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.ListOptOutsResponse.SerializeToString,
+            ),
+            'RemoveOptOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveOptOut,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.RemoveOptOutRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.RemoveOptOutResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'facepipe.v1.Indexer', rpc_method_handlers)
@@ -118,7 +189,8 @@ def add_IndexerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Indexer:
-    """Search, statistics and erasure over the indexed faces. Every call is scoped to a tenant.
+    """Search, statistics and erasure over the indexed faces, opt-outs and the audit log.
+    Every call is scoped to a tenant.
     """
 
     @staticmethod
@@ -219,6 +291,114 @@ class Indexer:
             '/facepipe.v1.Indexer/ListFaces',
             facepipe_dot_v1_dot_indexer__pb2.ListFacesRequest.SerializeToString,
             facepipe_dot_v1_dot_indexer__pb2.ListFacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OptOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/OptOut',
+            facepipe_dot_v1_dot_indexer__pb2.OptOutRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.OptOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOptOuts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/ListOptOuts',
+            facepipe_dot_v1_dot_indexer__pb2.ListOptOutsRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.ListOptOutsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveOptOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/RemoveOptOut',
+            facepipe_dot_v1_dot_indexer__pb2.RemoveOptOutRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.RemoveOptOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/ListAuditRecords',
+            facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

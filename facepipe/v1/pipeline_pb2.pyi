@@ -143,7 +143,7 @@ class EmbeddedFace(_message.Message):
     def __init__(self, face_index: _Optional[int] = ..., face: _Optional[_Union[_common_pb2.Face, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., face_phash: _Optional[str] = ...) -> None: ...
 
 class EmbeddedImage(_message.Message):
-    __slots__ = ("image", "faces", "faces_rejected", "faces_dup_skipped", "rejected_reasons")
+    __slots__ = ("image", "faces", "faces_rejected", "faces_dup_skipped", "rejected_reasons", "faces_optout_skipped")
     class RejectedReasonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,15 +156,17 @@ class EmbeddedImage(_message.Message):
     FACES_REJECTED_FIELD_NUMBER: _ClassVar[int]
     FACES_DUP_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
+    FACES_OPTOUT_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     image: ImageRecord
     faces: _containers.RepeatedCompositeFieldContainer[EmbeddedFace]
     faces_rejected: int
     faces_dup_skipped: int
     rejected_reasons: _containers.ScalarMap[str, int]
-    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[EmbeddedFace, _Mapping]]] = ..., faces_rejected: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    faces_optout_skipped: int
+    def __init__(self, image: _Optional[_Union[ImageRecord, _Mapping]] = ..., faces: _Optional[_Iterable[_Union[EmbeddedFace, _Mapping]]] = ..., faces_rejected: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ..., faces_optout_skipped: _Optional[int] = ...) -> None: ...
 
 class ImageDone(_message.Message):
-    __slots__ = ("batch_id", "message_id", "tenant_id", "url", "image_sha256", "status", "faces_indexed", "faces_dup_skipped", "faces_rejected", "stage", "error", "rejected_reasons", "faces_known", "reason")
+    __slots__ = ("batch_id", "message_id", "tenant_id", "url", "image_sha256", "status", "faces_indexed", "faces_dup_skipped", "faces_rejected", "stage", "error", "rejected_reasons", "faces_known", "reason", "faces_optout_skipped")
     class RejectedReasonsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +188,7 @@ class ImageDone(_message.Message):
     REJECTED_REASONS_FIELD_NUMBER: _ClassVar[int]
     FACES_KNOWN_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FACES_OPTOUT_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     batch_id: str
     message_id: str
     tenant_id: str
@@ -200,4 +203,5 @@ class ImageDone(_message.Message):
     rejected_reasons: _containers.ScalarMap[str, int]
     faces_known: int
     reason: str
-    def __init__(self, batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., status: _Optional[_Union[ImageStatus, str]] = ..., faces_indexed: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., faces_rejected: _Optional[int] = ..., stage: _Optional[str] = ..., error: _Optional[str] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ..., faces_known: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    faces_optout_skipped: int
+    def __init__(self, batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., status: _Optional[_Union[ImageStatus, str]] = ..., faces_indexed: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., faces_rejected: _Optional[int] = ..., stage: _Optional[str] = ..., error: _Optional[str] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ..., faces_known: _Optional[int] = ..., reason: _Optional[str] = ..., faces_optout_skipped: _Optional[int] = ...) -> None: ...

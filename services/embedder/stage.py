@@ -1,11 +1,13 @@
-"""The embedder stage: aligns and embeds accepted faces, drops near-duplicates
-(face pHash within DEDUP_MAX_HAMMING, per tenant), stores crops, thumbnails and
-a metadata sidecar, and passes the faces on to the indexer."""
+"""The embedder stage: aligns and embeds accepted faces, drops the faces of people
+who opted out (facepipe.optout) and near-duplicates (face pHash within
+DEDUP_MAX_HAMMING, per tenant), stores crops, thumbnails and a metadata sidecar,
+and passes the faces on to the indexer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from dataclasses import dataclass
 
@@ -15,17 +17,28 @@ from facepipe import bus
 from facepipe.dedup import FaceHashIndex, phash_hex
 from facepipe.faces import FaceEmbedder, FaceEngine
 from facepipe.imaging import ImageError, decode_image, encode_jpeg, thumbnail
+from facepipe.optout import OptOutRegistry, min_score
 from facepipe.pipeline import Opened, Stage, StageOutput, point_id, read_raw
 from facepipe.protoconv import embedding_to_proto, landmarks_from_proto
 from facepipe.runtime import metrics
 from facepipe.storage import FACE_CROPS_BUCKET, FACE_THUMBS_BUCKET, ObjectStore
 from facepipe.v1 import common_pb2, pipeline_pb2
 
+log = logging.getLogger("facepipe.embedder")
+
 
 @dataclass(frozen=True)
 class DedupPolicy:
     enabled: bool
     max_hamming: int
+
+
+@dataclass(frozen=True)
+class OptOutPolicy:
+    """The opt-outs of every tenant (watched in NATS KV) and the similarity that matches them."""
+
+    registry: OptOutRegistry
+    min_score: float
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,8 @@ class EmbedderDeps:
     policy: DedupPolicy
     max_pixels: int
     output: StageOutput
+    # None without NATS, or without a threshold to match opted-out people by.
+    optouts: OptOutPolicy | None = None
 
     @property
     def embedder(self) -> FaceEmbedder:
@@ -47,17 +62,38 @@ async def open_deps(opened: Opened) -> EmbedderDeps:
     settings = opened.settings
     policy = DedupPolicy(settings.enable_global_dedup, settings.dedup_max_hamming)
     engine = await asyncio.to_thread(FaceEngine.load, settings, opened.name, False, True)
+    optouts = None
     try:
         js = opened.output.js
         faces_index = await FaceHashIndex.open(js, max_hamming=policy.max_hamming) if js else None
+        if js is not None:
+            optouts = await _open_optouts(js, settings)
     except BaseException:
         await engine.close()
         raise
     assert opened.objects is not None  # declared in main.py
-    return EmbedderDeps(engine, opened.objects, faces_index, policy, settings.max_pixels, opened.output)
+    return EmbedderDeps(
+        engine, opened.objects, faces_index, policy, settings.max_pixels, opened.output, optouts
+    )
+
+
+async def _open_optouts(js, settings) -> OptOutPolicy | None:
+    threshold = min_score(settings)
+    if threshold is None:
+        log.error(
+            "no opt-out threshold (FACEPIPE_OPTOUT_MIN_SCORE, or the model pack's search_min_score): "
+            "faces of opted-out people are not skipped"
+        )
+        return None
+    registry = await OptOutRegistry.open(js)
+    await registry.start_watch()
+    log.info("opt-outs loaded", extra={"optouts": len(registry.entries), "min_score": threshold})
+    return OptOutPolicy(registry, threshold)
 
 
 async def close_deps(deps: EmbedderDeps) -> None:
+    if deps.optouts is not None:
+        await deps.optouts.registry.stop()
     await deps.engine.close()
 
 
@@ -70,8 +106,10 @@ async def handle(deps: EmbedderDeps, delivery: bus.Delivery) -> None:
         delivery.payload,
         deps.max_pixels,
         deps.output.service,
+        deps.optouts,
     )
     deps.output.count_faces("dup_skipped", embedded.faces_dup_skipped)
+    deps.output.count_faces("optout_skipped", embedded.faces_optout_skipped)
     await deps.output.publish(
         bus.SUBJECT_EMBEDDED, embedded.SerializeToString(), msg_id=f"embedded.{embedded.image.message_id}"
     )
@@ -85,6 +123,7 @@ async def embed_record(
     detected: pipeline_pb2.DetectedImage,
     max_pixels: int,
     service: str = "embedder",
+    optouts: OptOutPolicy | None = None,
 ) -> pipeline_pb2.EmbeddedImage:
     record = detected.image
     out = pipeline_pb2.EmbeddedImage(
@@ -98,6 +137,12 @@ async def embed_record(
     for index, (face, vector, crop, thumb) in enumerate(
         zip(detected.faces, vectors, crops, thumbs, strict=True)
     ):
+        if optouts is not None and optouts.registry.match(
+            tenant, vector, optouts.min_score, embedder.model_name
+        ):
+            # The person asked not to be indexed: nothing of this face is kept.
+            out.faces_optout_skipped += 1
+            continue
         pid = point_id(tenant, sha, index)
         face_hash = await asyncio.to_thread(phash_hex, crop)
         if policy.enabled and faces_index is not None:

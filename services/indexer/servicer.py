@@ -1,25 +1,29 @@
-"""facepipe.v1.Indexer over gRPC: search, stats and erasure, each scoped to one tenant."""
+"""facepipe.v1.Indexer over gRPC: search, stats, erasure and opt-outs, each scoped to
+one tenant, and the audit log. Search, erasure and opt-out changes are audited by the
+server runtime; the handlers add what they returned and affected (facepipe.audit.note)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
+import re
 from typing import Any
 
 import grpc
 import numpy as np
 
-from facepipe import auth
+from facepipe import audit, auth
 from facepipe.echo import echo
 from facepipe.faces import FaceEngine
 from facepipe.imaging import ImageError
+from facepipe.optout import OptOut, new_id
 from facepipe.pipeline import TENANT_RE, Loaded
 from facepipe.protoconv import face_to_proto
 from facepipe.storage import SearchHit
 from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
 
-from .stage import SHA256_RE, IndexerDeps, counters, erase_faces, forget_erased
+from .stage import SHA256_RE, IndexerDeps, counters, erase_faces, erase_matching, forget_erased
 
 log = logging.getLogger("facepipe.indexer")
 
@@ -29,6 +33,11 @@ FILTER_FIELDS = ("site", "url", "image_sha256")
 DEFAULT_PAGE_SIZE = 100
 # Listing and image counting read at most this many points of a tenant.
 MAX_LIST_POINTS = 1_000_000
+MAX_OPTOUT_PHOTOS = 20
+MAX_NOTE_CHARS = 200
+OPTOUT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+DEFAULT_AUDIT_RECORDS = 100
+MAX_AUDIT_RECORDS = 10_000
 
 
 class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
@@ -54,6 +63,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
                 deps.engine, request.image, request.query_face_index, response, context
             )
             if vector is None:
+                audit.note(results=0)
                 return response
         elif query == "vector":
             vector = await _given_vector(deps, request.vector, context)
@@ -63,6 +73,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             store.search, vector, tenant, top_k, request.min_score or None, filters
         )
         response.matches.extend(_match(h) for h in hits)
+        audit.note(results=len(hits))
         return response
 
     async def GetStats(self, request: indexer_pb2.GetStatsRequest, context) -> indexer_pb2.GetStatsResponse:
@@ -104,9 +115,11 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             if selector == "image_sha256" and not SHA256_RE.match(value):
                 await _invalid(context, f"image_sha256 {echo(value)} is not 64 lowercase hex digits")
             filters = {selector: value}
+        audit.detail(selector=selector, value=str(getattr(request, selector)) if filters else "")
         erased = await asyncio.to_thread(erase_faces, store, deps.objects, tenant, filters)
         await forget_erased(deps, tenant, erased, everything=filters is None)
         await deps.writer.note_deleted(erased.points)
+        audit.note(points_deleted=erased.points, objects_deleted=erased.objects)
         log.info(
             "faces erased",
             extra={
@@ -141,6 +154,103 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         if start + page_size < len(stored):
             response.next_page_token = str(start + page_size)
         return response
+
+    async def OptOut(self, request: indexer_pb2.OptOutRequest, context) -> indexer_pb2.OptOutResponse:
+        deps = await self._deps(context)
+        tenant = await _tenant(request.tenant_id, context)
+        registry, threshold = await _optouts(deps, context)
+        if not request.images:
+            await _invalid(context, "give at least one photo of the person")
+        if len(request.images) > MAX_OPTOUT_PHOTOS:
+            await _invalid(context, f"at most {MAX_OPTOUT_PHOTOS} photos, got {len(request.images)}")
+        vectors = [
+            await _photo_vector(deps.engine, data, n, context) for n, data in enumerate(request.images, 1)
+        ]
+        principal = auth.current.get()
+        entry = OptOut(
+            optout_id=new_id(),
+            tenant=tenant,
+            vectors=[v.tolist() for v in vectors],
+            model=deps.model,
+            note=request.note[:MAX_NOTE_CHARS],
+            key_id=principal.key_id if principal else "",
+        )
+        # Registered first, so that no new face of the person is indexed while the old go.
+        await registry.add(entry)
+        audit.detail(optout_id=entry.optout_id)
+        erased = await asyncio.to_thread(erase_matching, deps.store, deps.objects, tenant, vectors, threshold)
+        await forget_erased(deps, tenant, erased, everything=False)
+        await deps.writer.note_deleted(erased.points)
+        audit.note(points_deleted=erased.points, objects_deleted=erased.objects)
+        log.info(
+            "opt-out registered",
+            extra={"tenant_id": tenant, "optout_id": entry.optout_id, "points": erased.points},
+        )
+        return indexer_pb2.OptOutResponse(
+            optout_id=entry.optout_id,
+            faces=len(vectors),
+            points_deleted=erased.points,
+            objects_deleted=erased.objects,
+            min_score=threshold,
+        )
+
+    async def ListOptOuts(
+        self, request: indexer_pb2.ListOptOutsRequest, context
+    ) -> indexer_pb2.ListOptOutsResponse:
+        deps = await self._deps(context)
+        tenant = await _tenant(request.tenant_id, context)
+        registry, _ = await _optouts(deps, context)
+        entries = await registry.list(tenant)
+        audit.note(results=len(entries))
+        return indexer_pb2.ListOptOutsResponse(
+            optouts=[
+                indexer_pb2.OptOutEntry(
+                    optout_id=e.optout_id,
+                    tenant_id=e.tenant,
+                    faces=len(e.vectors),
+                    note=e.note,
+                    created_at_ms=int(e.created_at * 1000),
+                    key_id=e.key_id,
+                )
+                for e in entries
+            ]
+        )
+
+    async def RemoveOptOut(
+        self, request: indexer_pb2.RemoveOptOutRequest, context
+    ) -> indexer_pb2.RemoveOptOutResponse:
+        deps = await self._deps(context)
+        tenant = await _tenant(request.tenant_id, context)
+        registry, _ = await _optouts(deps, context)
+        if not OPTOUT_ID_RE.match(request.optout_id):
+            await _invalid(context, f"optout_id {echo(request.optout_id)} is not 16 hex digits")
+        audit.detail(optout_id=request.optout_id)
+        if not await registry.remove(tenant, request.optout_id):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"tenant {tenant} has no opt-out {request.optout_id}"
+            )
+        audit.note(optouts_removed=1)
+        return indexer_pb2.RemoveOptOutResponse()
+
+    async def ListAuditRecords(
+        self, request: indexer_pb2.ListAuditRecordsRequest, context
+    ) -> indexer_pb2.ListAuditRecordsResponse:
+        deps = await self._deps(context)
+        # The access rule made an empty tenant the key's own; it stays empty only for
+        # callers who may read every tenant's records.
+        tenant = await _tenant(request.tenant_id, context) if request.tenant_id else None
+        limit = request.limit or DEFAULT_AUDIT_RECORDS
+        if not 1 <= limit <= MAX_AUDIT_RECORDS:
+            await _invalid(context, f"limit must be between 1 and {MAX_AUDIT_RECORDS}, got {request.limit}")
+        if request.since_ms < 0:
+            await _invalid(context, f"since_ms must not be negative, got {request.since_ms}")
+        js = deps.output.js
+        if js is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, "the audit log needs NATS (FACEPIPE_NATS_URL)"
+            )
+        records = await audit.read(js, tenant, request.since_ms / 1000.0, limit)
+        return indexer_pb2.ListAuditRecordsResponse(records=[_audit_proto(r) for r in records])
 
     async def _deps(self, context) -> IndexerDeps:
         deps = self.loaded.value
@@ -219,6 +329,52 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
         indexed_at_ms=int(p.get("indexed_at", 0)),
         alt_text=p.get("alt_text", ""),
     )
+
+
+async def _optouts(deps: IndexerDeps, context):
+    if deps.optouts is None:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "opt-outs need NATS (FACEPIPE_NATS_URL)")
+    if deps.optout_min_score is None:
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "no threshold to match opted-out people by: the model pack has no calibrated "
+            "search_min_score; set FACEPIPE_OPTOUT_MIN_SCORE",
+        )
+    return deps.optouts, deps.optout_min_score
+
+
+async def _photo_vector(engine: FaceEngine, data: bytes, number: int, context) -> np.ndarray:
+    """The embedding of the largest face of an opt-out photo (numbered from 1)."""
+    try:
+        image = await asyncio.to_thread(engine.detector.decode, data)
+    except ImageError as exc:
+        await _invalid(context, f"cannot use photo {number}: {exc}")
+    faces = await engine.detector.detect(image, engine.detector.params())
+    if not faces:
+        await _invalid(context, f"photo {number} has no face")
+    largest = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+    vectors, _ = await engine.embedder.embed_faces(image.bgr, [largest.landmarks])
+    vector = np.asarray(vectors[0], dtype=np.float32)
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def _audit_proto(record: audit.AuditRecord) -> indexer_pb2.AuditRecord:
+    out = indexer_pb2.AuditRecord(
+        seq=record.seq,
+        time_ms=int(record.time * 1000),
+        key_id=record.key_id,
+        role=record.role,
+        tenant_id=record.tenant,
+        action=record.action,
+        method=record.method,
+        service=record.service,
+        outcome=record.outcome,
+        affected=record.affected,
+        detail=record.detail,
+    )
+    if record.results is not None:
+        out.results = record.results
+    return out
 
 
 def _kind(description: str) -> str:

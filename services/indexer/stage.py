@@ -26,6 +26,7 @@ from facepipe.batching import DynamicBatcher
 from facepipe.dedup import FaceHashIndex, ImageStates
 from facepipe.echo import echo
 from facepipe.faces import FaceEngine
+from facepipe.optout import OptOutRegistry, min_score
 from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant, point_id, report_failed
 from facepipe.storage import (
     BUCKETS,
@@ -198,6 +199,10 @@ class IndexerDeps:
     dim: int
     model: str
     output: StageOutput
+    # The opt-out registry (NATS KV), None without NATS; and the similarity that matches
+    # an opted-out person, None when neither the setting nor the model pack gives one.
+    optouts: OptOutRegistry | None = None
+    optout_min_score: float | None = None
 
 
 async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> IndexerDeps:
@@ -211,6 +216,7 @@ async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> Ind
         js = opened.output.js
         images = await ImageStates.open(js) if js is not None else None
         face_hashes = await FaceHashIndex.open(js, settings.dedup_max_hamming) if js is not None else None
+        optouts = await OptOutRegistry.open(js) if js is not None else None
     except BaseException:
         await engine.close()
         raise
@@ -222,7 +228,19 @@ async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> Ind
     )
     points = await writer.refresh()
     log.info("index open", extra={"vector_store": store.describe(), "dim": dim, "points": points})
-    return IndexerDeps(store, objects, engine, writer, images, face_hashes, dim, model, opened.output)
+    return IndexerDeps(
+        store,
+        objects,
+        engine,
+        writer,
+        images,
+        face_hashes,
+        dim,
+        model,
+        opened.output,
+        optouts,
+        min_score(settings),
+    )
 
 
 async def close_deps(deps: IndexerDeps) -> None:
@@ -245,6 +263,7 @@ async def handle(deps: IndexerDeps, delivery: bus.Delivery) -> None:
         faces_dup_skipped=msg.faces_dup_skipped,
         faces_rejected=msg.faces_rejected,
         rejected_reasons=msg.rejected_reasons,
+        faces_optout_skipped=msg.faces_optout_skipped,
     )
     output.count_faces("indexed", len(points))
     output.count_faces("rejected", msg.faces_rejected)
@@ -287,7 +306,7 @@ class Erased:
 
 
 def erase_faces(
-    store: VectorStore, objects: ObjectStore | None, tenant: str, filters: dict[str, str] | None
+    store: VectorStore, objects: ObjectStore | None, tenant: str, filters: dict[str, str | int] | None
 ) -> Erased:
     """Deletes the selected points, then their stored objects; ``filters`` None erases the tenant."""
     payloads = store.delete(tenant, filters)
@@ -318,6 +337,35 @@ def erase_faces(
         erased.objects += objects.delete_prefix(FACE_THUMBS_BUCKET, f"{prefix}{sha}/")
         erased.images.add(sha)
     return erased
+
+
+def erase_matching(
+    store: VectorStore,
+    objects: ObjectStore | None,
+    tenant: str,
+    vectors: Sequence[np.ndarray],
+    threshold: float,
+    page: int = 1000,
+) -> Erased:
+    """Erases every face of the tenant at or above ``threshold`` similarity to any of
+    ``vectors`` (an opted-out person), with its stored objects."""
+    total = Erased()
+    for vector in vectors:
+        while True:
+            hits = store.search(vector, tenant, page, threshold)
+            for hit in hits:
+                selector = {
+                    "image_sha256": str(hit.payload.get("image_sha256", "")),
+                    "face_index": int(hit.payload.get("face_index", 0)),
+                }
+                erased = erase_faces(store, objects, tenant, selector)
+                total.points += erased.points
+                total.objects += erased.objects
+                total.images |= erased.images
+                total.face_phashes |= erased.face_phashes
+            if len(hits) < page:
+                break
+    return total
 
 
 def _delete(objects: ObjectStore, bucket: str, key: str | None, prefix: str) -> int:

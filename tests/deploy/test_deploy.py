@@ -97,6 +97,11 @@ def test_values_pass_the_chart_schema_and_lint(name: str) -> None:
         ({"inferenceNodes": {"clients": ["detectr"]}}, "/inferenceNodes/clients/0"),
         ({"vectorStore": "edg"}, "/vectorStore"),
         ({"external": {"s3": {"endpoint": "http://minio:9000"}}}, "/external/s3/endpoint"),
+        ({"tls": {"clientAuth": "maybe"}}, "/tls/clientAuth"),
+        ({"tls": {"secretname": "x"}}, "secretname"),
+        ({"networkPolicy": {"clients": [{}]}}, "/networkPolicy/clients/0"),
+        ({"networkPolicy": {"clients": [{"podSelector": {"app": "x"}}]}}, "/networkPolicy/clients/0"),
+        ({"serviceKey": {"existingSecret": "Not_A_Name"}}, "/serviceKey/existingSecret"),
     ],
 )
 def test_schema_rejects_bad_values(bad: dict[str, Any], where: str) -> None:
@@ -130,7 +135,7 @@ def test_rendered_objects_are_valid_kubernetes(rendered, name: str) -> None:
 # -- every service is fully wired -------------------------------------------------
 
 
-def check_workload(docs: list[dict[str, Any]], name: str, port: int, hpa: bool) -> None:
+def check_workload(docs: list[dict[str, Any]], name: str, port: int, hpa: bool, tls: bool = False) -> None:
     full = f"{RELEASE}-{name}"
     dep = find(docs, "Deployment", full)
     assert dep, f"no Deployment for {name}"
@@ -156,8 +161,12 @@ def check_workload(docs: list[dict[str, Any]], name: str, port: int, hpa: bool) 
         "grpc": port,
         "metrics": port + HTTP_PORT_OFFSET,
     }
-    assert container["livenessProbe"]["grpc"]["port"] == port
-    assert container["startupProbe"]["grpc"]["port"] == port
+    if tls:  # kubelet's gRPC probes cannot talk TLS: the plain HTTP port answers
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    else:
+        assert container["livenessProbe"]["grpc"]["port"] == port
+        assert container["startupProbe"]["grpc"]["port"] == port
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     for c in [container, *spec.get("initContainers", [])]:
@@ -195,9 +204,9 @@ def test_every_service_has_its_objects(rendered, name: str) -> None:
 
 def test_production_scales_stages_on_jetstream_lag(rendered) -> None:
     docs = rendered["production"]
-    check_workload(docs, "crawler", DEFAULT_PORTS["crawler"], hpa=True)
+    check_workload(docs, "crawler", DEFAULT_PORTS["crawler"], hpa=True, tls=True)
     for service in CONSUMERS:
-        check_workload(docs, service, DEFAULT_PORTS[service], hpa=False)
+        check_workload(docs, service, DEFAULT_PORTS[service], hpa=False, tls=True)
         scaled = find(docs, "ScaledObject", f"{RELEASE}-{service}")
         assert scaled["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-{service}"
         [trigger] = scaled["spec"]["triggers"]
@@ -211,7 +220,7 @@ def test_production_scales_stages_on_jetstream_lag(rendered) -> None:
 def test_production_uses_external_backends_and_gpu_nodes(rendered) -> None:
     docs = rendered["production"]
     assert not [d for d in docs if d["kind"] == "StatefulSet"], "bundled backends are off"
-    check_workload(docs, "node", DEFAULT_PORTS["node"], hpa=False)
+    check_workload(docs, "node", DEFAULT_PORTS["node"], hpa=False, tls=True)
     node_svc = find(docs, "Service", f"{RELEASE}-node")
     assert node_svc["spec"]["clusterIP"] == "None"
 
@@ -225,7 +234,7 @@ def test_production_uses_external_backends_and_gpu_nodes(rendered) -> None:
 
     detector = find(docs, "ConfigMap", f"{RELEASE}-detector")["data"]
     assert detector["FACEPIPE_INFERENCE_NODES"] == f"{RELEASE}-node:{DEFAULT_PORTS['node']}"
-    assert detector["FACEPIPE_NATS_URL"] == "nats://nats.messaging.svc:4222"
+    assert "FACEPIPE_NATS_URL" not in detector  # it carries credentials: from a Secret
     assert detector["FACEPIPE_QDRANT_URL"] == "http://qdrant.vectors.svc:6333"
     assert detector["FACEPIPE_S3_ENDPOINT"] == "minio.storage.svc:9000"
     assert detector["FACEPIPE_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4317"
@@ -412,6 +421,216 @@ def test_kind_values_expose_the_mapped_node_ports(rendered) -> None:
         re.M,
     )
     assert readers and readers <= {s.strip() for s in baked.group(1).split("|")}
+
+
+# -- secrets, TLS and network policies ---------------------------------------------
+
+KEY_MOUNT = "/etc/facepipe/keys"
+TLS_MOUNT = "/etc/facepipe/tls"
+COMPONENTS = [*SERVICES, "node"]
+
+
+def pod_of(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return find(docs, "Deployment", f"{RELEASE}-{name}")["spec"]["template"]["spec"]
+
+
+def mounts(pod: dict[str, Any]) -> dict[str, str]:
+    """mount path -> the Secret behind it, for the service container's Secret volumes."""
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    container = pod["containers"][0]
+    return {m["mountPath"]: secrets[m["name"]] for m in container["volumeMounts"] if m["name"] in secrets}
+
+
+def test_every_service_mounts_the_service_credential(rendered) -> None:
+    for name in ("default", "production"):
+        docs = rendered[name]
+        running = [c for c in COMPONENTS if find(docs, "Deployment", f"{RELEASE}-{c}")]
+        expected = "facepipe-service-key" if name == "production" else f"{RELEASE}-service-key"
+        for component in running:
+            pod = pod_of(docs, component)
+            assert mounts(pod)[KEY_MOUNT] == expected, (name, component)
+            [volume] = [v for v in pod["volumes"] if v["name"] == "service-key"]
+            assert volume["secret"]["items"] == [{"key": "service-key", "path": "service.key"}]
+            assert volume["secret"]["defaultMode"] == 0o440
+            env = find(docs, "ConfigMap", f"{RELEASE}-{component}")["data"]
+            assert env["FACEPIPE_SERVICE_KEY_FILE"] == f"{KEY_MOUNT}/service.key"
+    # Without an existing Secret the chart makes one, kept across upgrades and uninstalls.
+    secret = find(rendered["default"], "Secret", f"{RELEASE}-service-key")
+    assert len(secret["data"]["service-key"]) >= 40
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert find(rendered["production"], "Secret", f"{RELEASE}-service-key") is None
+
+
+def test_default_install_serves_plain_grpc(rendered) -> None:
+    for component in SERVICES:
+        env = find(rendered["default"], "ConfigMap", f"{RELEASE}-{component}")["data"]
+        assert not [k for k in env if k.startswith(("FACEPIPE_TLS", "FACEPIPE_NATS_TLS"))]
+        assert TLS_MOUNT not in mounts(pod_of(rendered["default"], component))
+        assert env["FACEPIPE_NATS_URL"] == f"nats://{RELEASE}-nats:4222"
+
+
+def test_production_turns_tls_on_from_secrets(rendered) -> None:
+    docs = rendered["production"]
+    for component in COMPONENTS:
+        env = find(docs, "ConfigMap", f"{RELEASE}-{component}")["data"]
+        assert env["FACEPIPE_TLS_CERT"] == f"{TLS_MOUNT}/tls.crt"
+        assert env["FACEPIPE_TLS_KEY"] == f"{TLS_MOUNT}/tls.key"
+        assert env["FACEPIPE_TLS_CA"] == f"{TLS_MOUNT}/ca.crt"
+        assert env["FACEPIPE_TLS_CLIENT_AUTH"] == "require"
+        assert env["FACEPIPE_NATS_TLS_CA"] == f"{TLS_MOUNT}/ca.crt"
+        assert env["FACEPIPE_NATS_TLS_CERT"] == f"{TLS_MOUNT}/tls.crt"
+        pod = pod_of(docs, component)
+        assert mounts(pod)[TLS_MOUNT] == "facepipe-tls"
+        container = pod["containers"][0]
+        nats_url = next(e for e in container["env"] if e["name"] == "FACEPIPE_NATS_URL")
+        assert nats_url["valueFrom"]["secretKeyRef"] == {"name": "facepipe-nats", "key": component}
+        assert "appProtocol" not in find(docs, "Service", f"{RELEASE}-{component}")["spec"]["ports"][0]
+    # The settings the chart sets are the ones the code reads.
+    from facepipe.config import Settings
+
+    settings = Settings.from_env("detector", find(docs, "ConfigMap", f"{RELEASE}-detector")["data"])
+    assert settings.tls.serves_tls and settings.tls.client_tls and settings.tls.client_auth == "require"
+    assert settings.nats_tls.client_tls
+    assert settings.auth.service_key_file == Path(KEY_MOUNT) / "service.key"
+    text = notes(VALUE_SETS["production"])
+    assert "-plaintext" not in text and "grpcurl -cacert ca.crt -cert client.crt -key client.key" in text
+
+
+def test_tls_needs_a_secret() -> None:
+    with pytest.raises(helm.HelmError, match="tls: set tls.secretName"):
+        render({"tls": {"enabled": True}})
+    docs = render(
+        {"tls": {"enabled": True, "secretName": "all"}, "services": {"indexer": {"tlsSecret": "own"}}}
+    )
+    assert mounts(pod_of(docs, "indexer"))[TLS_MOUNT] == "own"
+    assert mounts(pod_of(docs, "detector"))[TLS_MOUNT] == "all"
+    assert_valid_kubernetes(docs)
+
+
+def test_bundled_nats_serves_tls_from_a_secret() -> None:
+    values = {
+        "tls": {"enabled": True, "secretName": "facepipe-tls", "nats": {"enabled": True}},
+        "nats": {"enabled": True, "tls": {"secretName": "facepipe-tls", "verify": True}},
+    }
+    docs = render(values)
+    assert_valid_kubernetes(docs)
+    conf = find(docs, "ConfigMap", f"{RELEASE}-nats")["data"]["nats.conf"]
+    assert "cert_file: /etc/nats-tls/tls.crt" in conf and "verify: true" in conf
+    nats_pod = find(docs, "StatefulSet", f"{RELEASE}-nats")["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "facepipe-tls"}} in nats_pod["volumes"]
+    assert "/etc/nats-tls" in {m["mountPath"] for m in nats_pod["containers"][0]["volumeMounts"]}
+    env = find(docs, "ConfigMap", f"{RELEASE}-extractor")["data"]
+    assert env["FACEPIPE_NATS_URL"] == f"tls://{RELEASE}-nats:4222"
+    assert env["FACEPIPE_NATS_TLS_CA"] == f"{TLS_MOUNT}/ca.crt"
+    # Half of it fails the install, naming the other half.
+    with pytest.raises(helm.HelmError, match="set tls.nats.enabled"):
+        render({"nats": {"enabled": True, "tls": {"secretName": "facepipe-tls"}}})
+    with pytest.raises(helm.HelmError, match="set nats.tls.secretName"):
+        render({"tls": {"enabled": True, "secretName": "facepipe-tls", "nats": {"enabled": True}}})
+    assert "tls {" not in find(render({}), "ConfigMap", f"{RELEASE}-nats")["data"]["nats.conf"]
+
+
+def policies(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+
+
+def allowed(policy: dict[str, Any], port: int | str) -> list[dict[str, Any]]:
+    """The peers a policy admits on ``port``."""
+    return [
+        peer
+        for rule in policy.get("ingress", [])
+        if any(p["port"] == port for p in rule.get("ports", [{"port": port}]))
+        for peer in rule["from"]
+    ]
+
+
+def components_of(peer: dict[str, Any]) -> set[str]:
+    selector = peer["podSelector"]
+    assert selector["matchLabels"] == {
+        "app.kubernetes.io/name": "facepipe",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    [expression] = selector["matchExpressions"]
+    assert expression["key"] == "app.kubernetes.io/component" and expression["operator"] == "In"
+    return set(expression["values"])
+
+
+CLIENT_PEER = {"podSelector": {"matchLabels": {"facepipe.io/client": "true"}}}
+MONITORING_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+
+
+def test_network_policies_allow_only_the_designed_flows() -> None:
+    docs = render({"inferenceNodes": {"enabled": True}, "otelCollector": {"enabled": True}})
+    assert_valid_kubernetes(docs)
+    found = policies(docs)
+    deny = found[f"{RELEASE}-default-deny"]
+    assert deny == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}},
+        "policyTypes": ["Ingress"],
+    }
+    # Every allow rule names its sources: a rule without `from` would admit everyone.
+    for name, policy in found.items():
+        assert policy["policyTypes"] == ["Ingress"], name
+        for rule in policy.get("ingress", []):
+            assert rule.get("from"), name
+
+    for service in SERVICES:
+        policy = found[f"{RELEASE}-{service}"]
+        assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == service
+        assert allowed(policy, "grpc") == [CLIENT_PEER]
+        assert allowed(policy, "metrics") == [MONITORING_PEER]
+    [node_callers] = allowed(found[f"{RELEASE}-node"], "grpc")
+    assert components_of(node_callers) == {"detector"}  # inferenceNodes.clients, nobody else
+
+    running = {*SERVICES, "node"}
+    nats = found[f"{RELEASE}-nats"]
+    assert nats["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "nats",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+    services_peer, producers = allowed(nats, 4222)
+    assert components_of(services_peer) == running
+    assert producers == {"podSelector": {"matchLabels": {"facepipe.io/nats-client": "true"}}}
+    assert allowed(nats, 8222) == [MONITORING_PEER]  # KEDA's namespace only with keda.enabled
+    # The indexer, and the Qdrant servers among themselves (cluster traffic, any port).
+    qdrant_peer, qdrant_servers = allowed(found[f"{RELEASE}-qdrant"], 6333)
+    assert components_of(qdrant_peer) == {"indexer"}
+    assert qdrant_servers == {
+        "podSelector": {
+            "matchLabels": {"app.kubernetes.io/name": "qdrant", "app.kubernetes.io/instance": RELEASE}
+        }
+    }
+    [minio_peer] = allowed(found[f"{RELEASE}-minio"], 9000)
+    assert components_of(minio_peer) == {"extractor", "detector", "embedder", "indexer"}
+    assert allowed(found[f"{RELEASE}-minio"], 9001) == []  # the console: port-forward only
+    [otel_peer] = allowed(found[f"{RELEASE}-otel-collector"], 4317)
+    assert components_of(otel_peer) == running
+
+    keda = render({"keda": {"enabled": True}})
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}} in allowed(
+        policies(keda)[f"{RELEASE}-nats"], 8222
+    )
+    # A disabled service is no peer; no clients configured: nobody outside may call.
+    closed = policies(render({"services": {"crawler": {"enabled": False}}, "networkPolicy": {"clients": []}}))
+    assert f"{RELEASE}-crawler" not in closed
+    assert allowed(closed[f"{RELEASE}-indexer"], "grpc") == []
+    assert components_of(allowed(closed[f"{RELEASE}-nats"], 4222)[0]) == {
+        "extractor",
+        "detector",
+        "embedder",
+        "indexer",
+    }
+
+
+def test_production_and_kind_network_policies(rendered) -> None:
+    production = policies(rendered["production"])
+    # External backends: only the services' own policies, clients from labelled namespaces.
+    assert set(production) == {f"{RELEASE}-default-deny", *(f"{RELEASE}-{c}" for c in COMPONENTS)}
+    assert allowed(production[f"{RELEASE}-indexer"], "grpc") == [
+        {"namespaceSelector": {"matchLabels": {"facepipe.io/client": "true"}}}
+    ]
+    assert components_of(allowed(production[f"{RELEASE}-node"], "grpc")[0]) == {"detector", "embedder"}
+    assert policies(rendered["kind"]) == {}  # the host calls kind's NodePorts
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,8 @@ NOT_RUN = {
     "Inference nodes": "servers in the foreground on other machines, one of them a GPU box",
     "Models": "`models pull` downloads packs from the internet (the pull tests use a local server)",
     "Deploy on kind": "needs docker, kind, kubectl and helm, and a cluster they start",
+    "TLS": "needs certificates from the reader's own CA; tests/integration/test_tls.py and "
+    "tests/e2e/test_tls_stack.py run the same settings with a throwaway CA",
 }
 
 

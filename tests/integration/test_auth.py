@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import nats
 import pytest
-from conftest import VENV_BIN, ServiceProcess, free_port, run_facepipe, wait_serving
+from conftest import SHARED_FACES, VENV_BIN, ServiceProcess, free_port, run_facepipe, wait_serving
 from google.protobuf import message_factory
 
 from facepipe import auth
@@ -52,6 +52,7 @@ OURS, THEIRS = "acme", "other"
 SHA = hashlib.sha256(b"no such image").hexdigest()
 OUR_OBJECT = ("raw-images", f"{OURS}/{SHA}.jpg")
 DIM = 128  # the bundled recognizer's
+PHOTO = (SHARED_FACES / "brad_pitt" / "brad_1.jpg").read_bytes()
 
 
 def all_methods() -> dict[str, object]:
@@ -75,6 +76,7 @@ class Deployment:
     keys: dict[tuple[str, str], str]  # (tenant, role) -> key
     env: dict[str, str]
     job_id: str = ""
+    optout_id: str = ""
 
     def key(self, tenant: str, role: str) -> str:
         return self.service_key if role == "service" else self.keys[(tenant, role)]
@@ -146,6 +148,16 @@ def deployment(tmp_path_factory, facepipe_home) -> Iterator[Deployment]:
             deployment.job_id = start(
                 crawler_pb2.StartCrawlRequest(seeds=["https://example.invalid/"], tenant_id=OURS), timeout=30
             ).job_id
+        # An opt-out of our tenant, for RemoveOptOut.
+        with channel(services["indexer"].addr, keys[(OURS, "admin")]) as ch:
+            optout = ch.unary_unary(
+                "/facepipe.v1.Indexer/OptOut",
+                request_serializer=indexer_pb2.OptOutRequest.SerializeToString,
+                response_deserializer=indexer_pb2.OptOutResponse.FromString,
+            )
+            deployment.optout_id = optout(
+                indexer_pb2.OptOutRequest(tenant_id=OURS, images=[PHOTO]), timeout=60
+            ).optout_id
         yield deployment
     finally:
         for sp in services.values():
@@ -167,6 +179,12 @@ REQUESTS: dict[str, Callable[[Deployment], object]] = {
     "/facepipe.v1.Indexer/DeleteFaces": lambda d: indexer_pb2.DeleteFacesRequest(
         tenant_id=OURS, image_sha256=SHA
     ),
+    "/facepipe.v1.Indexer/OptOut": lambda d: indexer_pb2.OptOutRequest(tenant_id=OURS, images=[PHOTO]),
+    "/facepipe.v1.Indexer/ListOptOuts": lambda d: indexer_pb2.ListOptOutsRequest(tenant_id=OURS),
+    "/facepipe.v1.Indexer/RemoveOptOut": lambda d: indexer_pb2.RemoveOptOutRequest(
+        tenant_id=OURS, optout_id=d.optout_id
+    ),
+    "/facepipe.v1.Indexer/ListAuditRecords": lambda d: indexer_pb2.ListAuditRecordsRequest(tenant_id=OURS),
     "/facepipe.v1.Extractor/Ingest": lambda d: pipeline_pb2.IngestRequest(
         tenant_id=OURS, bucket=OUR_OBJECT[0], key=OUR_OBJECT[1]
     ),
@@ -398,3 +416,40 @@ async def test_the_key_store_follows_changes_and_rereads_when_the_watch_stops(na
         await watched.stop()
     finally:
         await nc.close()
+
+
+def _audit_records(d: Deployment, key: str, tenant: str) -> list[indexer_pb2.AuditRecord]:
+    with channel(d.services["indexer"].addr, key) as ch:
+        read = ch.unary_unary(
+            "/facepipe.v1.Indexer/ListAuditRecords",
+            request_serializer=indexer_pb2.ListAuditRecordsRequest.SerializeToString,
+            response_deserializer=indexer_pb2.ListAuditRecordsResponse.FromString,
+        )
+        return list(
+            read(indexer_pb2.ListAuditRecordsRequest(tenant_id=tenant, limit=10000), timeout=30).records
+        )
+
+
+def test_refused_calls_of_audited_methods_are_recorded_with_their_key(deployment: Deployment) -> None:
+    d = deployment
+    tenant = "audit" + hashlib.sha256(os.urandom(8)).hexdigest()[:8]
+    erase = indexer_pb2.DeleteFacesRequest(tenant_id=tenant, all=True)
+    reader = d.key(auth.ANY_TENANT, "reader")
+    with channel(d.services["indexer"].addr, reader) as ch:
+        code, _ = _code_and_details(
+            lambda: ch.unary_unary(
+                "/facepipe.v1.Indexer/DeleteFaces",
+                request_serializer=indexer_pb2.DeleteFacesRequest.SerializeToString,
+                response_deserializer=indexer_pb2.DeleteFacesResponse.FromString,
+            )(erase, timeout=30)
+        )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    records = _audit_records(d, d.key(auth.ANY_TENANT, "admin"), tenant)
+    assert [(r.action, r.key_id, r.role, r.outcome) for r in records] == [
+        ("erase", auth.key_id_of(reader), "reader", "PERMISSION_DENIED")
+    ]
+    # Unauthenticated calls name no key and are not recorded.
+    assert call(d, "/facepipe.v1.Indexer/Search", None) == grpc.StatusCode.UNAUTHENTICATED
+    # (Key changes by the command line over NATS name no key either: they hold none.)
+    served = [r for r in _audit_records(d, d.key(auth.ANY_TENANT, "admin"), OURS) if r.service == "indexer"]
+    assert served and all(r.key_id for r in served)

@@ -54,6 +54,10 @@ def test_every_command_is_known() -> None:
         "keys revoke",
         "producer-url",
         "provision",
+        "audit",
+        "optout add",
+        "optout list",
+        "optout remove",
     }
 
 

@@ -35,6 +35,12 @@ SETTINGS_CLASSES = (
     CrawlConfig,
     ClientSettings,
 )
+# Every group of Settings, the listed ones and any added since.
+SETTINGS_CLASSES += tuple(
+    f.metadata["group"]
+    for f in dataclasses.fields(Settings)
+    if f.metadata.get("group") and f.metadata["group"] not in SETTINGS_CLASSES
+)
 
 
 def declared_variables() -> set[str]:

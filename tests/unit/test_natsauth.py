@@ -137,3 +137,13 @@ def test_serve_names_a_nats_user_without_its_password(tmp_path):
     assert result.stderr.strip().startswith(
         f"error: cannot read the NATS password file {tmp_path / 'absent'}"
     )
+
+
+def test_every_service_with_audited_methods_may_write_the_audit_log() -> None:
+    from facepipe.auth.access import audited_services
+
+    services = {full.rsplit(".", 1)[-1].lower() for full in audited_services()}
+    assert services == set(natsauth.AUDITING_SERVICES)
+    for user in natsauth.SERVICE_USERS:
+        publish = natsauth.permissions(user).publish
+        assert ("facepipe.audit.>" in publish) == (user in natsauth.AUDITING_SERVICES)

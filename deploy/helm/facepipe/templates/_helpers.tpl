@@ -54,7 +54,14 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- if .Values.external.nats.url }}
 {{- .Values.external.nats.url }}
 {{- else if .Values.nats.enabled }}
-{{- printf "nats://%s:4222" (include "facepipe.dependencyName" (dict "root" . "chart" "nats")) }}
+{{- $natsTls := not (empty (dig "tls" "secretName" "" .Values.nats)) }}
+{{- if and $natsTls (not .Values.tls.nats.enabled) }}
+{{- fail "nats.tls.secretName makes the bundled NATS serve TLS only: set tls.nats.enabled so that the services dial it with TLS" }}
+{{- end }}
+{{- if and .Values.tls.nats.enabled (not $natsTls) }}
+{{- fail "tls.nats.enabled: the bundled NATS serves plain; set nats.tls.secretName (or external.nats.url)" }}
+{{- end }}
+{{- printf "%s://%s:4222" (ternary "tls" "nats" $natsTls) (include "facepipe.dependencyName" (dict "root" . "chart" "nats")) }}
 {{- else }}
 {{- fail "NATS: set external.nats.url or nats.enabled=true" }}
 {{- end }}
@@ -171,4 +178,47 @@ forces. Returns YAML; callers use `fromYaml`. Takes (dict "root" $ "name" "detec
 {{- end }}
 {{- end }}
 {{- printf "%s:%s" $repo (.c.image.tag | default $root.Values.image.tag | default $root.Chart.AppVersion) }}
+{{- end }}
+
+{{/* Secret of the service credential. */}}
+{{- define "facepipe.serviceKeySecret" -}}
+{{- .Values.serviceKey.existingSecret | default (printf "%s-service-key" (include "facepipe.fullname" .)) }}
+{{- end }}
+
+{{/* Whether pods mount the TLS Secret: gRPC TLS, or NATS TLS. Takes the root context; "true" or "". */}}
+{{- define "facepipe.tlsMounted" -}}
+{{- if or .Values.tls.enabled .Values.tls.nats.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The kubernetes.io/tls Secret of one component. Takes (dict "root" $ "name" ... "c" ...). */}}
+{{- define "facepipe.tlsSecret" -}}
+{{- .c.tlsSecret | default .root.Values.tls.secretName | required (printf "tls: set tls.secretName (a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt) or services.%s.tlsSecret" .name) }}
+{{- end }}
+
+{{/* The components the release runs, as a YAML list of names. */}}
+{{- define "facepipe.components" -}}
+{{- $names := list }}
+{{- range $name, $_ := .Values.services }}
+{{- $c := include "facepipe.component" (dict "root" $ "name" $name) | fromYaml }}
+{{- if $c.enabled }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- if .Values.inferenceNodes.enabled }}
+{{- $names = append $names "node" }}
+{{- end }}
+{{- toYaml $names }}
+{{- end }}
+
+{{/* A NetworkPolicy peer: the pods of the given components. Takes (dict "root" $ "names" (list ...)). */}}
+{{- define "facepipe.componentPeer" -}}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/name: {{ include "facepipe.name" .root }}
+      app.kubernetes.io/instance: {{ .root.Release.Name }}
+    matchExpressions:
+      - key: app.kubernetes.io/component
+        operator: In
+        values:
+          {{- toYaml .names | nindent 10 }}
 {{- end }}

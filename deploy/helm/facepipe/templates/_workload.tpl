@@ -40,6 +40,24 @@ Services listen on loopback unless told otherwise; in a pod they must listen on 
 {{- if $c.persistence.enabled }}
 {{- $_ := set $env "FACEPIPE_HOME" "/var/lib/facepipe" }}
 {{- end }}
+{{- $_ := set $env "FACEPIPE_SERVICE_KEY_FILE" "/etc/facepipe/keys/service.key" }}
+{{- if $v.natsCredentials.existingSecret }}
+{{- /* The URL carries the component's NATS user: it comes from the Secret, not the ConfigMap. */}}
+{{- $_ := unset $env "FACEPIPE_NATS_URL" }}
+{{- end }}
+{{- if $v.tls.enabled }}
+{{- $_ := set $env "FACEPIPE_TLS_CERT" "/etc/facepipe/tls/tls.crt" }}
+{{- $_ := set $env "FACEPIPE_TLS_KEY" "/etc/facepipe/tls/tls.key" }}
+{{- $_ := set $env "FACEPIPE_TLS_CA" "/etc/facepipe/tls/ca.crt" }}
+{{- $_ := set $env "FACEPIPE_TLS_CLIENT_AUTH" $v.tls.clientAuth }}
+{{- end }}
+{{- if $v.tls.nats.enabled }}
+{{- $_ := set $env "FACEPIPE_NATS_TLS_CA" "/etc/facepipe/tls/ca.crt" }}
+{{- if $v.tls.nats.clientCertificate }}
+{{- $_ := set $env "FACEPIPE_NATS_TLS_CERT" "/etc/facepipe/tls/tls.crt" }}
+{{- $_ := set $env "FACEPIPE_NATS_TLS_KEY" "/etc/facepipe/tls/tls.key" }}
+{{- end }}
+{{- end }}
 {{- if and $v.inferenceNodes.enabled (has .name $v.inferenceNodes.clients) }}
 {{- $_ := set $env "FACEPIPE_INFERENCE_NODES" (include "facepipe.inferenceNodes" $root) }}
 {{- end }}
@@ -108,7 +126,9 @@ spec:
       port: {{ .c.port }}
       targetPort: grpc
       protocol: TCP
+      {{- if not .root.Values.tls.enabled }}
       appProtocol: kubernetes.io/h2c
+      {{- end }}
       {{- if and (eq .c.service.type "NodePort") .c.service.nodePort (ne .name "node") }}
       nodePort: {{ .c.service.nodePort }}
       {{- end }}
@@ -310,6 +330,11 @@ spec:
               valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
             - name: OTEL_RESOURCE_ATTRIBUTES
               value: k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)
+            {{- with $root.Values.natsCredentials.existingSecret }}
+            - name: FACEPIPE_NATS_URL
+              valueFrom:
+                secretKeyRef: {name: {{ . }}, key: {{ $.name }}}
+            {{- end }}
             {{- if $c.models }}
             # One ONNX Runtime thread per requested core (rounded up), not one per node CPU.
             - name: FACEPIPE_INTRA_OP_THREADS
@@ -340,6 +365,21 @@ spec:
               valueFrom:
                 secretKeyRef: {name: {{ $qdrantKey.name }}, key: {{ $qdrantKey.key }}}
             {{- end }}
+          {{- if $root.Values.tls.enabled }}
+          # Kubelet's gRPC probes cannot talk TLS: the plain HTTP port answers instead,
+          # /readyz once models are loaded and dependencies connected.
+          startupProbe:
+            httpGet:
+              path: /readyz
+              port: metrics
+            periodSeconds: 5
+            timeoutSeconds: {{ $c.probes.timeoutSeconds }}
+            failureThreshold: {{ $c.probes.startupFailureThreshold }}
+          livenessProbe:
+            httpGet:
+              path: /healthz
+              port: metrics
+          {{- else }}
           # SERVING on grpc.health.v1 once models are loaded and dependencies connected.
           startupProbe:
             grpc:
@@ -350,6 +390,7 @@ spec:
           livenessProbe:
             grpc:
               port: {{ $c.port }}
+          {{- end }}
             periodSeconds: {{ $c.probes.periodSeconds }}
             timeoutSeconds: {{ $c.probes.timeoutSeconds }}
             failureThreshold: {{ $c.probes.failureThreshold }}
@@ -368,6 +409,14 @@ spec:
           volumeMounts:
             - name: tmp
               mountPath: /tmp
+            - name: service-key
+              mountPath: /etc/facepipe/keys
+              readOnly: true
+            {{- if include "facepipe.tlsMounted" $root }}
+            - name: tls
+              mountPath: /etc/facepipe/tls
+              readOnly: true
+            {{- end }}
             {{- if and $c.models (ne $root.Values.models.source "image") }}
             - name: models
               mountPath: /opt/facepipe/models
@@ -390,6 +439,20 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: 1Gi
+        # Readable by the service's group only (fsGroup).
+        - name: service-key
+          secret:
+            secretName: {{ include "facepipe.serviceKeySecret" $root }}
+            defaultMode: 288  # 0440
+            items:
+              - key: {{ $root.Values.serviceKey.key }}
+                path: service.key
+        {{- if include "facepipe.tlsMounted" $root }}
+        - name: tls
+          secret:
+            secretName: {{ include "facepipe.tlsSecret" . }}
+            defaultMode: 288  # 0440
+        {{- end }}
         {{- if and $c.models (eq $root.Values.models.source "pull") }}
         - name: models
           emptyDir:

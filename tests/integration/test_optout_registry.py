@@ -1,0 +1,49 @@
+"""The opt-out registry on a real nats-server: what one process registers, another
+process's watched copy matches at once, per tenant, and forgets once removed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import numpy as np
+
+from facepipe.optout import OptOut, OptOutRegistry, new_id
+
+
+def unit(values: list[float]) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+async def eventually(condition, wait_s: float = 5.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_registered_people_are_matched_per_tenant_until_removed(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        writer = await OptOutRegistry.open(nc.jetstream())
+        watcher = await OptOutRegistry.open(nc.jetstream())
+        await watcher.start_watch()
+        person = unit([1.0, 0.2, 0.0, 0.0])
+        entry = OptOut(new_id(), "acme", [person.tolist()], "m.onnx", note="req-1")
+        await writer.add(entry)
+        close = unit([1.0, 0.25, 0.05, 0.0])
+        other = unit([0.0, 0.0, 1.0, 0.3])
+        await eventually(lambda: watcher.match("acme", close, 0.9, "m.onnx") == entry.optout_id)
+        assert watcher.match("acme", other, 0.9, "m.onnx") is None
+        assert watcher.match("other", close, 0.9, "m.onnx") is None  # another tenant
+        assert watcher.match("acme", close, 0.9, "another.onnx") is None  # another model's space
+        assert [e.optout_id for e in await writer.list("acme")] == [entry.optout_id]
+        assert await writer.list("other") == []
+        assert await writer.remove("acme", entry.optout_id)
+        assert not await writer.remove("acme", entry.optout_id)
+        await eventually(lambda: watcher.match("acme", close, 0.9, "m.onnx") is None)
+        await watcher.stop()
+    finally:
+        await nc.close()
