@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nats
 import pytest
-from conftest import SHARED_FACES, run_facepipe, stack_key
+from conftest import SHARED_FACES, run_facepipe, stack_key, stack_nats_url
 
 from facepipe import bus
 from facepipe.auth import key_id_of
@@ -128,7 +128,7 @@ def test_a_tenant_key_reads_only_its_own_tenants_records(stack) -> None:
 
 def test_the_audit_stream_refuses_deletes_and_purges(stack) -> None:
     async def attempt() -> tuple[list[str], int]:
-        nc = await nats.connect(stack["state"]["nats_url"])
+        nc = await nats.connect(stack_nats_url(stack))
         try:
             js = nc.jetstream()
             state = (await js.stream_info(bus.AUDIT_STREAM)).state
