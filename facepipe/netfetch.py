@@ -223,6 +223,20 @@ class GuardedClient:
         except NetGuardError as exc:
             raise refusal(url, exc) from exc
 
+    async def send(
+        self, method: str, url: str, headers: dict[str, str] | None = None, content: bytes | None = None
+    ) -> httpx.Response:
+        """Any request (a browser's, replayed), with the body left unread; like :meth:`open`,
+        the connection goes to a checked address of the host."""
+        try:
+            request = self.http.build_request(method, url, headers=headers, content=content)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise FetchError(url, "invalid_url", f"not a valid URL: {exc}") from exc
+        try:
+            return await self.http.send(request, stream=True)
+        except NetGuardError as exc:
+            raise refusal(url, exc) from exc
+
     async def open(self, url: str) -> httpx.Response:
         """GETs ``url`` with the body left unread; the caller closes the response.
         The connection goes to a checked address of the host (FetchError otherwise)."""

@@ -321,7 +321,7 @@ class _Crawl:
 
     async def _render(self, site: _Site, url: str) -> PageMine | None:
         if self.renderer is None:
-            self.renderer = Renderer(self.config, self.fetcher.check_target)
+            self.renderer = Renderer(self.config, self.fetcher.render_request)
         started = time.monotonic()
         try:
             # A render counts as one request to the site for politeness.

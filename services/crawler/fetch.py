@@ -23,7 +23,15 @@ from .politeness import HostScheduler
 from .urls import normalize_url, site_key
 
 # FetchError and REDIRECT_STATUSES are the crawler's too; the engine and the renderer import them here.
-__all__ = ["REDIRECT_STATUSES", "FetchError", "FetchResult", "Fetcher", "decode_html", "parse_retry_after"]
+__all__ = [
+    "REDIRECT_STATUSES",
+    "FetchError",
+    "FetchResult",
+    "Fetcher",
+    "RenderedResponse",
+    "decode_html",
+    "parse_retry_after",
+]
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # How long a host's address check is trusted.
@@ -120,6 +128,28 @@ def decode_html(body: bytes, header_charset: str | None = None) -> str:
         return body.decode("cp1252", errors="replace")
 
 
+@dataclass
+class RenderedResponse:
+    """A response handed back to the browser in place of its own request."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+# Hop-by-hop headers, and those httpx sets itself or that no longer fit the decoded body.
+_NOT_REPLAYED = frozenset({"host", "connection", "content-length", "transfer-encoding", "keep-alive"})
+_NOT_FULFILLED = frozenset({"content-encoding", "content-length", "transfer-encoding", "connection"})
+
+
+def _replayable(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _NOT_REPLAYED}
+
+
+def _fulfillable(headers: httpx.Headers) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _NOT_FULFILLED}
+
+
 class Fetcher:
     """GETs URLs under the crawl's guards; one per crawl."""
 
@@ -139,9 +169,17 @@ class Fetcher:
     async def aclose(self) -> None:
         await self.guarded.aclose()
 
-    async def check_target(self, url: str) -> None:
-        """Raises FetchError when ``url`` may not be fetched (private address, no DNS)."""
-        await self.guarded.check(url)
+    async def render_request(
+        self, method: str, url: str, headers: dict[str, str], content: bytes | None
+    ) -> RenderedResponse:
+        """One request of a page being rendered, sent through the pinned client (Chromium's
+        own DNS is never used), redirects not followed; the body is capped like HTML."""
+        response = await self.guarded.send(method, url, _replayable(headers), content)
+        try:
+            body = await read_capped(response, url, self.config.max_html_bytes)
+        finally:
+            await response.aclose()
+        return RenderedResponse(response.status_code, _fulfillable(response.headers), body)
 
     async def fetch(
         self,

@@ -15,7 +15,7 @@ from playwright.async_api import Error, async_playwright
 
 from facepipe.config import CrawlConfig
 
-from .fetch import REDIRECT_STATUSES
+from .fetch import REDIRECT_STATUSES, FetchError, RenderedResponse
 from .urls import normalize_url
 
 log = logging.getLogger("facepipe.crawler.render")
@@ -41,8 +41,9 @@ _SCROLL_STEP = """() => {
 }"""
 _SCROLL_PAUSE_MS = 120
 
-# Raises to refuse a URL (private address, unresolvable host).
-TargetCheck = Callable[[str], Awaitable[None]]
+# Sends one of the page's requests (method, URL, headers, body) through the crawler's
+# pinned client, redirects not followed; raises to refuse it (private address, no DNS).
+RenderRequest = Callable[[str, str, dict[str, str], bytes | None], Awaitable[RenderedResponse]]
 
 
 class RenderUnavailable(Exception):
@@ -58,9 +59,9 @@ class RenderResult:
 
 
 class Renderer:
-    def __init__(self, config: CrawlConfig, check_target: TargetCheck) -> None:
+    def __init__(self, config: CrawlConfig, request: RenderRequest) -> None:
         self.config = config
-        self.check_target = check_target
+        self.request = request
         self._playwright: Any = None
         self._browser: Any = None
         self._contexts: asyncio.Queue[Any] = asyncio.Queue()
@@ -148,30 +149,28 @@ class Renderer:
                 if response is None:
                     await route.abort("blockedbyclient")
                 else:
-                    await route.fulfill(response=response)
+                    await route.fulfill(status=response.status, headers=response.headers, body=response.body)
         except Exception as exc:  # the page may be closing; never leave a route hanging
             log.debug("render route %s failed: %s", request.url, exc)
             with contextlib.suppress(Exception):
                 await route.abort("failed")
 
-    async def _fetch_guarded(self, route: Any) -> Any:
-        """Fetches the routed request, following redirects by hand so every hop
-        passes the target check (Chromium follows redirects unseen otherwise)."""
+    async def _fetch_guarded(self, route: Any) -> RenderedResponse | None:
+        """Fetches the routed request through the crawler's pinned client, following
+        redirects by hand so every hop is checked: Chromium itself never connects or
+        resolves a name (it would follow redirects, and DNS answers, unseen)."""
         url = route.request.url
         method = route.request.method
+        headers = dict(route.request.headers)
+        body = route.request.post_data_buffer
         for _ in range(self.config.max_redirects + 1):
             try:
-                await self.check_target(url)
-            except Exception as exc:
+                async with asyncio.timeout(self.config.render_timeout):
+                    response = await self.request(method, url, headers, body)
+            except FetchError as exc:
                 log.info("render blocked %s: %s", url, exc)
                 return None
-            response = await route.fetch(
-                url=url,
-                method=method,
-                max_redirects=0,
-                timeout=self.config.render_timeout * 1000,
-            )
-            location = response.headers.get("location")
+            location = response.headers.get("location") or response.headers.get("Location")
             if response.status not in REDIRECT_STATUSES or not location:
                 return response
             target = normalize_url(location, url)
@@ -179,5 +178,5 @@ class Renderer:
                 return None
             url = target
             if response.status == 303:
-                method = "GET"
+                method, body = "GET", None
         return None

@@ -31,6 +31,7 @@ from facepipe.netfetch import FetchError, GuardedClient, PinnedAddresses, read_c
 from facepipe.netguard import IPAddress
 from facepipe_services.crawler.fetch import GUARD_TTL, Fetcher
 from facepipe_services.crawler.politeness import HostScheduler
+from facepipe_services.crawler.render import Renderer, RenderUnavailable
 from facepipe_services.extractor.fetch import ImageFetcher
 
 PUBLIC = ipaddress.IPv4Address("127.0.0.2")
@@ -194,6 +195,26 @@ async def test_the_crawlers_cached_verdict_lets_no_new_dns_answer_in(servers, re
     finally:
         await fetcher.aclose()
     assert first.body == second.body == b"<html>public</html>"
+    assert internal.hosts == [] and len(public.hosts) == 2
+
+
+async def test_a_rendered_page_is_fetched_through_the_pinned_client(servers, rebinding) -> None:
+    """Chromium never connects or resolves a name itself: every request of the page goes
+    through the crawler's pinned client (Chromium could not even resolve this name)."""
+    public, internal = servers
+    config = CrawlConfig(retries=0, render_mode="always", render_timeout=20.0)
+    fetcher = Fetcher(config, HostScheduler(2, 0.0))
+    renderer = Renderer(config, fetcher.render_request)
+    try:
+        first = await renderer.render(f"http://{NAME}:{public.port}/")
+        # DNS has turned to loopback since: the next page still goes to the checked address.
+        second = await renderer.render(f"http://{NAME}:{public.port}/other")
+    except RenderUnavailable as exc:
+        pytest.fail(f"Chromium is needed for this test: {exc}")
+    finally:
+        await renderer.aclose()
+        await fetcher.aclose()
+    assert "public" in first.html and "public" in second.html
     assert internal.hosts == [] and len(public.hosts) == 2
 
 
