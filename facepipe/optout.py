@@ -29,6 +29,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from facepipe import bus
+from facepipe.bus.kvwatch import mirror_kv
 from facepipe.config import Settings
 
 log = logging.getLogger("facepipe.optout")
@@ -156,30 +157,10 @@ class OptOutRegistry:
         await asyncio.wait_for(self._loaded.wait(), load_seconds)
 
     async def _watch(self) -> None:
-        while True:
-            watcher = None
-            try:
-                watcher = await self.kv.watchall()
-                async for update in watcher:
-                    if update is None:  # the initial values are in
-                        self._loaded.set()
-                        continue
-                    if update.operation in ("DEL", "PURGE") or not update.value:
-                        self._set(update.key, None)
-                        continue
-                    try:
-                        self._set(update.key, OptOut.from_bytes(update.value))
-                    except (ValueError, TypeError, KeyError):
-                        log.warning("unreadable opt-out", extra={"key": update.key})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - NATS away: keep the last copy, watch again
-                log.warning("opt-out watch failed; retrying", extra={"error": str(exc)})
-            finally:
-                if watcher is not None:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()
-            await asyncio.sleep(1.0)
+        await mirror_kv(self.kv, self._apply, self._loaded, "opt-out")
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        self._set(key, None if value is None else OptOut.from_bytes(value))
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -190,6 +190,13 @@ class Loaded(Generic[D]):
     def __init__(self) -> None:
         self.value: D | None = None
 
+    async def require(self, context: Any, still: str) -> D:
+        """The dependencies, or the call ends UNAVAILABLE saying what is ``still`` going on."""
+        if self.value is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, still)
+        assert self.value is not None  # abort raises
+        return self.value
+
 
 def decode_as(message_type: type[Message]) -> Callable[[Msg], Any]:
     def decode(msg: Msg) -> Any:

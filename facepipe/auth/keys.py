@@ -25,6 +25,8 @@ from nats.js import api as js_api
 from nats.js.errors import BadRequestError, KeyDeletedError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from facepipe.bus.kvwatch import mirror_kv
+
 log = logging.getLogger("facepipe.auth")
 
 KEYS_KV = "facepipe-keys"
@@ -192,30 +194,13 @@ class KeyStore:
                 log.warning("key re-read failed", extra={"error": str(exc)})
 
     async def _watch(self) -> None:
-        while True:
-            watcher = None
-            try:
-                watcher = await self.kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # the initial values are in
-                        self._loaded.set()
-                        continue
-                    if entry.operation in ("DEL", "PURGE") or not entry.value:
-                        self.records.pop(entry.key, None)
-                        continue
-                    try:
-                        self.records[entry.key] = KeyRecord.from_bytes(entry.value)
-                    except (ValueError, TypeError, KeyError):
-                        log.warning("unreadable key record", extra={"key_id": entry.key})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - NATS away: keep the last copy, watch again
-                log.warning("key watch failed; retrying", extra={"error": str(exc)})
-            finally:
-                if watcher is not None:
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()
-            await asyncio.sleep(1.0)
+        await mirror_kv(self.kv, self._apply, self._loaded, "key record")
+
+    def _apply(self, key_id: str, value: bytes | None) -> None:
+        if value is None:
+            self.records.pop(key_id, None)
+        else:
+            self.records[key_id] = KeyRecord.from_bytes(value)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -91,10 +91,7 @@ class CrawlerServicer(crawler_pb2_grpc.CrawlerServicer):
         return crawler_pb2.CancelCrawlResponse(job_id=record.job_id, status=STATUS_TO_PROTO[record.status])
 
     async def _deps(self, context) -> CrawlerDeps:
-        deps = self.loaded.value
-        if deps is None:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the crawler is still starting")
-        return deps
+        return await self.loaded.require(context, "the crawler is still starting")
 
 
 def register(server: grpc.aio.Server, loaded: Loaded[CrawlerDeps]) -> list[str]:

@@ -42,10 +42,7 @@ class DetectorServicer(detector_pb2_grpc.DetectorServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
     async def _deps(self, context) -> DetectorDeps:
-        deps = self.loaded.value
-        if deps is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading")
-        return deps
+        return await self.loaded.require(context, "models are still loading")
 
 
 def register(server: grpc.aio.Server, loaded: Loaded[DetectorDeps]) -> list[str]:

@@ -30,9 +30,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     async def EmbedBatch(
         self, request: embedder_pb2.EmbedBatchRequest, context
     ) -> embedder_pb2.EmbedBatchResponse:
-        deps = self.loaded.value
-        if deps is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "models are still loading")
+        deps = await self.loaded.require(context, "models are still loading")
         if len(request.inputs) > MAX_INPUTS_PER_BATCH:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_INPUTS_PER_BATCH} inputs per batch"

@@ -18,9 +18,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         self.loaded = loaded
 
     async def Ingest(self, request: pipeline_pb2.IngestRequest, context) -> extractor_pb2.IngestResponse:
-        deps = self.loaded.value
-        if deps is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the extractor is still starting")
+        deps = await self.loaded.require(context, "the extractor is still starting")
         if not deps.output.connected:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no NATS configured (FACEPIPE_NATS_URL)")
         try:

@@ -253,10 +253,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         return indexer_pb2.ListAuditRecordsResponse(records=[_audit_proto(r) for r in records])
 
     async def _deps(self, context) -> IndexerDeps:
-        deps = self.loaded.value
-        if deps is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the index is still loading")
-        return deps
+        return await self.loaded.require(context, "the index is still loading")
 
 
 def register(server: grpc.aio.Server, loaded: Loaded[IndexerDeps]) -> list[str]:
