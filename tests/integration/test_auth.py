@@ -34,6 +34,7 @@ from facepipe.v1 import (
     embedder_pb2,
     extractor_pb2,
     indexer_pb2,
+    indexer_pb2_grpc,
     inference_pb2,
     pipeline_pb2,
 )
@@ -453,3 +454,55 @@ def test_refused_calls_of_audited_methods_are_recorded_with_their_key(deployment
     # (Key changes by the command line over NATS name no key either: they hold none.)
     served = [r for r in _audit_records(d, d.key(auth.ANY_TENANT, "admin"), OURS) if r.service == "indexer"]
     assert served and all(r.key_id for r in served)
+
+
+# -- bad input to the indexer methods added with keys, audit and opt-out: the message matters --
+NOT_A_FACE = (SHARED_FACES.parent / "eval" / "CALIBRATION.md").read_bytes()
+BAD_INDEXER_INPUT = [
+    (
+        "ListFaces",
+        lambda: indexer_pb2.ListFacesRequest(tenant_id=OURS, page_size=5000),
+        "page_size must be between 1 and 1000, got 5000",
+    ),
+    (
+        "ListFaces",
+        lambda: indexer_pb2.ListFacesRequest(tenant_id=OURS, page_token="x" * 500),
+        "is not one this service gave",
+    ),
+    (
+        "Search",
+        lambda: indexer_pb2.SearchRequest(tenant_id=OURS, image=PHOTO, query_face_index=7),
+        "query_face_index 7 is out of range: the image has 1 face(s)",
+    ),
+    ("OptOut", lambda: indexer_pb2.OptOutRequest(tenant_id=OURS), "give at least one photo of the person"),
+    (
+        "OptOut",
+        lambda: indexer_pb2.OptOutRequest(tenant_id=OURS, images=[NOT_A_FACE]),
+        "cannot use photo 1",
+    ),
+    (
+        "RemoveOptOut",
+        lambda: indexer_pb2.RemoveOptOutRequest(tenant_id=OURS, optout_id="not-an-id"),
+        "optout_id 'not-an-id' is not 16 hex digits",
+    ),
+    (
+        "ListAuditRecords",
+        lambda: indexer_pb2.ListAuditRecordsRequest(tenant_id=OURS, limit=20000),
+        "limit must be between 1 and 10000, got 20000",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "request_of", "message"),
+    BAD_INDEXER_INPUT,
+    ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(BAD_INDEXER_INPUT)],
+)
+def test_bad_indexer_input_is_invalid_argument_with_a_message(
+    deployment: Deployment, method: str, request_of: Callable, message: str
+) -> None:
+    with channel(deployment.services["indexer"].addr, deployment.key(OURS, "admin")) as ch:
+        stub = indexer_pb2_grpc.IndexerStub(ch)
+        code, details = _code_and_details(lambda: getattr(stub, method)(request_of(), timeout=60))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
+    assert message in details, details
