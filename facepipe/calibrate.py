@@ -1,15 +1,37 @@
-"""Calibrates a model pack's search threshold on the calibration identities.
+"""Calibrates a model pack's thresholds on the calibration identities.
 
-``python -m facepipe.calibrate --models DIR`` embeds only the calibration split
-(every photo under ``--faces``, one folder per identity, and the named
-pre-aligned 112x112 identities under ``--eval-faces``), scores every pair of
-faces by cosine similarity, and picks the search minimum score as the lowest
-threshold at which at most ``--target-fmr`` of the impostor pairs (two different
-people) score at or above it. ``--write`` stores the result in
-``facepipe/models/thresholds.json`` under the recognizer file's sha256, from
-where ``facepipe models install``/``pull`` copy it into the pack's ``pack.json``.
+``python -m facepipe.calibrate --pack NAME`` (or ``--models DIR``) embeds only the
+calibration split: every photo under ``--faces`` (one folder per identity, the
+largest face of each) and the named pre-aligned identities under
+``--eval-faces``. Held-out identities are never read; the split is named in
+``CALIBRATION.md``. From those faces it derives three thresholds:
 
-Held-out identities are never read: the split is named in ``CALIBRATION.md``.
+``search_min_score``
+    Cosine similarity below which a search hit is dropped: the lowest threshold
+    at which at most ``--search-fmr`` of the impostor pairs (two different
+    people) score at or above it.
+``same_person_min_score``
+    Cosine similarity at or above which ``facepipe verify`` (and recognition)
+    call two faces the same person, picked by the same rule with
+    ``--same-person-fmr``. A false-match-rate target rather than the
+    best balanced-accuracy threshold, because "same person" is a claim made
+    without a human looking, so it must be at least as strict as a search hit
+    (which a person reviews), and the best balanced-accuracy threshold on this
+    split lets several percent of the pairs of strangers through (6.7% for
+    MobileFaceNet). Both targets default to
+    1e-3, the operating point verification accuracy is reported at (TAR at FAR
+    1e-3), so today the two scores are equal; they are separate keys so that one
+    can move without the other.
+``persons_cluster_distance``
+    Cosine distance (1 - similarity) at which average-linkage clustering of
+    the faces is cut into persons: the cut that maximises BCubed F1 against the
+    true identities, in the middle of the range of distances that give that
+    clustering.
+
+``--write`` stores the result in ``facepipe/models/thresholds.json`` under the
+recognizer file's sha256, from where ``facepipe models install``/``pull`` copy it
+into a pack's ``pack.json``; the calibrated pack's own ``pack.json`` is updated at
+once.
 """
 
 from __future__ import annotations
@@ -23,7 +45,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facepipe.models.registry import THRESHOLDS_FILE, load_pack, sha256_file
+from facepipe.models.registry import (
+    THRESHOLDS_FILE,
+    PackError,
+    load_pack,
+    refresh_manifest_thresholds,
+    sha256_file,
+)
 
 # The Glint identities of the calibration split (CALIBRATION.md); the rest are held out.
 CALIBRATION_GLINT = (
@@ -40,51 +68,214 @@ CALIBRATION_GLINT = (
 )
 DEFAULT_TARGET_FMR = 1e-3
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+# Thresholds are stored to this many decimals (rounded in the strict direction).
+DECIMALS = 3
+
+
+@dataclass(frozen=True)
+class FmrThreshold:
+    """A similarity threshold chosen for a target false-match rate, with what it measured."""
+
+    score: float
+    target_fmr: float
+    fmr: float  # impostor pairs at or above the threshold, as a fraction
+    fnmr: float  # genuine pairs below the threshold, as a fraction
+
+    def as_dict(self) -> dict:
+        return {"target_fmr": self.target_fmr, "fmr": round(self.fmr, 6), "fnmr": round(self.fnmr, 4)}
+
+
+@dataclass(frozen=True)
+class ClusterCut:
+    """The average-linkage cut distance with the best BCubed F1, and its scores."""
+
+    distance: float
+    bcubed_f1: float
+    bcubed_precision: float
+    bcubed_recall: float
+    clusters: int
+
+    def as_dict(self) -> dict:
+        return {
+            "bcubed_f1": round(self.bcubed_f1, 4),
+            "bcubed_precision": round(self.bcubed_precision, 4),
+            "bcubed_recall": round(self.bcubed_recall, 4),
+            "clusters": self.clusters,
+        }
 
 
 @dataclass(frozen=True)
 class Calibration:
-    search_min_score: float
-    target_fmr: float
-    fmr: float  # impostor pairs at or above the threshold, as a fraction
-    fnmr: float  # genuine pairs below the threshold, as a fraction
+    search: FmrThreshold
+    same_person: FmrThreshold
+    persons: ClusterCut
     genuine_pairs: int
     impostor_pairs: int
     faces: int
     identities: int
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The values a pack's ``thresholds`` holds."""
+        return {
+            "search_min_score": self.search.score,
+            "same_person_min_score": self.same_person.score,
+            "persons_cluster_distance": self.persons.distance,
+        }
+
     def as_dict(self) -> dict:
         return {
-            "search_min_score": self.search_min_score,
-            "target_fmr": self.target_fmr,
-            "fmr": round(self.fmr, 6),
-            "fnmr": round(self.fnmr, 4),
-            "genuine_pairs": self.genuine_pairs,
-            "impostor_pairs": self.impostor_pairs,
-            "faces": self.faces,
-            "identities": self.identities,
+            **self.thresholds,
+            "measured": {
+                "faces": self.faces,
+                "identities": self.identities,
+                "genuine_pairs": self.genuine_pairs,
+                "impostor_pairs": self.impostor_pairs,
+                "search_min_score": self.search.as_dict(),
+                "same_person_min_score": self.same_person.as_dict(),
+                "persons_cluster_distance": self.persons.as_dict(),
+            },
         }
 
 
-def pick_threshold(embeddings: np.ndarray, labels: list[str], target_fmr: float) -> Calibration:
-    """The lowest score (rounded up to 3 decimals) whose impostor match rate is at most ``target_fmr``."""
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    sims = unit @ unit.T
+def _unit(embeddings: np.ndarray) -> np.ndarray:
+    return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+
+
+def pair_scores(embeddings: np.ndarray, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities of every pair of faces: (genuine, impostor)."""
+    unit = _unit(np.asarray(embeddings, np.float64))
     upper = np.triu_indices(len(labels), k=1)
     names = np.asarray(labels)
     same = names[upper[0]] == names[upper[1]]
-    scores = sims[upper]
-    genuine, impostor = scores[same], np.sort(scores[~same])[::-1]
+    scores = (unit @ unit.T)[upper]
+    return scores[same], scores[~same]
+
+
+def threshold_at_fmr(genuine: np.ndarray, impostor: np.ndarray, target_fmr: float) -> FmrThreshold:
+    """The lowest score (rounded up to ``DECIMALS``) at which at most ``target_fmr`` of the
+    impostor pairs score at or above it."""
     if genuine.size == 0 or impostor.size == 0:
         raise ValueError("need at least two identities, one of them with two faces")
-    allowed = int(np.floor(target_fmr * impostor.size))  # impostor pairs that may score above
-    # Just above the (allowed+1)-th highest impostor score.
-    threshold = round(float(np.ceil((impostor[allowed] + 1e-6) * 1000) / 1000), 3)
-    return Calibration(
-        search_min_score=threshold,
+    descending = np.sort(impostor)[::-1]
+    allowed = int(np.floor(target_fmr * descending.size))  # impostor pairs that may score above
+    step = 10.0**DECIMALS
+    if allowed >= descending.size:
+        score = -1.0
+    else:
+        # Just above the (allowed+1)-th highest impostor score.
+        score = round(float(np.ceil((descending[allowed] + 1e-6) * step) / step), DECIMALS)
+    return FmrThreshold(
+        score=score,
         target_fmr=target_fmr,
-        fmr=float(np.mean(impostor >= threshold)),
-        fnmr=float(np.mean(genuine < threshold)),
+        fmr=float(np.mean(impostor >= score)),
+        fnmr=float(np.mean(genuine < score)),
+    )
+
+
+def average_linkage(distances: np.ndarray) -> list[tuple[int, int, float]]:
+    """Agglomerative clustering with average linkage (UPGMA) over a square distance matrix.
+
+    Returns the n-1 merges in order as (kept, absorbed, height): cluster ``absorbed``
+    (named by an item index) joins ``kept`` at average distance ``height``. Heights never
+    decrease, so cutting at distance d keeps exactly the merges with height <= d."""
+    n = len(distances)
+    dist = np.array(distances, np.float64, copy=True)
+    np.fill_diagonal(dist, np.inf)
+    sizes = np.ones(n)
+    merges: list[tuple[int, int, float]] = []
+    for _ in range(n - 1):
+        flat = int(np.argmin(dist))
+        a, b = divmod(flat, n)
+        kept, absorbed = min(a, b), max(a, b)
+        height = float(dist[kept, absorbed])
+        # Lance-Williams update for the average distance to the merged cluster.
+        merged = (sizes[kept] * dist[kept] + sizes[absorbed] * dist[absorbed]) / (
+            sizes[kept] + sizes[absorbed]
+        )
+        dist[kept], dist[:, kept] = merged, merged
+        dist[absorbed], dist[:, absorbed] = np.inf, np.inf
+        dist[kept, kept] = np.inf
+        sizes[kept] += sizes[absorbed]
+        merges.append((kept, absorbed, height))
+    return merges
+
+
+def clusters_after(n: int, merges: list[tuple[int, int, float]], count: int) -> np.ndarray:
+    """Cluster ids of ``n`` items after the first ``count`` merges."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for kept, absorbed, _ in merges[:count]:
+        parent[root(absorbed)] = root(kept)
+    return np.array([root(i) for i in range(n)])
+
+
+def bcubed(clusters: np.ndarray, labels: list[str]) -> tuple[float, float, float]:
+    """BCubed (precision, recall, F1) of a clustering against the true labels."""
+    names = np.asarray(labels)
+    same_cluster = clusters[:, None] == clusters[None, :]
+    same_label = names[:, None] == names[None, :]
+    both = (same_cluster & same_label).sum(axis=1)
+    precision = float(np.mean(both / same_cluster.sum(axis=1)))
+    recall = float(np.mean(both / same_label.sum(axis=1)))
+    return precision, recall, 2 * precision * recall / (precision + recall)
+
+
+def best_cluster_cut(embeddings: np.ndarray, labels: list[str]) -> ClusterCut:
+    """The average-linkage cut distance that maximises BCubed F1.
+
+    Each clustering the dendrogram can give holds for a range of cut distances, from the
+    height of its last merge up to (not including) the next; the cut is put in the middle
+    of the best clustering's range, rounded to ``DECIMALS`` when that stays inside it."""
+    unit = _unit(np.asarray(embeddings, np.float64))
+    n = len(labels)
+    if n < 2:
+        raise ValueError("need at least two faces to cluster")
+    merges = average_linkage(np.clip(1.0 - unit @ unit.T, 0.0, 2.0))
+    heights = [0.0] + [h for _, _, h in merges] + [2.0]
+    best: tuple[float, int] | None = None
+    for count in range(n):
+        low, high = heights[count], heights[count + 1]
+        if high <= low:
+            continue  # no cut distance gives exactly this many merges
+        f1 = bcubed(clusters_after(n, merges, count), labels)[2]
+        if best is None or f1 > best[0]:
+            best = (f1, count)
+    assert best is not None  # the count n-1 always has a range: 2.0 > every height
+    count = best[1]
+    low, high = heights[count], heights[count + 1]
+    middle = (low + high) / 2
+    rounded = round(middle, DECIMALS)
+    distance = rounded if low <= rounded < high else middle
+    clusters = clusters_after(n, merges, count)
+    precision, recall, f1 = bcubed(clusters, labels)
+    return ClusterCut(
+        distance=distance,
+        bcubed_f1=f1,
+        bcubed_precision=precision,
+        bcubed_recall=recall,
+        clusters=len(set(clusters.tolist())),
+    )
+
+
+def pick_thresholds(
+    embeddings: np.ndarray,
+    labels: list[str],
+    search_fmr: float = DEFAULT_TARGET_FMR,
+    same_person_fmr: float = DEFAULT_TARGET_FMR,
+) -> Calibration:
+    """Every threshold from labelled embeddings of the calibration faces."""
+    genuine, impostor = pair_scores(embeddings, labels)
+    return Calibration(
+        search=threshold_at_fmr(genuine, impostor, search_fmr),
+        same_person=threshold_at_fmr(genuine, impostor, same_person_fmr),
+        persons=best_cluster_cut(embeddings, labels),
         genuine_pairs=int(genuine.size),
         impostor_pairs=int(impostor.size),
         faces=len(labels),
@@ -93,11 +284,14 @@ def pick_threshold(embeddings: np.ndarray, labels: list[str], target_fmr: float)
 
 
 def calibration_files(faces_dir: Path, eval_faces_dir: Path) -> tuple[list[Path], list[Path]]:
-    """The calibration split: photos (one folder per identity) and the named pre-aligned crops."""
+    """The calibration split: photos (one folder per identity) and the named pre-aligned crops.
+    Only the named identity folders of ``eval_faces_dir`` are listed."""
 
     def photos(folder: Path) -> list[Path]:
         return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
 
+    if not faces_dir.is_dir():
+        raise FileNotFoundError(f"no calibration photos at {faces_dir}")
     full = [p for identity in sorted(faces_dir.iterdir()) if identity.is_dir() for p in photos(identity)]
     crops: list[Path] = []
     for name in CALIBRATION_GLINT:
@@ -134,7 +328,9 @@ async def _embed(models: Path, photos: list[Path], crops: list[Path]) -> tuple[n
         size = engine.embedder.size
         aligned = []
         for crop in crops:
-            bgr = cv2.imread(str(crop), cv2.IMREAD_COLOR)
+            # Read through Python (not cv2.imread) so that every file opened is on record.
+            data = np.frombuffer(await asyncio.to_thread(crop.read_bytes), np.uint8)
+            bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
             if bgr is None:
                 raise ValueError(f"cannot read {crop}")
             # Pre-aligned crops are only resized when the recognizer wants another size.
@@ -146,44 +342,94 @@ async def _embed(models: Path, photos: list[Path], crops: list[Path]) -> tuple[n
     return np.stack(vectors), labels
 
 
-def calibrate(models: Path, faces_dir: Path, eval_faces_dir: Path, target_fmr: float) -> Calibration:
+def calibrate(
+    models: Path,
+    faces_dir: Path,
+    eval_faces_dir: Path,
+    search_fmr: float = DEFAULT_TARGET_FMR,
+    same_person_fmr: float = DEFAULT_TARGET_FMR,
+) -> Calibration:
     photos, crops = calibration_files(faces_dir, eval_faces_dir)
     embeddings, labels = asyncio.run(_embed(models, photos, crops))
-    return pick_threshold(embeddings, labels, target_fmr)
+    return pick_thresholds(embeddings, labels, search_fmr, same_person_fmr)
 
 
-def write_threshold(recognizer: Path, result: Calibration, table: Path = THRESHOLDS_FILE) -> None:
+def write_thresholds(recognizer: Path, result: Calibration, table: Path | None = None) -> None:
     """Records the result under the recognizer file's sha256 in the project's table."""
+    table = table or THRESHOLDS_FILE
     known = json.loads(table.read_text()) if table.is_file() else {}
     known[sha256_file(recognizer)] = {"recognizer": recognizer.name, **result.as_dict()}
     table.write_text(json.dumps(dict(sorted(known.items())), indent=2) + "\n")
 
 
+def _fmr(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m facepipe.calibrate", description=__doc__.split("\n\n")[0]
+        prog="python -m facepipe.calibrate",
+        description=__doc__.split("\n\n")[0],
+        epilog="example:\n  python -m facepipe.calibrate --pack opencv --write",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--models", required=True, help="model pack directory (or a folder of ONNX files)")
-    parser.add_argument("--faces", default="../shared/faces", help="one folder of photos per identity")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--pack", help="installed pack name, under $FACEPIPE_HOME/models/")
+    which.add_argument("--models", help="model pack directory (or a folder of ONNX files)")
     parser.add_argument(
-        "--eval-faces", default="../shared/eval/faces", help="folder holding the Glint identity folders"
+        "--faces", default="../shared/faces", help="one folder of photos per identity (default: %(default)s)"
     )
     parser.add_argument(
+        "--eval-faces",
+        default="../shared/eval/faces",
+        help="folder holding the Glint identity folders (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--search-fmr",
         "--target-fmr",
-        type=float,
+        dest="search_fmr",
+        type=_fmr,
         default=DEFAULT_TARGET_FMR,
-        help="highest share of impostor pairs allowed at or above the threshold (default: %(default)s)",
+        help="search_min_score: highest share of impostor pairs allowed at or above it (default: %(default)s)",
     )
     parser.add_argument(
-        "--write", action="store_true", help=f"record the threshold in {THRESHOLDS_FILE.name}"
+        "--same-person-fmr",
+        type=_fmr,
+        default=DEFAULT_TARGET_FMR,
+        help="same_person_min_score: highest share of impostor pairs allowed at or above it "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help=f"record the thresholds in {THRESHOLDS_FILE.name} and in the pack's pack.json",
     )
     args = parser.parse_args(argv)
-    models = Path(args.models).expanduser()
-    pack = load_pack(models)
-    result = calibrate(models, Path(args.faces), Path(args.eval_faces), args.target_fmr)
+    if args.pack:
+        from facepipe.config import Settings
+
+        models = Settings.from_env("calibrate").home / "models" / args.pack
+    else:
+        models = Path(args.models).expanduser()
+    try:
+        pack = load_pack(models)
+        result = calibrate(
+            models, Path(args.faces), Path(args.eval_faces), args.search_fmr, args.same_person_fmr
+        )
+    except (PackError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps({"recognizer": pack.recognizer.name, **result.as_dict()}, indent=2))
     if args.write:
-        write_threshold(pack.recognizer, result)
+        write_thresholds(pack.recognizer, result)
+        if refresh_manifest_thresholds(models):
+            print(f"updated {models / 'pack.json'}", file=sys.stderr)
     return 0
 
 

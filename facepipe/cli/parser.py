@@ -34,6 +34,7 @@ from facepipe.cli.stack_cmds import (
     cmd_up,
     installed_services,
 )
+from facepipe.cli.verify_cmds import cmd_verify
 from facepipe.config import DEFAULT_PORTS
 from facepipe.echo import echo
 
@@ -115,6 +116,17 @@ def unit_float(value: str) -> float:
         raise argparse.ArgumentTypeError(f"{echo(value)} is not a number") from None
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return number
+
+
+def cosine(value: str) -> float:
+    """A cosine similarity option, in [-1, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{echo(value)} is not a number") from None
+    if not -1.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between -1 and 1")
     return number
 
 
@@ -211,6 +223,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--include-rejected", action="store_true", help="also list faces that fail quality checks")
     _timeout(p, 60.0, "the detector")
+
+    p = _command(
+        sub,
+        "verify",
+        "say whether two images show the same person, with the model pack in-process: the cosine "
+        "similarity of their faces against the pack's calibrated same_person_min_score. In an "
+        "image with several faces the one nearest the centre is compared. Exit status 0 when "
+        "compared (the verdict is in the output), 1 for a failure, 2 for a usage mistake, "
+        "3 when an image has no face",
+        "facepipe verify id-photo.jpg selfie.jpg --json\n"
+        "facepipe verify --pairs pairs.tsv --json   # one JSON line per pair",
+        cmd_verify,
+    )
+    p.add_argument(
+        "images", nargs="*", metavar="IMAGE", help="the two image files ('-' reads one from stdin)"
+    )
+    p.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help="compare many pairs, embedding each image once: FILE has two image paths a line "
+        "(tab-separated when a path holds spaces; relative to FILE's folder; '-' reads stdin); "
+        "with --json one JSON object a line, in FILE's order (default: the two IMAGEs)",
+    )
+    p.add_argument(
+        "--aligned",
+        action="store_true",
+        help="the images are face crops already aligned for the recognizer (square; resized to its "
+        "input side, e.g. 112): no detection",
+    )
+    p.add_argument(
+        "--threshold",
+        type=cosine,
+        help="similarity at or above which it is the same person, -1 to 1 "
+        "(default: the model pack's calibrated same_person_min_score)",
+    )
+    _json(p)
 
     p = _command(
         sub,

@@ -23,6 +23,8 @@ log = logging.getLogger("facepipe.models")
 MANIFEST = "pack.json"
 # Calibrated thresholds per recognizer file, keyed by its sha256 (python -m facepipe.calibrate --write).
 THRESHOLDS_FILE = Path(__file__).with_name("thresholds.json")
+# The keys of a pack's "thresholds": cosine similarities, except the clustering's cosine distance.
+THRESHOLD_KEYS = ("search_min_score", "same_person_min_score", "persons_cluster_distance")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,23 @@ def known_thresholds(recognizer_sha256: str) -> dict[str, float]:
     if not THRESHOLDS_FILE.is_file():
         return {}
     entry = json.loads(THRESHOLDS_FILE.read_text()).get(recognizer_sha256) or {}
-    return {"search_min_score": float(entry["search_min_score"])} if "search_min_score" in entry else {}
+    return {key: float(entry[key]) for key in THRESHOLD_KEYS if isinstance(entry.get(key), int | float)}
+
+
+def refresh_manifest_thresholds(directory: Path) -> bool:
+    """Copies the recognizer's calibrated thresholds into an installed pack's manifest.
+    False when ``directory`` holds no manifest (a plain folder of ONNX files)."""
+    manifest_path = Path(directory) / MANIFEST
+    if not manifest_path.is_file():
+        return False
+    manifest = json.loads(manifest_path.read_text())
+    thresholds = known_thresholds(sha256_file(Path(directory) / manifest["recognizer"]))
+    if thresholds:
+        manifest["thresholds"] = thresholds
+    else:
+        manifest.pop("thresholds", None)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return True
 
 
 def pack_thresholds(directory: Path) -> dict[str, float]:

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import SHARED_FACES, SHARED_MODELS, insightface_sample, run_facepipe, stack_nats_url
+from conftest import SHARED_FACES, insightface_sample, run_facepipe, stack_nats_url
 from PIL import Image
 
 from facepipe.client import IngestSummary, progress_bar
@@ -49,59 +48,6 @@ def test_site_forms_accept_host_host_port_and_url() -> None:
     assert site_forms("www.Example.org:8080") == (["example.org:8080", "www.Example.org:8080"], "")
     assert site_forms("https://www.example.org/gallery?x=1")[0][0] == "example.org"
     assert site_forms("http://127.0.0.1:8123/")[0] == ["127.0.0.1:8123", "http://127.0.0.1:8123/"]
-
-
-def test_threshold_meets_the_target_false_match_rate() -> None:
-    from facepipe.calibrate import pick_threshold
-
-    rng = np.random.default_rng(7)
-    centres = rng.normal(size=(12, 64))
-    vectors, labels = [], []
-    for i, c in enumerate(centres):
-        for _ in range(6):
-            vectors.append(c + rng.normal(scale=0.8, size=64))
-            labels.append(f"id{i}")
-    result = pick_threshold(np.stack(vectors), labels, 0.01)
-    # Counted pair by pair, independently of the vectorised code.
-    unit = [v / np.linalg.norm(v) for v in vectors]
-    impostor = genuine = false_match = false_non_match = 0
-    for i in range(len(unit)):
-        for j in range(i + 1, len(unit)):
-            score = float(unit[i] @ unit[j])
-            if labels[i] == labels[j]:
-                genuine += 1
-                false_non_match += score < result.search_min_score
-            else:
-                impostor += 1
-                false_match += score >= result.search_min_score
-    assert (result.genuine_pairs, result.impostor_pairs) == (genuine, impostor)
-    assert false_match / impostor <= 0.01
-    assert result.fmr == pytest.approx(false_match / impostor)
-    assert result.fnmr == pytest.approx(false_non_match / genuine)
-    # The lowest such threshold (to 3 decimals): one step lower lets more impostors through.
-    lower = result.search_min_score - 0.001
-    assert (
-        sum(
-            float(unit[i] @ unit[j]) >= lower
-            for i in range(len(unit))
-            for j in range(i + 1, len(unit))
-            if labels[i] != labels[j]
-        )
-        / impostor
-        > 0.01
-        or result.search_min_score <= -1.0
-    )
-
-
-def test_installed_pack_records_the_calibrated_threshold(facepipe_home) -> None:
-    from facepipe.models.registry import THRESHOLDS_FILE, pack_thresholds, sha256_file
-
-    table = json.loads(THRESHOLDS_FILE.read_text())
-    manifest = json.loads((facepipe_home / "models" / "local" / "pack.json").read_text())
-    entry = table[sha256_file(SHARED_MODELS / manifest["recognizer"])]
-    assert manifest["thresholds"] == {"search_min_score": entry["search_min_score"]}
-    assert pack_thresholds(facepipe_home / "models" / "local") == manifest["thresholds"]
-    assert 0.0 < entry["search_min_score"] < 1.0 and entry["fmr"] <= entry["target_fmr"]
 
 
 def test_summary_counts_each_image_once() -> None:
