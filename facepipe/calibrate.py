@@ -1,6 +1,7 @@
 """Calibrates a model pack's thresholds on the calibration identities.
 
-``python -m facepipe.calibrate --pack NAME`` (or ``--models DIR``) embeds only the
+``python -m facepipe.calibrate [--pack NAME | --models DIR]`` (default: the active
+pack) embeds only the
 calibration split: every photo under ``--faces`` (one folder per identity, the
 largest face of each) and the named pre-aligned identities under
 ``--eval-faces``. Held-out identities are never read; the split is named in
@@ -379,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example:\n  python -m facepipe.calibrate --pack opencv --write",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--pack", help="installed pack name, under $FACEPIPE_HOME/models/")
-    which.add_argument("--models", help="model pack directory (or a folder of ONNX files)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--pack", help="installed pack name, under $FACEPIPE_HOME/models/ (default: the active pack)"
+    )
+    which.add_argument("--models", help="model pack directory, or a folder of ONNX files")
     parser.add_argument(
         "--faces", default="../shared/faces", help="one folder of photos per identity (default: %(default)s)"
     )
@@ -411,12 +414,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"record the thresholds in {THRESHOLDS_FILE.name} and in the pack's pack.json",
     )
     args = parser.parse_args(argv)
-    if args.pack:
-        from facepipe.config import Settings
+    from facepipe.config import Settings
 
+    if args.models:
+        models = Path(args.models).expanduser()
+    elif args.pack:
         models = Settings.from_env("calibrate").home / "models" / args.pack
     else:
-        models = Path(args.models).expanduser()
+        models = Settings.from_env("calibrate").resolved_models_dir
     try:
         pack = load_pack(models)
         result = calibrate(

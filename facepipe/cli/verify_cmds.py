@@ -69,10 +69,11 @@ class Verdict:
 def read_pairs(source: str) -> list[tuple[str, str]]:
     """Pairs of image paths, one pair a line: two paths split by a tab, or by spaces when
     neither path holds one. Blank lines and lines starting with '#' are skipped; relative
-    paths are taken from the pairs file's folder ('-' reads standard input, relative to
-    the current folder)."""
+    paths are taken from the pairs file's folder ('-' reads standard input, whose paths
+    are taken as given)."""
+    base: Path | None = None  # standard input: paths stay as given, relative to the current folder
     if source == "-":
-        text, base = sys.stdin.read(), Path.cwd()
+        text = sys.stdin.read()
     else:
         path = Path(source)
         if not path.is_file():
@@ -89,7 +90,7 @@ def read_pairs(source: str) -> list[tuple[str, str]]:
                 f"{source}:{number}: expected two image paths (split by a tab when a path holds "
                 f"spaces), got {len(fields)} field(s)"
             )
-        first, second = (str(base / f) for f in fields)
+        first, second = (f if base is None else str(base / f) for f in fields)
         pairs.append((first, second))
     if not pairs:
         raise UsageError(f"{source} names no pair of images")
@@ -250,7 +251,7 @@ def _verify_pairs(args: argparse.Namespace) -> int:
     if not args.json:
         same = sum(1 for v in verdicts if v.verified)
         print(
-            f"{len(verdicts)} pairs at threshold {threshold:.3f}: {same} same person, "
+            f"{len(verdicts)} pair{'' if len(verdicts) == 1 else 's'} at threshold {threshold:.3f}: {same} same person, "
             f"{len(verdicts) - same - failed} different people, {failed} not compared"
         )
     return FAILURE if failed else 0

@@ -35,6 +35,7 @@ def test_every_command_is_known() -> None:
     assert set(COMMANDS) == {
         "serve",
         "detect",
+        "verify",
         "models list",
         "models pull",
         "models install",
