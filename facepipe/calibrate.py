@@ -233,7 +233,8 @@ def best_cluster_cut(embeddings: np.ndarray, labels: list[str]) -> ClusterCut:
 
     Each clustering the dendrogram can give holds for a range of cut distances, from the
     height of its last merge up to (not including) the next; the cut is put in the middle
-    of the best clustering's range, rounded to ``DECIMALS`` when that stays inside it."""
+    of the best clustering's range (the range nearest 0 on a tie), rounded to ``DECIMALS``
+    when that stays inside it."""
     unit = _unit(np.asarray(embeddings, np.float64))
     n = len(labels)
     if n < 2:

@@ -19,11 +19,15 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facepipe.cli.errors import FAILURE, CliError, UsageError, image_file
 from facepipe.config import Settings
+
+if TYPE_CHECKING:  # the models load on use, so `facepipe --help` stays light
+    from facepipe.faces import DetectedFace, FaceEngine
 
 # The same value search uses for "the image has no face", so scripts see one code.
 NO_FACE = 3
@@ -97,17 +101,17 @@ def read_pairs(source: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def centre_face(faces: list, width: int, height: int):
+def centre_face(faces: list[DetectedFace], width: int, height: int) -> DetectedFace:
     """The face whose box centre is nearest the image centre."""
 
-    def distance(face) -> float:
+    def distance(face: DetectedFace) -> float:
         x1, y1, x2, y2 = (float(v) for v in face.box)
         return ((x1 + x2) / 2 - width / 2) ** 2 + ((y1 + y2) / 2 - height / 2) ** 2
 
     return min(faces, key=distance)
 
 
-async def _embed_one(engine, source: str, aligned: bool, stdin: bytes | None) -> Embedded:
+async def _embed_one(engine: FaceEngine, source: str, aligned: bool, stdin: bytes | None) -> Embedded:
     import cv2
 
     from facepipe.imaging import ImageError

@@ -282,7 +282,8 @@ def test_the_cli_starts_without_heavy_modules() -> None:
         "import sys\n"
         "from facepipe.cli import build_parser\n"
         "for argv in (['ingest', 'a.jpg', '--tenant', 't'], ['search', 'q.jpg'], ['erase', '--all', "
-        "'--tenant', 't'], ['crawl', 'https://example.org/'], ['status'], ['detect', 'x.jpg']):\n"
+        "'--tenant', 't'], ['crawl', 'https://example.org/'], ['status'], ['detect', 'x.jpg'], "
+        "['verify', 'a.jpg', 'b.jpg']):\n"
         "    build_parser().parse_args(argv)\n"
         f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
     )
