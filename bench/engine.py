@@ -271,6 +271,11 @@ def bench_pack(
         finally:
             det.inference = real
         batches = [blob for model, blob in recorder.calls if model == det.model_name]
+        if not batches:
+            raise RuntimeError(
+                "the detector ran no tensors through its inference object, so the bound has "
+                "none to replay: bench.engine.RecordingInference no longer sees its calls"
+            )
         raw = RawSession(onnx)
 
         def run_bound() -> None:
@@ -404,6 +409,7 @@ def run(settings: Settings, shared: Path, sizes: Sizes | None = None, packs: lis
         "default_pack": settings.model_pack,
         "images": len(images),
         "eval_images": len(evals),
+        "reference_detector": f"{RESEARCH_PACK}: {Path(app.det_model.model_file).name}" if app else "",
         "packs": results,
         "notes": notes,
     }
@@ -436,7 +442,7 @@ def report(r: dict) -> str:
             target = DEFAULT_PACK_TARGET if p.pack == r["default_pack"] else None
             ratio: Ratio = rr.ratio(ours, "insightface")
             lines.append(
-                f"vs insightface ({RESEARCH_PACK}, det only)  {ours} {_rate(rr, ours, 'img/s')}   "
+                f"vs insightface ({r['reference_detector']}, det only)  {ours} {_rate(rr, ours, 'img/s')}   "
                 f"insightface {_rate(rr, 'insightface', 'img/s')}   ratio {ratio.text(target)}"
             )
             accuracy = p.recall[ours].rate >= p.recall["insightface"].rate

@@ -67,7 +67,7 @@ def test_engine_part_compares_each_pack_with_its_bound_and_insightface(bench_set
     assert local.recall["facepipe fixed"].found >= 1
     assert local.latency_ms and local.embed is not None and local.embed.rounds == 2
     text = engine.report(result)
-    assert "inference-only bound" in text and "vs insightface (local, det only)" in text
+    assert "inference-only bound" in text and "vs insightface (local: scrfd_2.5g.onnx, det only)" in text
     assert "eval detection" in text and "DetectBatch latency" in text
     # The adaptive line runs where the setting exists, and says why not where it does not.
     if engine.has_adaptive_setting():
