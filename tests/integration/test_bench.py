@@ -54,13 +54,14 @@ def test_interleaved_stops_after_the_round_that_passes_its_budget() -> None:
 def bench_settings(facepipe_home):
     from facepipe.config import Settings
 
-    return Settings.from_env("bench", home=facepipe_home)
+    # The research pack, which the fixture installs, whatever the default pack is.
+    return Settings.from_env("bench", home=facepipe_home, model_pack="local")
 
 
 def test_engine_part_compares_each_pack_with_its_bound_and_insightface(bench_settings, face_files) -> None:
     result = engine.run(bench_settings, SHARED, engine.Sizes.quick())
     assert [p.pack for p in result["packs"]] == engine.installed_packs(bench_settings.home)
-    local = result["packs"][0]
+    local = next(p for p in result["packs"] if p.pack == "local")
     for side in ("facepipe fixed", "bound", "insightface"):
         assert len(local.rounds.rates[side]) == 2 and all(r > 0 for r in local.rounds.rates[side])
     assert local.recall["insightface"].images == local.recall["facepipe fixed"].images == 4
