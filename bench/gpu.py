@@ -234,10 +234,15 @@ def measure(
         for counter in counters.values():
             counter.sizes.clear()
         start = time.perf_counter()
-        line.report = interleaved(
-            {SHORT[p]: side(p, items, work) for p in engines}, budget.rounds, budget_s=budget.line
-        )
-        longest = max(longest, time.perf_counter() - start)
+        try:
+            line.report = interleaved(
+                {SHORT[p]: side(p, items, work) for p in engines}, budget.rounds, budget_s=budget.line
+            )
+        except Exception as exc:  # noqa: BLE001 - a provider failing at run time (a missing CUDA library)
+            line.skipped = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            continue
+        finally:
+            longest = max(longest, time.perf_counter() - start)
         if is_detect:
             line.batch_sizes = {
                 SHORT[p]: float(np.mean(c.sizes)) if c.sizes else 0.0 for p, c in counters.items()
