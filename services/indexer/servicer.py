@@ -20,7 +20,7 @@ from facepipe.imaging import ImageError
 from facepipe.optout import OptOut, new_id
 from facepipe.pipeline import TENANT_RE, Loaded
 from facepipe.protoconv import face_to_proto
-from facepipe.storage import SearchHit
+from facepipe.storage import SearchHit, StoredPoint
 from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
 
 from .reindex import ReindexRefused
@@ -150,9 +150,10 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             if not request.page_token.isdigit():
                 await _invalid(context, f"page_token {echo(request.page_token)} is not one this service gave")
             start = int(request.page_token)
-        # Sorted by point id, so pages stay stable while nothing is written.
-        stored = await asyncio.to_thread(deps.store.scroll, tenant, None, MAX_LIST_POINTS)
-        stored.sort(key=lambda p: p.id)
+        # Every model's collection, each face once (a moved face is in two): erasure by site
+        # lists the tenant's sites here. Sorted by point id, so pages stay stable while
+        # nothing is written.
+        stored = await asyncio.to_thread(_all_faces, deps, tenant)
         page = stored[start : start + page_size]
         response = indexer_pb2.ListFacesResponse(
             faces=[_match(SearchHit(p.id, 0.0, p.payload)) for p in page]
@@ -372,6 +373,15 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
         indexed_at_ms=int(p.get("indexed_at", 0)),
         alt_text=p.get("alt_text", ""),
     )
+
+
+def _all_faces(deps: IndexerDeps, tenant: str) -> list[StoredPoint]:
+    """The tenant's faces in every collection, the active one's copy first, by point id."""
+    faces: dict[str, StoredPoint] = {}
+    for store in deps.all_stores():
+        for p in store.scroll(tenant, None, MAX_LIST_POINTS):
+            faces.setdefault(p.id, p)
+    return sorted(faces.values(), key=lambda p: p.id)
 
 
 async def _searchable(deps: IndexerDeps, tenant: str, context) -> None:

@@ -158,6 +158,9 @@ def test_reindex_moves_a_tenant_to_another_pack(facepipe_home, tmp_path_factory,
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert old in refused.stderr and f"facepipe reindex --tenant {tenant}" in refused.stderr
         assert "Traceback" not in refused.stderr
+        # Its faces are still listed (erasure by site reads the sites there).
+        listed = json.loads(cli(stack, "stats", "--tenant", tenant, "--list", "--json").stdout)
+        assert listed["faces"] == 0 and len(listed["list"]) == 50, listed
 
         moved = json.loads(cli(stack, "reindex", "--tenant", tenant, "--wait", "--json").stdout)
         assert moved["state"] == "done" and (moved["from_collection"], moved["to_collection"]) == (old, new)
