@@ -72,6 +72,9 @@ class Reindexer:
         self.embedder = embedder
         self.write = write  # async (points) -> None: the indexer's writer into the active collection
         self.jobs: dict[str, ReindexJob] = {}
+        # Held while a page of a tenant is moved and while its faces are erased, so that an
+        # erased face is never written back by a reindex running beside the erasure.
+        self._locks: dict[str, asyncio.Lock] = {}
         # Tenants known to have every face in the active collection. Nothing writes to
         # another collection, so a tenant never leaves this set while the process runs.
         self._current: set[str] = set()
@@ -117,6 +120,9 @@ class Reindexer:
             if n:
                 found.append((name, n))
         return found
+
+    def tenant_lock(self, tenant: str) -> asyncio.Lock:
+        return self._locks.setdefault(tenant, asyncio.Lock())
 
     # --- jobs ---
 
@@ -183,7 +189,8 @@ class Reindexer:
         stored = await asyncio.to_thread(source.scroll, job.tenant, None, MAX_POINTS)
         job.total = len(stored)
         for start in range(0, len(stored), PAGE):
-            await self._move_page(job, stored[start : start + PAGE])
+            async with self.tenant_lock(job.tenant):
+                await self._move_page(job, stored[start : start + PAGE])
         await asyncio.to_thread(collections.mark, job.tenant, job.target, job.source, DONE)
         self._current.add(job.tenant)
         if job.drop_old:

@@ -5,6 +5,7 @@ server runtime; the handlers add what they returned and affected (facepipe.audit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -120,7 +121,8 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             filters = {selector: value}
         audit.detail(selector=selector, value=str(getattr(request, selector)) if filters else "")
         stores = await asyncio.to_thread(deps.all_stores)
-        erased = await asyncio.to_thread(erase_faces, stores, deps.objects, tenant, filters)
+        async with _erasing(deps, tenant):
+            erased = await asyncio.to_thread(erase_faces, stores, deps.objects, tenant, filters)
         if filters is None and deps.collections is not None:
             await asyncio.to_thread(deps.collections.forget_tenant, tenant)
         await forget_erased(deps, tenant, erased, everything=filters is None)
@@ -188,9 +190,10 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         await registry.add(entry)
         audit.detail(optout_id=entry.optout_id)
         stores = await asyncio.to_thread(deps.all_stores)
-        erased = await asyncio.to_thread(
-            erase_matching, deps.store, stores, deps.objects, tenant, vectors, threshold
-        )
+        async with _erasing(deps, tenant):
+            erased = await asyncio.to_thread(
+                erase_matching, deps.store, stores, deps.objects, tenant, vectors, threshold
+            )
         await forget_erased(deps, tenant, erased, everything=False)
         await deps.writer.note_deleted(erased.points)
         audit.note(points_deleted=erased.points, objects_deleted=erased.objects)
@@ -373,6 +376,13 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
         indexed_at_ms=int(p.get("indexed_at", 0)),
         alt_text=p.get("alt_text", ""),
     )
+
+
+def _erasing(deps: IndexerDeps, tenant: str) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Keeps a reindex of the tenant from writing back what is being erased."""
+    if deps.reindexer is None:
+        return contextlib.nullcontext()
+    return deps.reindexer.tenant_lock(tenant)
 
 
 def _all_faces(deps: IndexerDeps, tenant: str) -> list[StoredPoint]:
