@@ -28,6 +28,7 @@ def _doc(resp: Any, tenant: str) -> dict:
         "faces_realigned": resp.faces_realigned,
         "points_dropped": resp.points_dropped,
         "error": resp.error,
+        "optouts_of_other_models": resp.optouts_of_other_models,
     }
 
 
@@ -66,6 +67,13 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         print(
             f"warning: {doc['faces_missing']} face(s) had no stored crop and are not searchable "
             "with the active model; ingest their images again",
+            file=sys.stderr,
+        )
+    if doc["optouts_of_other_models"]:
+        print(
+            f"warning: {doc['optouts_of_other_models']} opt-out(s) of tenant {args.tenant} were "
+            "registered with another model and cannot match faces of the active one: register "
+            f"each person again with `facepipe optout add --tenant {args.tenant} PHOTO...`",
             file=sys.stderr,
         )
     if doc["state"] == "failed":

@@ -295,7 +295,7 @@ class ReindexRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., from_collection: _Optional[str] = ..., drop_old: _Optional[bool] = ..., wait: _Optional[bool] = ...) -> None: ...
 
 class ReindexResponse(_message.Message):
-    __slots__ = ("state", "from_collection", "to_collection", "model", "faces_total", "faces_reindexed", "faces_skipped", "faces_missing", "faces_realigned", "points_dropped", "error")
+    __slots__ = ("state", "from_collection", "to_collection", "model", "faces_total", "faces_reindexed", "faces_skipped", "faces_missing", "faces_realigned", "points_dropped", "error", "optouts_of_other_models")
     STATE_FIELD_NUMBER: _ClassVar[int]
     FROM_COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TO_COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -307,6 +307,7 @@ class ReindexResponse(_message.Message):
     FACES_REALIGNED_FIELD_NUMBER: _ClassVar[int]
     POINTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    OPTOUTS_OF_OTHER_MODELS_FIELD_NUMBER: _ClassVar[int]
     state: str
     from_collection: str
     to_collection: str
@@ -318,4 +319,5 @@ class ReindexResponse(_message.Message):
     faces_realigned: int
     points_dropped: int
     error: str
-    def __init__(self, state: _Optional[str] = ..., from_collection: _Optional[str] = ..., to_collection: _Optional[str] = ..., model: _Optional[str] = ..., faces_total: _Optional[int] = ..., faces_reindexed: _Optional[int] = ..., faces_skipped: _Optional[int] = ..., faces_missing: _Optional[int] = ..., faces_realigned: _Optional[int] = ..., points_dropped: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    optouts_of_other_models: int
+    def __init__(self, state: _Optional[str] = ..., from_collection: _Optional[str] = ..., to_collection: _Optional[str] = ..., model: _Optional[str] = ..., faces_total: _Optional[int] = ..., faces_reindexed: _Optional[int] = ..., faces_skipped: _Optional[int] = ..., faces_missing: _Optional[int] = ..., faces_realigned: _Optional[int] = ..., points_dropped: _Optional[int] = ..., error: _Optional[str] = ..., optouts_of_other_models: _Optional[int] = ...) -> None: ...

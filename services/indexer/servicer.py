@@ -288,6 +288,10 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             # Shielded: a caller that gives up waiting leaves the reindex running.
             await asyncio.shield(job.task)
         audit.note(points_reindexed=job.reindexed, points_deleted=job.dropped)
+        stale_optouts = 0
+        if deps.optouts is not None:
+            entries = await deps.optouts.list(tenant)
+            stale_optouts = sum(1 for e in entries if e.model not in ("", deps.model))
         return indexer_pb2.ReindexResponse(
             state=job.state,
             from_collection=job.source,
@@ -300,6 +304,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             faces_realigned=job.realigned,
             points_dropped=job.dropped,
             error=job.error,
+            optouts_of_other_models=stale_optouts,
         )
 
     async def _deps(self, context) -> IndexerDeps:

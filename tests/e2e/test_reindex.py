@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, SHARED_MODELS, launch_stack, run_facepipe, stop_stack
+from conftest import SHARED, SHARED_FACES, SHARED_MODELS, launch_stack, run_facepipe, stop_stack
 
 from facepipe.config import Settings
 from facepipe.models.registry import install_local
@@ -144,6 +144,8 @@ def test_reindex_moves_a_tenant_to_another_pack(facepipe_home, tmp_path_factory,
         stack = start(PACK_A)
         cli(stack, "ingest", *map(str, gallery), "--tenant", tenant, "--wait", "--json")
         cli(stack, "ingest", *map(str, gallery[:9]), "--tenant", dropped, "--wait", "--json")
+        # Someone not in that tenant's photos opts out, with pack A's embeddings.
+        cli(stack, "optout", "add", "--tenant", dropped, str(SHARED_FACES / "brad_pitt" / "brad_1.jpg"))
         stats = json.loads(cli(stack, "stats", "--tenant", tenant, "--json").stdout)
         faces = stats["faces"]
         assert faces >= len(gallery) * 0.9, stats
@@ -179,6 +181,8 @@ def test_reindex_moves_a_tenant_to_another_pack(facepipe_home, tmp_path_factory,
         # --drop-old empties the old collection of a tenant once it is moved.
         gone = json.loads(cli(stack, "reindex", "--tenant", dropped, "--drop-old", "--wait", "--json").stdout)
         assert gone["state"] == "done" and gone["points_dropped"] == gone["faces_total"] > 0, gone
+        # Pack A's opt-out cannot match pack B's faces: the person must opt out again.
+        assert gone["optouts_of_other_models"] == 1 and again["optouts_of_other_models"] == 0, gone
         text = cli(stack, "reindex", "--tenant", dropped).stdout
         assert "nothing to move" in text
         stop(stack)
