@@ -114,9 +114,12 @@ def vectors(store: EdgeVectorStore, tenant: str) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("pack_b", [ROTATED])
-def test_reindex_moves_a_tenant_to_another_pack(facepipe_home, tmp_path_factory, pack_b) -> None:
-    if not EVAL.is_dir():
-        pytest.skip("../shared/eval is not present")
+def test_reindex_moves_a_tenant_to_another_pack(tmp_path_factory, pack_b) -> None:
+    if not EVAL.is_dir() or not SHARED_MODELS.is_dir():
+        pytest.skip("../shared/eval or ../shared/models is not present")
+    # A home of its own: the other tests' packs stay as they are.
+    facepipe_home = tmp_path_factory.mktemp("switch-home")
+    install_local(PACK_A, SHARED_MODELS, facepipe_home)
     install_pack(pack_b, facepipe_home, tmp_path_factory.mktemp("packs"))
     data_dir = tmp_path_factory.mktemp("switch-stack")
     started: list[dict] = []
