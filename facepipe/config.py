@@ -275,7 +275,13 @@ class VectorStoreSettings:
     )
     qdrant_url: str = setting("", help="Qdrant server URL, e.g. http://qdrant:6333; required with `qdrant`.")
     qdrant_api_key: str = setting("", help="Qdrant API key.")
-    qdrant_collection: str = setting("faces", help="Collection (Edge: shard folder) of the faces.")
+    qdrant_collection: str = setting(
+        "",
+        shown="faces_<recognizer sha256[:16]>_<dim>d",
+        help="Collection (Edge: shard folder) of the faces; empty: the active model pack's own, "
+        "named after its recognizer, so vectors of different models never mix. Set it to name "
+        "the collection yourself (then change it when you change the model).",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

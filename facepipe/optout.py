@@ -79,7 +79,9 @@ class OptOutRegistry:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
         self.entries: dict[str, OptOut] = {}  # by KV key
-        self._by_tenant: dict[str, tuple[np.ndarray, list[str], list[str]]] = {}
+        # tenant -> model -> (embeddings, opt-out id of each): only embeddings of the same
+        # model compare, and two models' may differ in size.
+        self._by_tenant: dict[str, dict[str, tuple[np.ndarray, list[str]]]] = {}
         self._task: asyncio.Task | None = None
         self._loaded = asyncio.Event()
 
@@ -124,30 +126,37 @@ class OptOutRegistry:
     # -- matching ------------------------------------------------------------------
     def match(self, tenant: str, vector: np.ndarray, threshold: float, model: str) -> str | None:
         """The id of the tenant's opt-out that ``vector`` (L2-normalised) matches, or None."""
-        held = self._by_tenant.get(tenant)
-        if held is None:
-            return None
-        matrix, ids, models = held
-        scores = matrix @ np.asarray(vector, dtype=np.float32)
-        best = int(np.argmax(scores))
-        if scores[best] >= threshold and models[best] in ("", model):
-            return ids[best]
-        return None
+        held = self._by_tenant.get(tenant) or {}
+        query = np.asarray(vector, dtype=np.float32)
+        found, best_score = None, threshold
+        for made_by in {model, ""}:
+            if made_by not in held:
+                continue
+            matrix, ids = held[made_by]
+            if matrix.shape[1] != query.size:
+                continue
+            scores = matrix @ query
+            best = int(np.argmax(scores))
+            if scores[best] >= best_score:
+                found, best_score = ids[best], float(scores[best])
+        return found
 
     def _set(self, key: str, entry: OptOut | None) -> None:
         self.entries.pop(key, None)
         if entry is not None:
             self.entries[key] = entry
         tenant = key.split(".", 1)[0]  # tenant names hold no dots
-        rows, ids, models = [], [], []
+        by_model: dict[str, tuple[list[list[float]], list[str]]] = {}
         for e in self.entries.values():
             if e.tenant == tenant:
+                rows, ids = by_model.setdefault(e.model, ([], []))
                 for v in e.vectors:
                     rows.append(v)
                     ids.append(e.optout_id)
-                    models.append(e.model)
-        if rows:
-            self._by_tenant[tenant] = (np.asarray(rows, dtype=np.float32), ids, models)
+        if by_model:
+            self._by_tenant[tenant] = {
+                model: (np.asarray(rows, dtype=np.float32), ids) for model, (rows, ids) in by_model.items()
+            }
         else:
             self._by_tenant.pop(tenant, None)
 

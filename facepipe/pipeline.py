@@ -250,7 +250,11 @@ class StageService(Service, Generic[D]):
         if self.resources.object_store:
             self.objects = await asyncio.to_thread(open_object_store, self.settings.objects)
         if self.resources.vector_store:
-            self.vectors = await asyncio.to_thread(open_vector_store, self.settings.vectors)
+            from facepipe.storage.vectors.collections import active_collection
+
+            # The active model's own collection: vectors of different models never mix.
+            collection = await asyncio.to_thread(active_collection, self.settings)
+            self.vectors = await asyncio.to_thread(open_vector_store, self.settings.vectors, collection)
         if self.stage is not None:
             await self._connect(self.stage)
         self.output = StageOutput(self.name, self.js, self.worker.stats if self.worker else None)

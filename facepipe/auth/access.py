@@ -173,6 +173,7 @@ METHOD_RULES: dict[str, MethodRule] = {
     "/facepipe.v1.Indexer/ListAuditRecords": MethodRule(
         "admin", tenant_field(default_to_key=True), "read the audit log of"
     ),
+    "/facepipe.v1.Indexer/Reindex": MethodRule("admin", tenant_field(), "reindex", audit="reindex"),
     "/facepipe.v1.Extractor/Ingest": MethodRule("writer", ingest_tenants, "ingest for"),
     "/facepipe.v1.Crawler/StartCrawl": MethodRule("writer", tenant_field(), "crawl for"),
     "/facepipe.v1.Crawler/GetCrawl": MethodRule("reader", in_handler, "read crawls of"),

@@ -67,7 +67,8 @@ def rpc_failure(exc: Exception, service: str, addr: str) -> CliError:
                 "(`facepipe keys create` makes one)"
             )
         return CliError(f"the {service} at {addr} refused the API key: {details}; pass another with --key")
-    if code == grpc.StatusCode.PERMISSION_DENIED:
+    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION):
+        # The service's message says what to do (e.g. run `facepipe reindex`).
         return CliError(details)
     name = code.name if code is not None else type(exc).__name__
     return CliError(f"the {service} at {addr} answered {name}: {details}")

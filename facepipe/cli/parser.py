@@ -25,6 +25,7 @@ from facepipe.cli.pipeline_cmds import (
     cmd_stats,
 )
 from facepipe.cli.privacy_cmds import cmd_audit, cmd_optout, parse_since
+from facepipe.cli.reindex_cmds import cmd_reindex
 from facepipe.cli.stack_cmds import (
     cmd_down,
     cmd_producer_url,
@@ -430,6 +431,34 @@ def build_parser() -> argparse.ArgumentParser:
     _key(p)
     _json(p)
     _timeout(p, 60.0, "the indexer")
+
+    p = _command(
+        sub,
+        "reindex",
+        "move a tenant to the active model pack: embed its faces again from their stored crops "
+        "into the model's own collection, then switch its search over (resumable)",
+        "facepipe reindex --tenant family --wait\n"
+        "facepipe reindex --tenant family --from faces_3f2c9a0e5b7d4c1f_128d --drop-old --wait --json",
+        cmd_reindex,
+    )
+    _stack_args(p)
+    p.add_argument("--tenant", type=tenant, required=True, help="tenant to move (required)")
+    p.add_argument(
+        "--from",
+        dest="from_collection",
+        default="",
+        help="collection to move it from (default: the one other collection holding its faces)",
+    )
+    p.add_argument(
+        "--drop-old",
+        action="store_true",
+        help="afterwards delete its points from the old collection (its stored crops stay)",
+    )
+    p.add_argument("--wait", action="store_true", help="block until the reindex has ended")
+    p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
+    _key(p)
+    _json(p)
+    _timeout(p, 3600.0, "the reindex with --wait")
 
     p = _command(
         sub,

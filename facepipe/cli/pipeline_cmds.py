@@ -310,6 +310,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "images": stats.images,
         "model": stats.model,
         "dim": stats.dim,
+        "collection": stats.collection,
     }
     page = None
     if args.list:
@@ -325,7 +326,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"tenant {args.tenant}: {doc['faces']} face(s) in {doc['images']} image(s) (model {doc['model']})")
+    print(
+        f"tenant {args.tenant}: {doc['faces']} face(s) in {doc['images']} image(s) "
+        f"(model {doc['model']}, collection {doc['collection']})"
+    )
     if page is not None:
         for item in doc["list"]:
             box = ",".join(f"{v:.0f}" for v in item["bbox"])

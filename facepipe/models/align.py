@@ -43,8 +43,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return t[:2]
 
 
-def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """The 2x3 matrix that maps 5 landmarks onto the template scaled to ``size``."""
+def template(size: int = 112) -> np.ndarray:
+    """The five landmark positions of an aligned crop of side ``size``."""
     if size % 112 == 0:
         ratio, dx = size / 112.0, 0.0
     else:
@@ -52,9 +52,28 @@ def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
         dx = 8.0 * ratio
     dst = ARCFACE_TEMPLATE * ratio
     dst[:, 0] += dx
-    return similarity_transform(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), dst)
+    return dst
+
+
+def alignment_matrix(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """The 2x3 matrix that maps 5 landmarks onto the template scaled to ``size``."""
+    return similarity_transform(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), template(size))
 
 
 def align_face(bgr: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     """Warps the face given by 5 landmarks into a ``size``x``size`` aligned crop."""
     return cv2.warpAffine(bgr, alignment_matrix(landmarks, size), (size, size), borderValue=0.0)
+
+
+def realign_crop(crop: np.ndarray, size: int) -> np.ndarray:
+    """An aligned crop of another side re-aligned to ``size``: its landmarks sit on the
+    template of its own side, so the similarity between the two templates maps them onto
+    the new one (a plain resize when both sides are multiples of 112). What lay outside
+    the stored crop stays black."""
+    side = crop.shape[0]
+    if crop.shape[:2] == (size, size):
+        return crop
+    if crop.shape[1] != side:
+        raise ValueError(f"an aligned crop is square, got {crop.shape[1]}x{side}")
+    matrix = similarity_transform(template(side), template(size))
+    return cv2.warpAffine(crop, matrix, (size, size), borderValue=0.0)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from facepipe.v1 import common_pb2 as facepipe_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61\x63\x65pipe/v1/indexer.proto\x12\x0b\x66\x61\x63\x65pipe.v1\x1a\x18\x66\x61\x63\x65pipe/v1/common.proto\"?\n\x0cSearchFilter\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\"\xcd\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12(\n\x06vector\x18\x03 \x01(\x0b\x32\x16.facepipe.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12)\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x19.facepipe.v1.SearchFilter\x12\x18\n\x10query_face_index\x18\x07 \x01(\x05\x42\x07\n\x05query\"\xe9\x02\n\x0bSearchMatch\x12\x10\n\x08point_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x10\n\x08page_url\x18\x06 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x07 \x01(\t\x12&\n\x04\x62\x62ox\x18\x08 \x01(\x0b\x32\x18.facepipe.v1.BoundingBox\x12\x11\n\tdet_score\x18\t \x01(\x02\x12\x0f\n\x07quality\x18\n \x01(\x02\x12$\n\x04\x63rop\x18\x0b \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12%\n\x05thumb\x18\x0c \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12\r\n\x05model\x18\r \x01(\t\x12\x12\n\nface_index\x18\x0e \x01(\x05\x12\x15\n\rindexed_at_ms\x18\x0f \x01(\x03\x12\x10\n\x08\x61lt_text\x18\x10 \x01(\t\"\xbf\x01\n\x0eSearchResponse\x12)\n\x07matches\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.SearchMatch\x12%\n\nquery_face\x18\x02 \x01(\x0b\x32\x11.facepipe.v1.Face\x12\x19\n\x11query_faces_found\x18\x03 \x01(\x05\x12\x18\n\x10query_face_index\x18\x04 \x01(\x05\x12&\n\x0bquery_faces\x18\x05 \x03(\x0b\x32\x11.facepipe.v1.Face\":\n\x0fGetStatsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ount_images\x18\x02 \x01(\x08\"\xea\x01\n\x10GetStatsResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cvector_store\x18\x04 \x01(\t\x12\x14\n\x0cobject_store\x18\x05 \x01(\t\x12=\n\x08\x63ounters\x18\x06 \x03(\x0b\x32+.facepipe.v1.GetStatsResponse.CountersEntry\x12\x0e\n\x06images\x18\x07 \x01(\x03\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"L\n\x10ListFacesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x11ListFacesResponse\x12\'\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.SearchMatch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x12\x44\x65leteFacesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0cimage_sha256\x18\x02 \x01(\tH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12\x0e\n\x04site\x18\x04 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x05 \x01(\x08H\x00\x42\n\n\x08selector\"F\n\x13\x44\x65leteFacesResponse\x12\x16\n\x0epoints_deleted\x18\x01 \x01(\x03\x12\x17\n\x0fobjects_deleted\x18\x02 \x01(\x03\"@\n\rOptOutRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x0c\n\x04note\x18\x03 \x01(\t\"v\n\x0eOptOutResponse\x12\x11\n\toptout_id\x18\x01 \x01(\t\x12\r\n\x05\x66\x61\x63\x65s\x18\x02 \x01(\x05\x12\x16\n\x0epoints_deleted\x18\x03 \x01(\x03\x12\x17\n\x0fobjects_deleted\x18\x04 \x01(\x03\x12\x11\n\tmin_score\x18\x05 \x01(\x02\"\'\n\x12ListOptOutsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"w\n\x0bOptOutEntry\x12\x11\n\toptout_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05\x66\x61\x63\x65s\x18\x03 \x01(\x05\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\x12\x0e\n\x06key_id\x18\x06 \x01(\t\"@\n\x13ListOptOutsResponse\x12)\n\x07optouts\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.OptOutEntry\";\n\x13RemoveOptOutRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\toptout_id\x18\x02 \x01(\t\"\x16\n\x14RemoveOptOutResponse\"M\n\x17ListAuditRecordsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08since_ms\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x90\x03\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0f\n\x07service\x18\x08 \x01(\t\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x14\n\x07results\x18\n \x01(\x03H\x00\x88\x01\x01\x12\x38\n\x08\x61\x66\x66\x65\x63ted\x18\x0b \x03(\x0b\x32&.facepipe.v1.AuditRecord.AffectedEntry\x12\x34\n\x06\x64\x65tail\x18\x0c \x03(\x0b\x32$.facepipe.v1.AuditRecord.DetailEntry\x1a/\n\rAffectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_results\"E\n\x18ListAuditRecordsResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.AuditRecord2\xfe\x04\n\x07Indexer\x12\x41\n\x06Search\x12\x1a.facepipe.v1.SearchRequest\x1a\x1b.facepipe.v1.SearchResponse\x12G\n\x08GetStats\x12\x1c.facepipe.v1.GetStatsRequest\x1a\x1d.facepipe.v1.GetStatsResponse\x12P\n\x0b\x44\x65leteFaces\x12\x1f.facepipe.v1.DeleteFacesRequest\x1a .facepipe.v1.DeleteFacesResponse\x12J\n\tListFaces\x12\x1d.facepipe.v1.ListFacesRequest\x1a\x1e.facepipe.v1.ListFacesResponse\x12\x41\n\x06OptOut\x12\x1a.facepipe.v1.OptOutRequest\x1a\x1b.facepipe.v1.OptOutResponse\x12P\n\x0bListOptOuts\x12\x1f.facepipe.v1.ListOptOutsRequest\x1a .facepipe.v1.ListOptOutsResponse\x12S\n\x0cRemoveOptOut\x12 .facepipe.v1.RemoveOptOutRequest\x1a!.facepipe.v1.RemoveOptOutResponse\x12_\n\x10ListAuditRecords\x12$.facepipe.v1.ListAuditRecordsRequest\x1a%.facepipe.v1.ListAuditRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x61\x63\x65pipe/v1/indexer.proto\x12\x0b\x66\x61\x63\x65pipe.v1\x1a\x18\x66\x61\x63\x65pipe/v1/common.proto\"?\n\x0cSearchFilter\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\"\xcd\x01\n\rSearchRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12(\n\x06vector\x18\x03 \x01(\x0b\x32\x16.facepipe.v1.EmbeddingH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12)\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x19.facepipe.v1.SearchFilter\x12\x18\n\x10query_face_index\x18\x07 \x01(\x05\x42\x07\n\x05query\"\xe9\x02\n\x0bSearchMatch\x12\x10\n\x08point_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\ttenant_id\x18\x03 \x01(\t\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12\x10\n\x08page_url\x18\x06 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x07 \x01(\t\x12&\n\x04\x62\x62ox\x18\x08 \x01(\x0b\x32\x18.facepipe.v1.BoundingBox\x12\x11\n\tdet_score\x18\t \x01(\x02\x12\x0f\n\x07quality\x18\n \x01(\x02\x12$\n\x04\x63rop\x18\x0b \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12%\n\x05thumb\x18\x0c \x01(\x0b\x32\x16.facepipe.v1.ObjectRef\x12\r\n\x05model\x18\r \x01(\t\x12\x12\n\nface_index\x18\x0e \x01(\x05\x12\x15\n\rindexed_at_ms\x18\x0f \x01(\x03\x12\x10\n\x08\x61lt_text\x18\x10 \x01(\t\"\xbf\x01\n\x0eSearchResponse\x12)\n\x07matches\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.SearchMatch\x12%\n\nquery_face\x18\x02 \x01(\x0b\x32\x11.facepipe.v1.Face\x12\x19\n\x11query_faces_found\x18\x03 \x01(\x05\x12\x18\n\x10query_face_index\x18\x04 \x01(\x05\x12&\n\x0bquery_faces\x18\x05 \x03(\x0b\x32\x11.facepipe.v1.Face\":\n\x0fGetStatsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ount_images\x18\x02 \x01(\x08\"\xfe\x01\n\x10GetStatsResponse\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x0b\n\x03\x64im\x18\x02 \x01(\x05\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cvector_store\x18\x04 \x01(\t\x12\x14\n\x0cobject_store\x18\x05 \x01(\t\x12=\n\x08\x63ounters\x18\x06 \x03(\x0b\x32+.facepipe.v1.GetStatsResponse.CountersEntry\x12\x0e\n\x06images\x18\x07 \x01(\x03\x12\x12\n\ncollection\x18\x08 \x01(\t\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"L\n\x10ListFacesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x11ListFacesResponse\x12\'\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.SearchMatch\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x12\x44\x65leteFacesRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x16\n\x0cimage_sha256\x18\x02 \x01(\tH\x00\x12\r\n\x03url\x18\x03 \x01(\tH\x00\x12\x0e\n\x04site\x18\x04 \x01(\tH\x00\x12\r\n\x03\x61ll\x18\x05 \x01(\x08H\x00\x42\n\n\x08selector\"F\n\x13\x44\x65leteFacesResponse\x12\x16\n\x0epoints_deleted\x18\x01 \x01(\x03\x12\x17\n\x0fobjects_deleted\x18\x02 \x01(\x03\"@\n\rOptOutRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x0c\n\x04note\x18\x03 \x01(\t\"v\n\x0eOptOutResponse\x12\x11\n\toptout_id\x18\x01 \x01(\t\x12\r\n\x05\x66\x61\x63\x65s\x18\x02 \x01(\x05\x12\x16\n\x0epoints_deleted\x18\x03 \x01(\x03\x12\x17\n\x0fobjects_deleted\x18\x04 \x01(\x03\x12\x11\n\tmin_score\x18\x05 \x01(\x02\"\'\n\x12ListOptOutsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\"w\n\x0bOptOutEntry\x12\x11\n\toptout_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05\x66\x61\x63\x65s\x18\x03 \x01(\x05\x12\x0c\n\x04note\x18\x04 \x01(\t\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\x12\x0e\n\x06key_id\x18\x06 \x01(\t\"@\n\x13ListOptOutsResponse\x12)\n\x07optouts\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.OptOutEntry\";\n\x13RemoveOptOutRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x11\n\toptout_id\x18\x02 \x01(\t\"\x16\n\x14RemoveOptOutResponse\"M\n\x17ListAuditRecordsRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x10\n\x08since_ms\x18\x02 \x01(\x03\x12\r\n\x05limit\x18\x03 \x01(\x05\"\x90\x03\n\x0b\x41uditRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07time_ms\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x11\n\ttenant_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x0f\n\x07service\x18\x08 \x01(\t\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x14\n\x07results\x18\n \x01(\x03H\x00\x88\x01\x01\x12\x38\n\x08\x61\x66\x66\x65\x63ted\x18\x0b \x03(\x0b\x32&.facepipe.v1.AuditRecord.AffectedEntry\x12\x34\n\x06\x64\x65tail\x18\x0c \x03(\x0b\x32$.facepipe.v1.AuditRecord.DetailEntry\x1a/\n\rAffectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a-\n\x0b\x44\x65tailEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_results\"E\n\x18ListAuditRecordsResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.facepipe.v1.AuditRecord\"\\\n\x0eReindexRequest\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x17\n\x0f\x66rom_collection\x18\x02 \x01(\t\x12\x10\n\x08\x64rop_old\x18\x03 \x01(\x08\x12\x0c\n\x04wait\x18\x04 \x01(\x08\"\x9c\x02\n\x0fReindexResponse\x12\r\n\x05state\x18\x01 \x01(\t\x12\x17\n\x0f\x66rom_collection\x18\x02 \x01(\t\x12\x15\n\rto_collection\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x13\n\x0b\x66\x61\x63\x65s_total\x18\x05 \x01(\x03\x12\x17\n\x0f\x66\x61\x63\x65s_reindexed\x18\x06 \x01(\x03\x12\x15\n\rfaces_skipped\x18\x07 \x01(\x03\x12\x15\n\rfaces_missing\x18\x08 \x01(\x03\x12\x17\n\x0f\x66\x61\x63\x65s_realigned\x18\t \x01(\x03\x12\x16\n\x0epoints_dropped\x18\n \x01(\x03\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x1f\n\x17optouts_of_other_models\x18\x0c \x01(\x05\x32\xc4\x05\n\x07Indexer\x12\x41\n\x06Search\x12\x1a.facepipe.v1.SearchRequest\x1a\x1b.facepipe.v1.SearchResponse\x12G\n\x08GetStats\x12\x1c.facepipe.v1.GetStatsRequest\x1a\x1d.facepipe.v1.GetStatsResponse\x12P\n\x0b\x44\x65leteFaces\x12\x1f.facepipe.v1.DeleteFacesRequest\x1a .facepipe.v1.DeleteFacesResponse\x12J\n\tListFaces\x12\x1d.facepipe.v1.ListFacesRequest\x1a\x1e.facepipe.v1.ListFacesResponse\x12\x41\n\x06OptOut\x12\x1a.facepipe.v1.OptOutRequest\x1a\x1b.facepipe.v1.OptOutResponse\x12P\n\x0bListOptOuts\x12\x1f.facepipe.v1.ListOptOutsRequest\x1a .facepipe.v1.ListOptOutsResponse\x12S\n\x0cRemoveOptOut\x12 .facepipe.v1.RemoveOptOutRequest\x1a!.facepipe.v1.RemoveOptOutResponse\x12_\n\x10ListAuditRecords\x12$.facepipe.v1.ListAuditRecordsRequest\x1a%.facepipe.v1.ListAuditRecordsResponse\x12\x44\n\x07Reindex\x12\x1b.facepipe.v1.ReindexRequest\x1a\x1c.facepipe.v1.ReindexResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,41 +49,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_start=899
   _globals['_GETSTATSREQUEST']._serialized_end=957
   _globals['_GETSTATSRESPONSE']._serialized_start=960
-  _globals['_GETSTATSRESPONSE']._serialized_end=1194
-  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_start=1147
-  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_end=1194
-  _globals['_LISTFACESREQUEST']._serialized_start=1196
-  _globals['_LISTFACESREQUEST']._serialized_end=1272
-  _globals['_LISTFACESRESPONSE']._serialized_start=1274
-  _globals['_LISTFACESRESPONSE']._serialized_end=1359
-  _globals['_DELETEFACESREQUEST']._serialized_start=1361
-  _globals['_DELETEFACESREQUEST']._serialized_end=1482
-  _globals['_DELETEFACESRESPONSE']._serialized_start=1484
-  _globals['_DELETEFACESRESPONSE']._serialized_end=1554
-  _globals['_OPTOUTREQUEST']._serialized_start=1556
-  _globals['_OPTOUTREQUEST']._serialized_end=1620
-  _globals['_OPTOUTRESPONSE']._serialized_start=1622
-  _globals['_OPTOUTRESPONSE']._serialized_end=1740
-  _globals['_LISTOPTOUTSREQUEST']._serialized_start=1742
-  _globals['_LISTOPTOUTSREQUEST']._serialized_end=1781
-  _globals['_OPTOUTENTRY']._serialized_start=1783
-  _globals['_OPTOUTENTRY']._serialized_end=1902
-  _globals['_LISTOPTOUTSRESPONSE']._serialized_start=1904
-  _globals['_LISTOPTOUTSRESPONSE']._serialized_end=1968
-  _globals['_REMOVEOPTOUTREQUEST']._serialized_start=1970
-  _globals['_REMOVEOPTOUTREQUEST']._serialized_end=2029
-  _globals['_REMOVEOPTOUTRESPONSE']._serialized_start=2031
-  _globals['_REMOVEOPTOUTRESPONSE']._serialized_end=2053
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=2055
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=2132
-  _globals['_AUDITRECORD']._serialized_start=2135
-  _globals['_AUDITRECORD']._serialized_end=2535
-  _globals['_AUDITRECORD_AFFECTEDENTRY']._serialized_start=2429
-  _globals['_AUDITRECORD_AFFECTEDENTRY']._serialized_end=2476
-  _globals['_AUDITRECORD_DETAILENTRY']._serialized_start=2478
-  _globals['_AUDITRECORD_DETAILENTRY']._serialized_end=2523
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=2537
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=2606
-  _globals['_INDEXER']._serialized_start=2609
-  _globals['_INDEXER']._serialized_end=3247
+  _globals['_GETSTATSRESPONSE']._serialized_end=1214
+  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_start=1167
+  _globals['_GETSTATSRESPONSE_COUNTERSENTRY']._serialized_end=1214
+  _globals['_LISTFACESREQUEST']._serialized_start=1216
+  _globals['_LISTFACESREQUEST']._serialized_end=1292
+  _globals['_LISTFACESRESPONSE']._serialized_start=1294
+  _globals['_LISTFACESRESPONSE']._serialized_end=1379
+  _globals['_DELETEFACESREQUEST']._serialized_start=1381
+  _globals['_DELETEFACESREQUEST']._serialized_end=1502
+  _globals['_DELETEFACESRESPONSE']._serialized_start=1504
+  _globals['_DELETEFACESRESPONSE']._serialized_end=1574
+  _globals['_OPTOUTREQUEST']._serialized_start=1576
+  _globals['_OPTOUTREQUEST']._serialized_end=1640
+  _globals['_OPTOUTRESPONSE']._serialized_start=1642
+  _globals['_OPTOUTRESPONSE']._serialized_end=1760
+  _globals['_LISTOPTOUTSREQUEST']._serialized_start=1762
+  _globals['_LISTOPTOUTSREQUEST']._serialized_end=1801
+  _globals['_OPTOUTENTRY']._serialized_start=1803
+  _globals['_OPTOUTENTRY']._serialized_end=1922
+  _globals['_LISTOPTOUTSRESPONSE']._serialized_start=1924
+  _globals['_LISTOPTOUTSRESPONSE']._serialized_end=1988
+  _globals['_REMOVEOPTOUTREQUEST']._serialized_start=1990
+  _globals['_REMOVEOPTOUTREQUEST']._serialized_end=2049
+  _globals['_REMOVEOPTOUTRESPONSE']._serialized_start=2051
+  _globals['_REMOVEOPTOUTRESPONSE']._serialized_end=2073
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=2075
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=2152
+  _globals['_AUDITRECORD']._serialized_start=2155
+  _globals['_AUDITRECORD']._serialized_end=2555
+  _globals['_AUDITRECORD_AFFECTEDENTRY']._serialized_start=2449
+  _globals['_AUDITRECORD_AFFECTEDENTRY']._serialized_end=2496
+  _globals['_AUDITRECORD_DETAILENTRY']._serialized_start=2498
+  _globals['_AUDITRECORD_DETAILENTRY']._serialized_end=2543
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=2557
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=2626
+  _globals['_REINDEXREQUEST']._serialized_start=2628
+  _globals['_REINDEXREQUEST']._serialized_end=2720
+  _globals['_REINDEXRESPONSE']._serialized_start=2723
+  _globals['_REINDEXRESPONSE']._serialized_end=3007
+  _globals['_INDEXER']._serialized_start=3010
+  _globals['_INDEXER']._serialized_end=3718
 # @@protoc_insertion_point(module_scope)

@@ -94,7 +94,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., count_images: _Optional[bool] = ...) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("points", "dim", "model", "vector_store", "object_store", "counters", "images")
+    __slots__ = ("points", "dim", "model", "vector_store", "object_store", "counters", "images", "collection")
     class CountersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class GetStatsResponse(_message.Message):
     OBJECT_STORE_FIELD_NUMBER: _ClassVar[int]
     COUNTERS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     points: int
     dim: int
     model: str
@@ -116,7 +117,8 @@ class GetStatsResponse(_message.Message):
     object_store: str
     counters: _containers.ScalarMap[str, int]
     images: int
-    def __init__(self, points: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., vector_store: _Optional[str] = ..., object_store: _Optional[str] = ..., counters: _Optional[_Mapping[str, int]] = ..., images: _Optional[int] = ...) -> None: ...
+    collection: str
+    def __init__(self, points: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., vector_store: _Optional[str] = ..., object_store: _Optional[str] = ..., counters: _Optional[_Mapping[str, int]] = ..., images: _Optional[int] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class ListFacesRequest(_message.Message):
     __slots__ = ("tenant_id", "page_size", "page_token")
@@ -279,3 +281,43 @@ class ListAuditRecordsResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class ReindexRequest(_message.Message):
+    __slots__ = ("tenant_id", "from_collection", "drop_old", "wait")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DROP_OLD_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    from_collection: str
+    drop_old: bool
+    wait: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., from_collection: _Optional[str] = ..., drop_old: _Optional[bool] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class ReindexResponse(_message.Message):
+    __slots__ = ("state", "from_collection", "to_collection", "model", "faces_total", "faces_reindexed", "faces_skipped", "faces_missing", "faces_realigned", "points_dropped", "error", "optouts_of_other_models")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FROM_COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TO_COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FACES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FACES_REINDEXED_FIELD_NUMBER: _ClassVar[int]
+    FACES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    FACES_MISSING_FIELD_NUMBER: _ClassVar[int]
+    FACES_REALIGNED_FIELD_NUMBER: _ClassVar[int]
+    POINTS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    OPTOUTS_OF_OTHER_MODELS_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    from_collection: str
+    to_collection: str
+    model: str
+    faces_total: int
+    faces_reindexed: int
+    faces_skipped: int
+    faces_missing: int
+    faces_realigned: int
+    points_dropped: int
+    error: str
+    optouts_of_other_models: int
+    def __init__(self, state: _Optional[str] = ..., from_collection: _Optional[str] = ..., to_collection: _Optional[str] = ..., model: _Optional[str] = ..., faces_total: _Optional[int] = ..., faces_reindexed: _Optional[int] = ..., faces_skipped: _Optional[int] = ..., faces_missing: _Optional[int] = ..., faces_realigned: _Optional[int] = ..., points_dropped: _Optional[int] = ..., error: _Optional[str] = ..., optouts_of_other_models: _Optional[int] = ...) -> None: ...

@@ -76,6 +76,11 @@ class IndexerStub:
                 request_serializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.Reindex = channel.unary_unary(
+                '/facepipe.v1.Indexer/Reindex',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.ReindexRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.ReindexResponse.FromString,
+                _registered_method=True)
 
 
 class IndexerServicer:
@@ -137,6 +142,16 @@ class IndexerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reindex(self, request, context):
+        """Moves a tenant to the active model: re-embeds its faces from their stored aligned
+        crops into the active model's collection, then switches its search over. Resumable:
+        faces already there are skipped. Until it is done, searching the tenant fails with
+        FAILED_PRECONDITION saying so. Calling it while it runs returns its progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +194,11 @@ def add_IndexerServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'Reindex': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reindex,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.ReindexRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.ReindexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +419,33 @@ class Indexer:
             '/facepipe.v1.Indexer/ListAuditRecords',
             facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsRequest.SerializeToString,
             facepipe_dot_v1_dot_indexer__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reindex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/Reindex',
+            facepipe_dot_v1_dot_indexer__pb2.ReindexRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.ReindexResponse.FromString,
             options,
             channel_credentials,
             insecure,

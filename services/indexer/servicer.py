@@ -5,6 +5,7 @@ server runtime; the handlers add what they returned and affected (facepipe.audit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
@@ -20,9 +21,10 @@ from facepipe.imaging import ImageError
 from facepipe.optout import OptOut, new_id
 from facepipe.pipeline import TENANT_RE, Loaded
 from facepipe.protoconv import face_to_proto
-from facepipe.storage import SearchHit
+from facepipe.storage import SearchHit, StoredPoint
 from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
 
+from .reindex import ReindexRefused
 from .stage import SHA256_RE, IndexerDeps, counters, erase_faces, erase_matching, forget_erased
 
 log = logging.getLogger("facepipe.indexer")
@@ -36,6 +38,7 @@ MAX_LIST_POINTS = 1_000_000
 MAX_OPTOUT_PHOTOS = 20
 MAX_NOTE_CHARS = 200
 OPTOUT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+COLLECTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_AUDIT_RECORDS = 100
 MAX_AUDIT_RECORDS = 10_000
 
@@ -69,6 +72,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             vector = await _given_vector(deps, request.vector, context)
         else:
             await _invalid(context, "give a query: image (encoded bytes) or vector")
+        await _searchable(deps, tenant, context)
         hits = await asyncio.to_thread(
             store.search, vector, tenant, top_k, request.min_score or None, filters
         )
@@ -93,6 +97,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             model=deps.model,
             # The kind of store only: callers never learn the server's paths or URLs.
             vector_store=_kind(store.describe()),
+            collection=deps.collections.active_name if deps.collections is not None else "",
             object_store=_kind(objects.describe()) if objects is not None else "",
             # The stage's counters span every tenant.
             counters=counters(deps) if auth.is_all_tenants() else {},
@@ -102,7 +107,6 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         self, request: indexer_pb2.DeleteFacesRequest, context
     ) -> indexer_pb2.DeleteFacesResponse:
         deps = await self._deps(context)
-        store = deps.store
         tenant = await _tenant(request.tenant_id, context)
         selector = request.WhichOneof("selector")
         if selector is None or (selector == "all" and not request.all):
@@ -116,7 +120,11 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
                 await _invalid(context, f"image_sha256 {echo(value)} is not 64 lowercase hex digits")
             filters = {selector: value}
         audit.detail(selector=selector, value=str(getattr(request, selector)) if filters else "")
-        erased = await asyncio.to_thread(erase_faces, store, deps.objects, tenant, filters)
+        stores = await asyncio.to_thread(deps.all_stores)
+        async with _erasing(deps, tenant):
+            erased = await asyncio.to_thread(erase_faces, stores, deps.objects, tenant, filters)
+        if filters is None and deps.collections is not None:
+            await asyncio.to_thread(deps.collections.forget_tenant, tenant)
         await forget_erased(deps, tenant, erased, everything=filters is None)
         await deps.writer.note_deleted(erased.points)
         audit.note(points_deleted=erased.points, objects_deleted=erased.objects)
@@ -144,9 +152,10 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             if not request.page_token.isdigit():
                 await _invalid(context, f"page_token {echo(request.page_token)} is not one this service gave")
             start = int(request.page_token)
-        # Sorted by point id, so pages stay stable while nothing is written.
-        stored = await asyncio.to_thread(deps.store.scroll, tenant, None, MAX_LIST_POINTS)
-        stored.sort(key=lambda p: p.id)
+        # Every model's collection, each face once (a moved face is in two): erasure by site
+        # lists the tenant's sites here. Sorted by point id, so pages stay stable while
+        # nothing is written.
+        stored = await asyncio.to_thread(_all_faces, deps, tenant)
         page = stored[start : start + page_size]
         response = indexer_pb2.ListFacesResponse(
             faces=[_match(SearchHit(p.id, 0.0, p.payload)) for p in page]
@@ -159,6 +168,8 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         deps = await self._deps(context)
         tenant = await _tenant(request.tenant_id, context)
         registry, threshold = await _optouts(deps, context)
+        # Faces of another model's collection cannot be matched with this model's vectors.
+        await _searchable(deps, tenant, context)
         if not request.images:
             await _invalid(context, "give at least one photo of the person")
         if len(request.images) > MAX_OPTOUT_PHOTOS:
@@ -178,7 +189,11 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
         # Registered first, so that no new face of the person is indexed while the old go.
         await registry.add(entry)
         audit.detail(optout_id=entry.optout_id)
-        erased = await asyncio.to_thread(erase_matching, deps.store, deps.objects, tenant, vectors, threshold)
+        stores = await asyncio.to_thread(deps.all_stores)
+        async with _erasing(deps, tenant):
+            erased = await asyncio.to_thread(
+                erase_matching, deps.store, stores, deps.objects, tenant, vectors, threshold
+            )
         await forget_erased(deps, tenant, erased, everything=False)
         await deps.writer.note_deleted(erased.points)
         audit.note(points_deleted=erased.points, objects_deleted=erased.objects)
@@ -251,6 +266,46 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             )
         records = await audit.read(js, tenant, request.since_ms / 1000.0, limit)
         return indexer_pb2.ListAuditRecordsResponse(records=[_audit_proto(r) for r in records])
+
+    async def Reindex(self, request: indexer_pb2.ReindexRequest, context) -> indexer_pb2.ReindexResponse:
+        deps = await self._deps(context)
+        tenant = await _tenant(request.tenant_id, context)
+        if request.from_collection and not COLLECTION_RE.match(request.from_collection):
+            await _invalid(
+                context,
+                f"from_collection {echo(request.from_collection)} is not a collection name: "
+                "1-64 letters, digits, '_' or '-'",
+            )
+        reindexer = deps.reindexer
+        if reindexer is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this indexer cannot reindex")
+        audit.detail(from_collection=request.from_collection, drop_old=str(request.drop_old).lower())
+        try:
+            job = await reindexer.start(tenant, request.from_collection, request.drop_old)
+        except ReindexRefused as exc:
+            await _invalid(context, str(exc))
+        if request.wait and job.task is not None:
+            # Shielded: a caller that gives up waiting leaves the reindex running.
+            await asyncio.shield(job.task)
+        audit.note(points_reindexed=job.reindexed, points_deleted=job.dropped)
+        stale_optouts = 0
+        if deps.optouts is not None:
+            entries = await deps.optouts.list(tenant)
+            stale_optouts = sum(1 for e in entries if e.model not in ("", deps.model))
+        return indexer_pb2.ReindexResponse(
+            state=job.state,
+            from_collection=job.source,
+            to_collection=job.target,
+            model=job.model,
+            faces_total=job.total,
+            faces_reindexed=job.reindexed,
+            faces_skipped=job.skipped,
+            faces_missing=job.missing,
+            faces_realigned=job.realigned,
+            points_dropped=job.dropped,
+            error=job.error,
+            optouts_of_other_models=stale_optouts,
+        )
 
     async def _deps(self, context) -> IndexerDeps:
         return await self.loaded.require(context, "the index is still loading")
@@ -326,6 +381,32 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
         indexed_at_ms=int(p.get("indexed_at", 0)),
         alt_text=p.get("alt_text", ""),
     )
+
+
+def _erasing(deps: IndexerDeps, tenant: str) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Keeps a reindex of the tenant from writing back what is being erased."""
+    if deps.reindexer is None:
+        return contextlib.nullcontext()
+    return deps.reindexer.tenant_lock(tenant)
+
+
+def _all_faces(deps: IndexerDeps, tenant: str) -> list[StoredPoint]:
+    """The tenant's faces in every collection, the active one's copy first, by point id."""
+    faces: dict[str, StoredPoint] = {}
+    for store in deps.all_stores():
+        for p in store.scroll(tenant, None, MAX_LIST_POINTS):
+            faces.setdefault(p.id, p)
+    return sorted(faces.values(), key=lambda p: p.id)
+
+
+async def _searchable(deps: IndexerDeps, tenant: str, context) -> None:
+    """Refuses a search that the active collection cannot answer for this tenant: its
+    faces are in another model's collection, or being moved from there."""
+    if deps.reindexer is None:
+        return
+    problem = await asyncio.to_thread(deps.reindexer.search_problem, tenant)
+    if problem:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
 
 
 async def _optouts(deps: IndexerDeps, context):

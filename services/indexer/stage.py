@@ -37,7 +37,10 @@ from facepipe.storage import (
     ObjectStore,
     VectorStore,
 )
+from facepipe.storage.vectors.collections import VectorCollections
 from facepipe.v1 import pipeline_pb2
+
+from .reindex import Reindexer
 
 log = logging.getLogger("facepipe.indexer")
 
@@ -203,6 +206,16 @@ class IndexerDeps:
     # an opted-out person, None when neither the setting nor the model pack gives one.
     optouts: OptOutRegistry | None = None
     optout_min_score: float | None = None
+    # Every face collection (``store`` is the active one's) and the reindex of tenants
+    # into the active one; set by open_deps.
+    collections: VectorCollections | None = None
+    reindexer: Reindexer | None = None
+
+    def all_stores(self) -> list[VectorStore]:
+        """The active collection first, then every other face collection (erasure reaches all)."""
+        if self.collections is None:
+            return [self.store]
+        return [self.collections.store(name) for name in self.collections.names()]
 
 
 async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> IndexerDeps:
@@ -227,7 +240,13 @@ async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> Ind
         service=opened.name,
     )
     points = await writer.refresh()
-    log.info("index open", extra={"vector_store": store.describe(), "dim": dim, "points": points})
+    collections = VectorCollections(settings.vectors, store)
+    await asyncio.to_thread(collections.register, collections.active_name, dim, model)
+    others = await asyncio.to_thread(collections.others)
+    log.info(
+        "index open",
+        extra={"vector_store": store.describe(), "dim": dim, "points": points, "other_collections": others},
+    )
     return IndexerDeps(
         store,
         objects,
@@ -240,11 +259,17 @@ async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> Ind
         opened.output,
         optouts,
         min_score(settings),
+        collections,
+        Reindexer(collections, objects, engine.embedder, writer.write),
     )
 
 
 async def close_deps(deps: IndexerDeps) -> None:
+    if deps.reindexer is not None:
+        await deps.reindexer.close()
     await deps.writer.close()
+    if deps.collections is not None:
+        await asyncio.to_thread(deps.collections.close)
     await deps.engine.close()
 
 
@@ -306,11 +331,16 @@ class Erased:
 
 
 def erase_faces(
-    store: VectorStore, objects: ObjectStore | None, tenant: str, filters: dict[str, str | int] | None
+    stores: Sequence[VectorStore],
+    objects: ObjectStore | None,
+    tenant: str,
+    filters: dict[str, str | int] | None,
 ) -> Erased:
-    """Deletes the selected points, then their stored objects; ``filters`` None erases the tenant."""
-    payloads = store.delete(tenant, filters)
-    erased = Erased(points=len(payloads))
+    """Deletes the selected points from every collection (each model's), then their stored
+    objects; ``filters`` None erases the tenant. A face in two collections counts once."""
+    payloads = [p for store in stores for p in store.delete(tenant, filters)]
+    faces = {(p.get("image_sha256"), p.get("face_index")) for p in payloads}
+    erased = Erased(points=len(faces))
     erased.face_phashes = {p["face_phash"] for p in payloads if p.get("face_phash")}
     if objects is None:
         return erased
@@ -329,7 +359,9 @@ def erase_faces(
         )
     shas = {p.get("image_sha256") for p in payloads} | {filters.get("image_sha256")}
     for sha in shas:
-        if not sha or not SHA256_RE.match(sha) or store.scroll(tenant, {"image_sha256": sha}, limit=1):
+        if not sha or not SHA256_RE.match(sha):
+            continue
+        if any(store.scroll(tenant, {"image_sha256": sha}, limit=1) for store in stores):
             continue
         # Nothing of this image is left in the tenant: its raw image and any stray crops go too.
         erased.objects += objects.delete_prefix(RAW_IMAGES_BUCKET, f"{prefix}{sha}.")
@@ -341,6 +373,7 @@ def erase_faces(
 
 def erase_matching(
     store: VectorStore,
+    stores: Sequence[VectorStore],
     objects: ObjectStore | None,
     tenant: str,
     vectors: Sequence[np.ndarray],
@@ -348,7 +381,8 @@ def erase_matching(
     page: int = 1000,
 ) -> Erased:
     """Erases every face of the tenant at or above ``threshold`` similarity to any of
-    ``vectors`` (an opted-out person), with its stored objects."""
+    ``vectors`` (an opted-out person) in ``store``, the collection of the model that made
+    ``vectors``, from every collection in ``stores``, with its stored objects."""
     total = Erased()
     for vector in vectors:
         while True:
@@ -358,7 +392,7 @@ def erase_matching(
                     "image_sha256": str(hit.payload.get("image_sha256", "")),
                     "face_index": int(hit.payload.get("face_index", 0)),
                 }
-                erased = erase_faces(store, objects, tenant, selector)
+                erased = erase_faces(stores, objects, tenant, selector)
                 total.points += erased.points
                 total.objects += erased.objects
                 total.images |= erased.images
@@ -395,6 +429,7 @@ def stats(deps: IndexerDeps) -> dict[str, Any]:
         "dim": deps.dim,
         "model": deps.model,
         "vector_store": deps.store.describe(),
+        "collection": deps.collections.active_name if deps.collections else "",
     }
 
 

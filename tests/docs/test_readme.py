@@ -32,6 +32,8 @@ NOT_RUN = {
     "(the crawl tests use a site served on 127.0.0.1)",
     "Inference nodes": "servers in the foreground on other machines, one of them a GPU box",
     "Models": "`models pull` downloads packs from the internet (the pull tests use a local server)",
+    "Switching model packs": "needs a second model pack, pulled from the internet; "
+    "tests/e2e/test_reindex.py switches a stack between two packs the same way",
     "Deploy on kind": "needs docker, kind, kubectl and helm, and a cluster they start",
     "TLS": "needs certificates from the reader's own CA; tests/integration/test_tls.py and "
     "tests/e2e/test_tls_stack.py run the same settings with a throwaway CA",

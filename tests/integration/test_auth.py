@@ -186,6 +186,7 @@ REQUESTS: dict[str, Callable[[Deployment], object]] = {
         tenant_id=OURS, optout_id=d.optout_id
     ),
     "/facepipe.v1.Indexer/ListAuditRecords": lambda d: indexer_pb2.ListAuditRecordsRequest(tenant_id=OURS),
+    "/facepipe.v1.Indexer/Reindex": lambda d: indexer_pb2.ReindexRequest(tenant_id=OURS, wait=True),
     "/facepipe.v1.Extractor/Ingest": lambda d: pipeline_pb2.IngestRequest(
         tenant_id=OURS, bucket=OUR_OBJECT[0], key=OUR_OBJECT[1]
     ),

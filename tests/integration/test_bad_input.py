@@ -572,6 +572,30 @@ def test_search_field_out_of_range_is_invalid_argument(bench, fields: dict, mess
     assert_refused(error, grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+REINDEXES = [
+    ("reindex_no_tenant", {}, "tenant_id '' is required"),
+    ("reindex_overlong_tenant", {"tenant_id": LONG}, "tenant_id 'tttt"),
+    (
+        "reindex_bad_collection",
+        {"tenant_id": "t1", "from_collection": "../faces"},
+        "is not a collection name",
+    ),
+    (
+        "reindex_unknown_collection",
+        {"tenant_id": "t1", "from_collection": "faces_0000000000000000_128d"},
+        "no face collection faces_0000000000000000_128d; the others are: none",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), [r[1:] for r in REINDEXES], ids=[r[0] for r in REINDEXES])
+def test_reindex_field_is_invalid_argument(bench, fields: dict, message: str) -> None:
+    with grpc.insecure_channel(bench.services["indexer"].addr) as channel:
+        stub = indexer_pb2_grpc.IndexerStub(channel)
+        error = rpc_error(stub.Reindex, indexer_pb2.ReindexRequest(**fields))
+    assert_refused(error, grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 INGESTS = [
     ("ingest_overlong_tenant", {"tenant_id": LONG, "url": "https://example.org/a.jpg"}, "invalid tenant_id"),
     (
@@ -608,6 +632,8 @@ FLAGS = [
     ("detect_missing_file", ["detect", "/nonexistent/photo.jpg"], 2, "/nonexistent/photo.jpg"),
     ("detect_no_images", ["detect"], 2, "the following arguments are required: IMAGE"),
     ("search_overlong_tenant", ["search", "{jpeg}", "--tenant", LONG], 2, "invalid tenant 'tttt"),
+    ("reindex_overlong_tenant", ["reindex", "--tenant", LONG], 2, "invalid tenant 'tttt"),
+    ("reindex_no_tenant", ["reindex"], 2, "the following arguments are required: --tenant"),
     ("crawl_unsupported_scheme", ["crawl", "ftp://example.org/"], 2, "is not an http(s) URL"),
     ("serve_unknown_service", ["serve", "nosuch"], 2, "invalid choice: 'nosuch'"),
     ("unknown_command", ["frobnicate"], 2, "invalid choice: 'frobnicate'"),

@@ -34,6 +34,7 @@ from facepipe.storage import (
     EdgeVectorStore,
     LocalObjectStore,
 )
+from facepipe.storage.vectors.collections import active_collection
 from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc, pipeline_pb2
 
 PAYLOAD_KEYS = {
@@ -414,7 +415,7 @@ async def test_index_search_and_stats(tmp_path, nats_server, start_service, phot
     assert ready["ready"] and {"nats", "vector_store", "object_store", "models"} <= set(ready["checks"])
 
 
-async def test_erasure_shutdown_and_restart(tmp_path, nats_server, start_service, photos) -> None:
+async def test_erasure_shutdown_and_restart(tmp_path, nats_server, start_service, photos, settings) -> None:
     env = env_for(tmp_path, nats_server.url)
     indexer = start_service("indexer", env=env)
     root = tmp_path / "objects"
@@ -508,7 +509,8 @@ async def test_erasure_shutdown_and_restart(tmp_path, nats_server, start_service
 
     # SIGTERM: a clean exit that flushes and releases the shard.
     assert indexer.stop() == 0, indexer.log()
-    with EdgeVectorStore(tmp_path / "vectors") as store:
+    # The indexer wrote to the active model's own collection.
+    with EdgeVectorStore(tmp_path / "vectors", active_collection(settings)) as store:
         stored = store.scroll("acme", limit=1000)
         assert len(stored) == remaining
         for p in stored:

@@ -47,3 +47,24 @@ async def test_registered_people_are_matched_per_tenant_until_removed(nats_serve
         await watcher.stop()
     finally:
         await nc.close()
+
+
+async def test_opt_outs_of_two_models_each_match_their_own_faces(nats_server) -> None:
+    """After a switch of model packs a tenant holds opt-outs of both models, whose
+    embeddings may differ in size: each matches only faces of its own model."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        registry = await OptOutRegistry.open(nc.jetstream())
+        old_person = unit([1.0, 0.2, 0.0, 0.0])
+        new_person = unit([0.0, 0.0, 0.0, 0.0, 1.0, 0.1])
+        old = OptOut(new_id(), "acme", [old_person.tolist()], "old.onnx")
+        new = OptOut(new_id(), "acme", [new_person.tolist()], "new.onnx")
+        await registry.add(old)
+        await registry.add(new)
+        assert registry.match("acme", new_person, 0.9, "new.onnx") == new.optout_id
+        assert registry.match("acme", old_person, 0.9, "old.onnx") == old.optout_id
+        # A 4-d face of the new model (same size as the old's) never matches the old opt-out.
+        assert registry.match("acme", old_person, 0.9, "new.onnx") is None
+        assert registry.match("acme", unit([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]), 0.9, "new.onnx") is None
+    finally:
+        await nc.close()

@@ -46,6 +46,7 @@ def test_every_command_is_known() -> None:
         "search",
         "crawl",
         "erase",
+        "reindex",
         "batch",
         "stats",
         "dlq list",

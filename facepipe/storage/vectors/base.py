@@ -86,6 +86,8 @@ class VectorStore(Protocol):
 
     def delete(self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None) -> list[dict]: ...
 
+    def existing(self, ids: Sequence[str]) -> set[str]: ...
+
     def count(self, tenant_id: str | None = None) -> int: ...
 
     def optimize(self) -> bool: ...
@@ -215,6 +217,10 @@ class BaseVectorStore(ABC):
         """Deletes these point ids."""
 
     @abstractmethod
+    def _native_existing(self, ids: list[str]) -> set[str]:
+        """Which of these point ids are stored."""
+
+    @abstractmethod
     def _native_count(self, conds: Conditions) -> int:
         """The exact number of points matching ``conds``."""
 
@@ -286,6 +292,17 @@ class BaseVectorStore(ABC):
             for batch in batches([p.id for p in doomed], PAGE):
                 self._native_delete(list(batch))
         return [p.payload for p in doomed]
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """The ids among ``ids`` that the collection holds (a resumed copy skips them)."""
+        wanted = [point_id(i) for i in ids]
+        with self._lock:
+            if not wanted or not self._collection_exists():
+                return set()
+            found: set[str] = set()
+            for batch in batches(wanted, PAGE):
+                found |= self._native_existing(list(batch))
+            return found
 
     def count(self, tenant_id: str | None = None) -> int:
         conds = conditions(tenant_id, None, require_tenant=False)

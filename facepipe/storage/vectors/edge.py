@@ -168,6 +168,9 @@ class EdgeVectorStore(BaseVectorStore):
     def _native_delete(self, ids: list[str]) -> None:
         self._writable().update(edge.UpdateOperation.delete_points(ids))
 
+    def _native_existing(self, ids: list[str]) -> set[str]:
+        return {str(r.id) for r in self._writable().retrieve(ids, False, False)}
+
     def _native_count(self, conds: Conditions) -> int:
         return int(self._writable().count(edge.CountRequest(exact=True, filter=_edge_filter(conds))))
 

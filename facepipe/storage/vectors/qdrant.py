@@ -129,6 +129,10 @@ class QdrantServerVectorStore(BaseVectorStore):
     def _native_delete(self, ids: list[str]) -> None:
         self.client.delete(self.collection, points_selector=qm.PointIdsList(points=ids), wait=True)
 
+    def _native_existing(self, ids: list[str]) -> set[str]:
+        records = self.client.retrieve(self.collection, ids=ids, with_payload=False, with_vectors=False)
+        return {str(r.id) for r in records}
+
     def _native_count(self, conds: Conditions) -> int:
         return int(self.client.count(self.collection, count_filter=_server_filter(conds), exact=True).count)
 
