@@ -228,6 +228,17 @@ def known_thresholds(recognizer_sha256: str) -> dict[str, float]:
     return {"search_min_score": float(entry["search_min_score"])} if "search_min_score" in entry else {}
 
 
+def _refresh_thresholds(directory: Path) -> None:
+    """Brings an installed pack's thresholds up to date with the project's table."""
+    manifest_path = directory / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    recognizer = (manifest.get("files") or {}).get(manifest.get("recognizer", "")) or {}
+    thresholds = known_thresholds(recognizer.get("sha256", ""))
+    if thresholds and manifest.get("thresholds") != thresholds:
+        manifest["thresholds"] = thresholds
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def pack_thresholds(directory: Path) -> dict[str, float]:
     """The thresholds in a pack's manifest, or {} when the pack has none."""
     manifest_path = Path(directory) / MANIFEST
@@ -314,6 +325,7 @@ def pull(
     dest = models_root(home) / name
     if dest.is_dir() and (dest / MANIFEST).exists() and not force:
         log.info("pack already installed", extra={"pack": name, "path": str(dest)})
+        _refresh_thresholds(dest)
         return dest
     models_root(home).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=models_root(home), prefix=f".{name}-") as tmp:
