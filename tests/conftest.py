@@ -58,12 +58,6 @@ def facepipe_home(tmp_path_factory) -> Path:
     return home
 
 
-@pytest.fixture(scope="session")
-def local_home(facepipe_home) -> Path:
-    """The FACEPIPE_HOME of ``facepipe_home``, for tests of the research pack."""
-    if not (facepipe_home / "models" / "local").is_dir():
-        pytest.skip("../shared/models is not present")
-    return facepipe_home
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +65,16 @@ def settings(facepipe_home):
     from facepipe.config import Settings
 
     return Settings.from_env("detector", home=facepipe_home)
+
+
+@pytest.fixture(scope="session")
+def local_settings(facepipe_home):
+    """Settings on the research pack, for tests about its files."""
+    from facepipe.config import Settings
+
+    if not (facepipe_home / "models" / "local").is_dir():
+        pytest.skip("../shared/models is not present")
+    return Settings.from_env("detector", home=facepipe_home, model_pack="local")
 
 
 @pytest.fixture(scope="session")
