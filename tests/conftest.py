@@ -58,8 +58,6 @@ def facepipe_home(tmp_path_factory) -> Path:
     return home
 
 
-
-
 @pytest.fixture(scope="session")
 def settings(facepipe_home):
     from facepipe.config import Settings

@@ -159,8 +159,9 @@ def inspect_model(path: Path) -> ModelInfo:
         return ModelInfo(DETECTOR, _DETECTOR_OUTPUTS[len(outputs)], shape)
     h, w = shape[2:4]
     if len(outputs) == 1 and isinstance(h, int) and h == w and h in (112, 128):
-        # SFace normalises its 0-255 input inside the graph; ArcFace-style models take
-        # (x - 127.5) / 127.5 and start with a convolution.
+        # Recognizers that normalise their 0-255 input inside the graph, as SFace does, are
+        # of the sface family; ArcFace-style ones take (x - 127.5) / 127.5 and start with a
+        # convolution.
         graph = onnx.load(str(path), load_external_data=False).graph
         first = {n.op_type for n in graph.node if inputs[0].name in n.input}
         return ModelInfo(RECOGNIZER, "sface" if first & {"Sub", "Mul", "Add", "Div"} else "arcface", shape)
@@ -324,9 +325,15 @@ def pull(
             raise PackError(f"unknown pack {name!r} and no --from URL; known: {pullable}")
     dest = models_root(home) / name
     if dest.is_dir() and (dest / MANIFEST).exists() and not force:
-        log.info("pack already installed", extra={"pack": name, "path": str(dest)})
-        _refresh_thresholds(dest)
-        return dest
+        try:
+            _refresh_thresholds(dest)
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "installed pack has an unreadable manifest, pulling it again", extra={"error": str(exc)}
+            )
+        else:
+            log.info("pack already installed", extra={"pack": name, "path": str(dest)})
+            return dest
     models_root(home).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=models_root(home), prefix=f".{name}-") as tmp:
         staging = Path(tmp) / "pack"

