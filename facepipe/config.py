@@ -665,7 +665,9 @@ class Settings:
         shown="~/.facepipe",
         help="Data home: models, objects, vectors and the local stack live under it.",
     )
-    model_pack: str = setting("local", help="Model pack under `$FACEPIPE_HOME/models/`.")
+    model_pack: str = setting(
+        "opencv", help="Model pack under `$FACEPIPE_HOME/models/` (`facepipe models list` names them)."
+    )
     models_dir: Path | None = setting(
         None, shown="$FACEPIPE_HOME/models/<pack>", help="Folder of the model pack's ONNX files."
     )

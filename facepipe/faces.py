@@ -15,14 +15,14 @@ from facepipe.config import Settings
 from facepipe.imaging import DecodedImage, decode_image
 from facepipe.inference import LocalInference, RemoteInference
 from facepipe.models.align import align_face
-from facepipe.models.arcface import ArcFace
+from facepipe.models.families import detector_decoder, recognizer_codec
 from facepipe.models.registry import PackFiles, load_pack
-from facepipe.models.scrfd import SCRFD, Letterbox
+from facepipe.models.scrfd import Letterbox
 from facepipe.quality import QualityResult, QualityThresholds, assess
 
 Inference = LocalInference | RemoteInference
 
-# The detector's square input side. SCRFD's strides reach 32, so sides are multiples
+# The detector's square input side. The detectors' strides reach 32, so sides are multiples
 # of 32; the upper bound keeps one request's time and memory in check (the cost grows
 # with the square of the side), and the fixed set bounds the batchers kept per size.
 INPUT_SIZE_MIN = 160
@@ -68,12 +68,13 @@ def make_inference(settings: Settings, pack: PackFiles, service: str) -> Inferen
 
 class FaceDetector:
     def __init__(
-        self, inference: Inference, model: str, settings: Settings, service: str = "facepipe"
+        self, inference: Inference, model: str, settings: Settings, service: str = "facepipe", *, family: str
     ) -> None:
         self.inference = inference
         self.model_name = model
         onnx = inference.model(model)
-        self.scrfd = SCRFD(onnx.output_names)
+        # Pre/post-processing of the pack's detector family (SCRFD, YuNet).
+        self.decoder = detector_decoder(family, onnx.output_names)
         fixed_h, fixed_w = onnx.input_hw
         self.fixed_size = (fixed_w, fixed_h) if fixed_h and fixed_w else None
         problem = input_size_problem(settings.det_size)
@@ -144,7 +145,7 @@ class FaceDetector:
 
         def prepare() -> tuple[DecodedImage, np.ndarray, Letterbox]:
             image = load()
-            return (image, *self.scrfd.preprocess(image.bgr, size))
+            return (image, *self.decoder.preprocess(image.bgr, size))
 
         image, blob, letterbox = await asyncio.to_thread(prepare)
         outputs = await self._batcher(size).submit(blob)
@@ -153,7 +154,7 @@ class FaceDetector:
     def _finish(
         self, image: DecodedImage, outputs: list[np.ndarray], letterbox: Letterbox, p: DetectParams
     ) -> list[DetectedFace]:
-        det = self.scrfd.postprocess(
+        det = self.decoder.postprocess(
             outputs, letterbox, p.threshold, p.nms_threshold, p.max_faces, (image.height, image.width)
         )
         faces = []
@@ -170,19 +171,20 @@ class FaceDetector:
 
 class FaceEmbedder:
     def __init__(
-        self, inference: Inference, model: str, settings: Settings, service: str = "facepipe"
+        self, inference: Inference, model: str, settings: Settings, service: str = "facepipe", *, family: str
     ) -> None:
         self.inference = inference
         self.model_name = model
         onnx = inference.model(model)
-        self.arcface = ArcFace(onnx.input_hw, onnx.outputs[0].shape)
-        self.dim = self.arcface.dim
-        self.size = self.arcface.size
+        # Pre/post-processing of the pack's recognizer family (ArcFace, SFace).
+        self.recognizer = recognizer_codec(family, onnx.input_hw, onnx.outputs[0].shape)
+        self.dim = self.recognizer.dim
+        self.size = self.recognizer.size
 
         async def run(crops: list[np.ndarray]) -> list[np.ndarray]:
-            blob = await asyncio.to_thread(self.arcface.preprocess, crops)
+            blob = await asyncio.to_thread(self.recognizer.preprocess, crops)
             raw = (await self.inference.run(self.model_name, blob))[0]
-            return list(self.arcface.postprocess(raw))
+            return list(self.recognizer.postprocess(raw))
 
         self._batcher = DynamicBatcher(
             run, settings.max_batch * 4, settings.max_wait_ms, name=model, service=service
@@ -221,8 +223,16 @@ class FaceEngine:
     ):
         pack = load_pack(settings.resolved_models_dir, settings.detector_model, settings.recognizer_model)
         inference = make_inference(settings, pack, service)
-        det = FaceDetector(inference, pack.detector.name, settings, service) if detector else None
-        emb = FaceEmbedder(inference, pack.recognizer.name, settings, service) if embedder else None
+        det = (
+            FaceDetector(inference, pack.detector.name, settings, service, family=pack.detector_family)
+            if detector
+            else None
+        )
+        emb = (
+            FaceEmbedder(inference, pack.recognizer.name, settings, service, family=pack.recognizer_family)
+            if embedder
+            else None
+        )
         return cls(settings, pack, inference, det, emb)  # type: ignore[arg-type]
 
     async def close(self) -> None:

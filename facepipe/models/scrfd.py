@@ -47,17 +47,9 @@ class SCRFD:
     # -- preprocessing -----------------------------------------------------
     def preprocess(self, bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
         """Letterboxes one image into ``size`` (w, h); returns a (3, h, w) float32 RGB tensor."""
-        w, h = size
-        img_h, img_w = bgr.shape[:2]
-        if img_h / img_w > h / w:
-            new_h, new_w = h, int(h / (img_h / img_w))
-        else:
-            new_w, new_h = w, int(w * (img_h / img_w))
-        new_w, new_h = max(new_w, 1), max(new_h, 1)
-        canvas = np.zeros((h, w, 3), dtype=np.uint8)
-        canvas[:new_h, :new_w] = cv2.resize(bgr, (new_w, new_h))
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / self.std, (w, h), (self.mean,) * 3, swapRB=True)
-        return blob[0], Letterbox(scale=new_h / img_h, width=w, height=h)
+        canvas, box = letterbox(bgr, size)
+        blob = cv2.dnn.blobFromImage(canvas, 1.0 / self.std, size, (self.mean,) * 3, swapRB=True)
+        return blob[0], box
 
     # -- postprocessing ----------------------------------------------------
     def _anchor_centers(self, height: int, width: int, stride: int) -> np.ndarray:
@@ -113,6 +105,20 @@ class SCRFD:
             sel = _largest_central(boxes, image_hw)[:max_faces]
             scores, boxes, kps = scores[sel], boxes[sel], kps[sel]
         return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.astype(np.float32))
+
+
+def letterbox(bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Scales one image into the top-left of a black ``size`` (w, h) canvas, keeping its aspect."""
+    w, h = size
+    img_h, img_w = bgr.shape[:2]
+    if img_h / img_w > h / w:
+        new_h, new_w = h, int(h / (img_h / img_w))
+    else:
+        new_w, new_h = w, int(w * (img_h / img_w))
+    new_w, new_h = max(new_w, 1), max(new_h, 1)
+    canvas = np.zeros((h, w, 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(bgr, (new_w, new_h))
+    return canvas, Letterbox(scale=new_h / img_h, width=w, height=h)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:

@@ -286,7 +286,7 @@ def test_default_install_wires_the_bundled_backends(rendered) -> None:
     # Models are pulled by an init container into the volume the detector reads.
     detector = find(docs, "Deployment", f"{RELEASE}-detector")["spec"]["template"]["spec"]
     inits = {c["name"]: c for c in detector["initContainers"]}
-    assert inits["models"]["command"] == ["facepipe", "models", "pull", "buffalo_l"]
+    assert inits["models"]["command"] == ["facepipe", "models", "pull", "opencv"]
     assert (
         find(docs, "ConfigMap", f"{RELEASE}-detector")["data"]["FACEPIPE_MODELS_DIR"]
         == "/opt/facepipe/models"

@@ -208,13 +208,16 @@ def test_wait_timeout_points_to_batch(stack, tmp_path) -> None:
     assert "no image of batch" in cli(stack, "batch", "no-such-batch", check=False).stderr
 
 
-def test_search_uses_the_calibrated_threshold_and_names_the_query_face(stack, facepipe_home) -> None:
+def test_search_uses_the_calibrated_threshold_and_names_the_query_face(stack) -> None:
+    from facepipe.config import Settings
     from facepipe.models.registry import pack_thresholds
 
     t = tenant()
     sample = insightface_sample("t1.jpg")
     cli(stack, "ingest", str(BRAD), str(sample), "--tenant", t, "--site", "photos.example:8080", "--wait")
-    calibrated = pack_thresholds(facepipe_home / "models" / "local")["search_min_score"]
+    calibrated = pack_thresholds(Settings.from_env("cli", stack["env"]).resolved_models_dir)[
+        "search_min_score"
+    ]
 
     doc = cli_json(stack, "search", str(BRAD), "--tenant", t)
     assert doc["min_score"] == pytest.approx(calibrated) and doc["min_score_from"] == "model pack"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SHARED, SHARED_FACES, SHARED_MODELS
+from conftest import SHARED, SHARED_FACES
 
 from facepipe import calibrate
 
@@ -75,14 +75,16 @@ def test_calibration_reads_no_held_out_identity(eval_faces, facepipe_home) -> No
     assert result.faces == 126 and result.identities == 18
 
 
-def test_installed_pack_records_the_calibrated_thresholds(facepipe_home) -> None:
+@pytest.mark.parametrize("pack", ["opencv", "local"])
+def test_installed_pack_records_the_calibrated_thresholds(facepipe_home, pack) -> None:
     from facepipe.models.registry import THRESHOLD_KEYS, THRESHOLDS_FILE, pack_thresholds, sha256_file
 
+    directory = facepipe_home / "models" / pack
     table = json.loads(THRESHOLDS_FILE.read_text())
-    manifest = json.loads((facepipe_home / "models" / "local" / "pack.json").read_text())
-    entry = table[sha256_file(SHARED_MODELS / manifest["recognizer"])]
+    manifest = json.loads((directory / "pack.json").read_text())
+    entry = table[sha256_file(directory / manifest["recognizer"])]
     assert manifest["thresholds"] == {key: entry[key] for key in THRESHOLD_KEYS}
-    assert pack_thresholds(facepipe_home / "models" / "local") == manifest["thresholds"]
+    assert pack_thresholds(directory) == manifest["thresholds"]
     measured = entry["measured"]
     for key in ("search_min_score", "same_person_min_score"):
         assert 0.0 < entry[key] < 1.0 and measured[key]["fmr"] <= measured[key]["target_fmr"]

@@ -138,7 +138,7 @@ def test_stream_and_inference_node_match_in_process(start_service, face_files) -
 
     with grpc.insecure_channel(node.addr) as ch:
         models = inference_pb2_grpc.InferenceNodeStub(ch).ListModels(inference_pb2.ListModelsRequest())
-        assert {m.name for m in models.models} >= {"scrfd_2.5g.onnx"}
+        assert {m.name for m in models.models} >= {node.pack.detector.name}
 
     with grpc.insecure_channel(remote.addr) as ch:
         stub = detector_pb2_grpc.DetectorStub(ch)
@@ -147,7 +147,7 @@ def test_stream_and_inference_node_match_in_process(start_service, face_files) -
     assert via_node == expected
     assert via_node_stream == expected
     node_metrics = _http_get(node.http_port, "/metrics")
-    assert 'facepipe_batch_size_count{model="scrfd_2.5g.onnx",service="node"}' in node_metrics
+    assert f'facepipe_batch_size_count{{model="{node.pack.detector.name}",service="node"}}' in node_metrics
 
     # With the node gone, the detector falls back to in-process inference.
     node.stop()

@@ -124,8 +124,12 @@ def test_pull_installs_a_verified_pack(zip_server, home, prefix) -> None:
     assert manifest["files"][DETECTOR] == {
         "sha256": registry.sha256_file(SHARED_MODELS / DETECTOR),
         "role": "detector",
+        "family": "scrfd",
+        "license": "",
+        "input_shape": [1, 3, "?", "?"],
     }
     assert manifest["files"][RECOGNIZER]["role"] == "recognizer"
+    assert (manifest["detector_family"], manifest["recognizer_family"]) == ("scrfd", "arcface")
     assert [p.name for p in registry.models_root(home).iterdir()] == ["mypack"]  # no staging left
 
     # Pulling again is a no-op: nothing downloaded; --force downloads and replaces.

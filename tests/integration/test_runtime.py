@@ -67,7 +67,7 @@ def test_default_ports_per_service(clean_env, tmp_path) -> None:
     assert (other.grpc_port, other.http_port) == (50050, 51050)
     s = Settings.from_env("detector")
     assert s.home == tmp_path / "home"
-    assert s.resolved_models_dir == tmp_path / "home" / "models" / "local"
+    assert s.resolved_models_dir == tmp_path / "home" / "models" / "opencv"
     assert s.providers[-1] == "CPUExecutionProvider"
 
 
@@ -136,7 +136,8 @@ def test_health_metrics_reflection_logs_and_sigterm(start_service, grpcurl_bin) 
     body = http_get(svc.http_port, "/metrics").text
     assert f'facepipe_build_info{{service="detector",version="{__version__}"}} 1.0' in body
     assert 'facepipe_ready{service="detector"} 1.0' in body
-    assert 'facepipe_model_provider_info{model="scrfd_2.5g.onnx",provider="CPUExecutionProvider"' in body
+    model = svc.pack.detector.name
+    assert f'facepipe_model_provider_info{{model="{model}",provider="CPUExecutionProvider"' in body
 
     with grpc.insecure_channel(svc.addr) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

@@ -155,7 +155,7 @@ def test_home_is_resolved_once_and_everything_follows_it(tmp_path: Path, monkeyp
     home = tmp_path / "home"
     s = Settings.from_env("indexer", {"FACEPIPE_HOME": str(home)})
     assert s.home == home
-    assert s.resolved_models_dir == home / "models" / "local"
+    assert s.resolved_models_dir == home / "models" / "opencv"
     assert (s.objects.dir, s.vectors.dir) == (home / "objects", home / "vectors")
     assert config.default_stack_dir({"FACEPIPE_HOME": str(home)}) == home / "stack"
     monkeypatch.setenv("FACEPIPE_HOME", str(home))

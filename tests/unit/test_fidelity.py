@@ -1,4 +1,5 @@
-"""Our detector and embedder against insightface's FaceAnalysis on the same model files."""
+"""Our detector and embedder against insightface's FaceAnalysis on the same model files
+(the research pack, the one insightface can load)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_matches_insightface(settings, face_files, reference) -> None:
+def test_matches_insightface(local_settings, face_files, reference) -> None:
     images = [*face_files, insightface_sample("t1.jpg"), insightface_sample("Tom_Hanks_54745.png")]
 
     async def ours(paths: list[Path]):
-        engine = FaceEngine.load(settings)
+        engine = FaceEngine.load(local_settings)
         params = engine.detector.params(include_rejected=True)  # FaceAnalysis applies no quality filter
         try:
             out = []
@@ -62,14 +63,14 @@ def test_matches_insightface(settings, face_files, reference) -> None:
     assert total_faces >= len(images)
 
 
-def test_embedding_dimension_matches_insightface(settings, face_files, reference) -> None:
+def test_embedding_dimension_matches_insightface(local_settings, face_files, reference) -> None:
     img = cv2.imread(str(face_files[0]))
     face = reference.get(img)[0]
     expected = face.normed_embedding.shape[0]  # what insightface's own model produces
     assert expected == reference.models["recognition"].output_shape[-1]
 
     async def ours() -> tuple[int, int]:
-        engine = FaceEngine.load(settings, detector=False)
+        engine = FaceEngine.load(local_settings, detector=False)
         try:
             vectors, _ = await engine.embedder.embed_faces(img, [face.kps])
             return engine.embedder.dim, len(vectors[0])

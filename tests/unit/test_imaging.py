@@ -298,7 +298,7 @@ def test_detect_batch_mixes_good_and_bad_images(start_service) -> None:
         response = stub.DetectBatch(detector_pb2.DetectBatchRequest(images=images), timeout=60)
 
     assert [r.id for r in response.results] == [i.id or str(n) for n, i in enumerate(images)]
-    assert response.model == "scrfd_2.5g.onnx"
+    assert response.model == detector.pack.detector.name
     for result in response.results:
         if result.id in want:
             assert result.HasField("error"), result.id

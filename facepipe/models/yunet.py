@@ -1,0 +1,83 @@
+"""YuNet face detector (OpenCV Zoo): letterbox preprocessing and the decoding of
+its cls/obj/bbox/kps outputs at strides 8/16/32, as OpenCV's FaceDetectorYN does
+it, with the same interface and results as :class:`facepipe.models.scrfd.SCRFD`."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facepipe.models.scrfd import Detections, Letterbox, _largest_central, letterbox, nms
+
+STRIDES = (8, 16, 32)
+KINDS = ("cls", "obj", "bbox", "kps")
+
+
+class YuNet:
+    """Pre- and post-processing around a YuNet graph. It takes BGR pixels at 0-255
+    with no normalisation; input sides must be multiples of 32."""
+
+    def __init__(self, output_names: list[str]) -> None:
+        try:
+            # outputs[kind][i]: index of that output for STRIDES[i]
+            self.outputs = {k: [output_names.index(f"{k}_{s}") for s in STRIDES] for k in KINDS}
+        except ValueError:
+            raise ValueError(f"not a YuNet graph: outputs {output_names}") from None
+        self._grids: dict[tuple[int, int], np.ndarray] = {}
+
+    def preprocess(self, bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+        """Letterboxes one image into ``size`` (w, h); returns a (3, h, w) float32 BGR tensor."""
+        canvas, box = letterbox(bgr, size)
+        return cv2.dnn.blobFromImage(canvas)[0], box
+
+    def _grid(self, rows: int, cols: int) -> np.ndarray:
+        """(column, row) of every anchor in row-major order."""
+        grid = self._grids.get((rows, cols))
+        if grid is None:
+            grid = np.stack(np.mgrid[:rows, :cols][::-1], axis=-1).reshape(-1, 2).astype(np.float32)
+            if len(self._grids) < 100:
+                self._grids[(rows, cols)] = grid
+        return grid
+
+    def postprocess(
+        self,
+        outputs: list[np.ndarray],
+        letterbox: Letterbox,
+        threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        max_faces: int = 0,
+        image_hw: tuple[int, int] | None = None,
+    ) -> Detections:
+        """Decodes one image's raw outputs (no batch axis) into faces in original pixels."""
+        idx = self.outputs
+        scores_l, boxes_l, kps_l = [], [], []
+        for i, stride in enumerate(STRIDES):
+            cls = np.clip(outputs[idx["cls"][i]].reshape(-1), 0.0, 1.0)
+            obj = np.clip(outputs[idx["obj"][i]].reshape(-1), 0.0, 1.0)
+            scores = np.sqrt(cls * obj)
+            keep = np.nonzero(scores >= threshold)[0]
+            if keep.size == 0:
+                continue
+            cells = self._grid(letterbox.height // stride, letterbox.width // stride)[keep]
+            bbox = outputs[idx["bbox"][i]].reshape(-1, 4)[keep]
+            centres = (cells + bbox[:, :2]) * stride
+            half = np.exp(bbox[:, 2:]) * stride / 2
+            boxes_l.append(np.hstack([centres - half, centres + half]))
+            kps = outputs[idx["kps"][i]].reshape(-1, 5, 2)[keep]
+            kps_l.append((kps + cells[:, None, :]) * stride)
+            scores_l.append(scores[keep])
+        if not scores_l:
+            return Detections(
+                np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+            )
+        scores = np.concatenate(scores_l)
+        boxes = np.vstack(boxes_l) / letterbox.scale
+        kps = np.vstack(kps_l) / letterbox.scale
+        order = np.argsort(-scores, kind="stable")
+        scores, boxes, kps = scores[order], boxes[order], kps[order]
+        keep = nms(boxes, scores, nms_threshold)
+        scores, boxes, kps = scores[keep], boxes[keep], kps[keep]
+        if max_faces > 0 and len(scores) > max_faces and image_hw is not None:
+            sel = _largest_central(boxes, image_hw)[:max_faces]
+            scores, boxes, kps = scores[sel], boxes[sel], kps[sel]
+        return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.astype(np.float32))
