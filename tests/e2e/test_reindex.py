@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,45 +37,12 @@ HELD_OUT = (
     "Vladimir_Putin",
 )
 PACK_A = "local"
-# A second model that is not the first: MobileFaceNet followed by a fixed 128 -> 256 map with
-# orthonormal rows. Its vectors keep every cosine of the original (so the same faces match)
-# but live in another 256-d space, so mixing them with the original's would be wrong.
-ROTATED = "local-r256"
+PACK_B = "opencv"
 
 
-def rotated_recognizer(source: Path, target: Path, dim: int = 256, seed: int = 7) -> None:
-    onnx = pytest.importorskip("onnx")
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(source))
-    graph = model.graph
-    out = graph.output[0]
-    in_dim = out.type.tensor_type.shape.dim[-1].dim_value
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, in_dim)))
-    graph.initializer.append(numpy_helper.from_array(q.T.astype(np.float32), "rotation_256"))
-    graph.node.append(helper.make_node("MatMul", [out.name, "rotation_256"], ["embedding_256"]))
-    batch = out.type.tensor_type.shape.dim[0]
-    graph.output.remove(out)
-    graph.output.append(
-        helper.make_tensor_value_info(
-            "embedding_256", onnx.TensorProto.FLOAT, [batch.dim_param or batch.dim_value or None, dim]
-        )
-    )
-    onnx.checker.check_model(model)
-    onnx.save(model, str(target))
-
-
-def install_pack(name: str, home: Path, work: Path) -> None:
-    """Installs pack ``name`` in ``home``: ``opencv`` as `facepipe models pull` does, or the
-    rotated MobileFaceNet beside the research pack's detector."""
-    if name == ROTATED:
-        source = work / name
-        source.mkdir()
-        shutil.copyfile(SHARED_MODELS / "scrfd_2.5g.onnx", source / "scrfd_2.5g.onnx")
-        rotated_recognizer(SHARED_MODELS / "MobileFaceNet.onnx", source / "MobileFaceNet_r256.onnx")
-        install_local(name, source, home)
-    else:
-        run_facepipe("models", "pull", name, env={**os.environ, "FACEPIPE_HOME": str(home)}, timeout=600)
+def install_pack(name: str, home: Path) -> None:
+    """Installs pack ``name`` in ``home`` as `facepipe models pull` does."""
+    run_facepipe("models", "pull", name, env={**os.environ, "FACEPIPE_HOME": str(home)}, timeout=600)
 
 
 def query_photos(home: Path) -> dict[str, Path]:
@@ -113,14 +79,14 @@ def vectors(store: EdgeVectorStore, tenant: str) -> dict[str, np.ndarray]:
     return {str(r.id): np.asarray(r.vector, np.float32) for r in store._shard.retrieve(ids, False, True)}
 
 
-@pytest.mark.parametrize("pack_b", [ROTATED])
+@pytest.mark.parametrize("pack_b", [PACK_B])
 def test_reindex_moves_a_tenant_to_another_pack(tmp_path_factory, pack_b) -> None:
     if not EVAL.is_dir() or not SHARED_MODELS.is_dir():
         pytest.skip("../shared/eval or ../shared/models is not present")
     # A home of its own: the other tests' packs stay as they are.
     facepipe_home = tmp_path_factory.mktemp("switch-home")
     install_local(PACK_A, SHARED_MODELS, facepipe_home)
-    install_pack(pack_b, facepipe_home, tmp_path_factory.mktemp("packs"))
+    install_pack(pack_b, facepipe_home)
     data_dir = tmp_path_factory.mktemp("switch-stack")
     started: list[dict] = []
     tenant, dropped = "switch", "switchdrop"
