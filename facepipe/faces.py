@@ -4,6 +4,7 @@ and the CLI: decode, detect with quality checks, align and embed."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,9 +23,9 @@ from facepipe.quality import QualityResult, QualityThresholds, assess
 
 Inference = LocalInference | RemoteInference
 
-# The detector's square input side. SCRFD's strides reach 32, so sides are multiples
-# of 32; the upper bound keeps one request's time and memory in check (the cost grows
-# with the square of the side), and the fixed set bounds the batchers kept per size.
+# The detector's input sides. SCRFD's strides reach 32, so sides are multiples of 32;
+# the upper bound keeps one request's time and memory in check (the cost grows with the
+# square of the side), and the fixed set bounds the batchers kept per size.
 INPUT_SIZE_MIN = 160
 INPUT_SIZE_MAX = 1280
 INPUT_SIZE_STEP = 32
@@ -38,6 +39,30 @@ def input_size_problem(size: int) -> str | None:
     return f"input_size {size} is not allowed: {INPUT_SIZE_RULE} (0: the server default)"
 
 
+def adaptive_input_size(
+    image_hw: tuple[int, int], cap: int, min_face_px: float, detectable_px: float
+) -> tuple[int, int]:
+    """The smallest detector input (w, h) that still maps a face of ``min_face_px`` image
+    pixels to ``detectable_px`` input pixels, at most the ``cap`` x ``cap`` letterbox.
+
+    Each side is an allowed side (a multiple of the step, from the minimum up to ``cap``),
+    so the sizes in use stay within that set squared. The image keeps its aspect ratio:
+    a landscape photo gets a landscape input instead of a padded square one."""
+    height, width = image_hw
+    long_side = max(height, width, 1)
+    # Input pixels per image pixel: enough for the smallest accepted face, and never
+    # more than the cap's letterbox gives (that is the fixed-size behaviour).
+    scale = cap / long_side
+    if min_face_px > 0:
+        scale = min(scale, detectable_px / min_face_px)
+
+    def side(pixels: int) -> int:
+        steps = math.ceil(pixels * scale / INPUT_SIZE_STEP - 1e-9)
+        return min(cap, max(INPUT_SIZE_MIN, steps * INPUT_SIZE_STEP))
+
+    return side(width), side(height)
+
+
 @dataclass
 class DetectedFace:
     box: np.ndarray  # (4,) x1, y1, x2, y2
@@ -48,11 +73,12 @@ class DetectedFace:
 
 @dataclass(frozen=True)
 class DetectParams:
-    size: int = 640
+    size: int = 640  # the square input side, or with ``adaptive`` the largest one
     threshold: float = 0.5
     nms_threshold: float = 0.4
     max_faces: int = 0
     include_rejected: bool = False
+    adaptive: bool = False
 
 
 def make_inference(settings: Settings, pack: PackFiles, service: str) -> Inference:
@@ -104,14 +130,26 @@ class FaceDetector:
             nms_threshold=self.settings.nms_threshold,
             max_faces=max_faces,
             include_rejected=include_rejected,
+            adaptive=self.settings.adaptive_det_size,
+        )
+
+    def input_size(self, image_hw: tuple[int, int], params: DetectParams) -> tuple[int, int]:
+        """The (w, h) one image is detected at."""
+        if self.fixed_size:
+            return self.fixed_size
+        if not params.adaptive:
+            return params.size, params.size
+        return adaptive_input_size(
+            image_hw, params.size, self.settings.min_face_px, self.scrfd.min_detectable_px
         )
 
     def decode(self, data: bytes) -> DecodedImage:
         return decode_image(data, self.settings.max_pixels, self.settings.max_image_bytes)
 
     def _batcher(self, size: tuple[int, int]) -> DynamicBatcher:
-        # One per input size: params() admits only the allowed sizes, so there are at most
-        # (INPUT_SIZE_MAX - INPUT_SIZE_MIN) / INPUT_SIZE_STEP + 1 of them.
+        # One per input size: both sides are allowed sides (params() and adaptive_input_size
+        # see to it), so there are at most ((INPUT_SIZE_MAX - INPUT_SIZE_MIN) / INPUT_SIZE_STEP
+        # + 1) squared of them, and far fewer under a cap below the maximum.
         b = self._batchers.get(size)
         if b is None:
 
@@ -140,13 +178,12 @@ class FaceDetector:
     async def _detect(
         self, load: Callable[[], DecodedImage], params: DetectParams
     ) -> tuple[DecodedImage, list[DetectedFace]]:
-        size = self.fixed_size or (params.size, params.size)
-
-        def prepare() -> tuple[DecodedImage, np.ndarray, Letterbox]:
+        def prepare() -> tuple[DecodedImage, tuple[int, int], np.ndarray, Letterbox]:
             image = load()
-            return (image, *self.scrfd.preprocess(image.bgr, size))
+            size = self.input_size((image.height, image.width), params)
+            return (image, size, *self.scrfd.preprocess(image.bgr, size))
 
-        image, blob, letterbox = await asyncio.to_thread(prepare)
+        image, size, blob, letterbox = await asyncio.to_thread(prepare)
         outputs = await self._batcher(size).submit(blob)
         return image, await asyncio.to_thread(self._finish, image, outputs, letterbox, params)
 
