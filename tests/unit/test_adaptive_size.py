@@ -24,6 +24,7 @@ from facepipe.faces import (
     input_size_problem,
 )
 from facepipe.imaging import DecodedImage
+from facepipe.runtime import metrics
 
 EVAL_FACES = SHARED / "eval" / "faces"
 # The eval set's Glint crops are tight aligned faces: padded as its SOURCES.md says, they
@@ -141,6 +142,30 @@ async def test_no_accepted_face_is_lost_against_the_fixed_size(settings) -> None
     # The set's small images ran at small inputs, all of them allowed sides.
     assert {s for size in sizes for s in size} <= allowed_sides(settings.det_size)
     assert (INPUT_SIZE_MIN, INPUT_SIZE_MIN) in sizes and (192, 192) in sizes
+    # Images with a face near a cut-off went through again at the configured size.
+    assert (settings.det_size, settings.det_size) in sizes
+
+
+async def test_a_face_near_the_size_cut_off_is_measured_at_the_configured_size(settings) -> None:
+    photo = SHARED_FACES / "kit_harington" / "john1.jpeg"
+    if not photo.is_file():
+        pytest.skip("../shared/faces is not present")
+    bgr = cv2.imread(str(photo))
+    scale = 240 / max(bgr.shape[:2])  # a thumbnail whose face is about FACEPIPE_MIN_FACE_PX wide
+    image = DecodedImage(cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), "JPEG")
+    rechecks = metrics.DETECT_RECHECKS.labels("test")
+    engine = FaceEngine.load(dataclasses.replace(settings, adaptive_det_size=True), "test", embedder=False)
+    try:
+        params = engine.detector.params(include_rejected=True)
+        assert engine.detector.input_size((image.height, image.width), params) == (160, 160)
+        before = rechecks._value.get()
+        faces = await engine.detector.detect(image, params)
+        assert rechecks._value.get() == before + 1
+        assert set(engine.detector._batchers) == {(160, 160), (640, 640)}
+    finally:
+        await engine.close()
+    near = [f for f in faces if abs(f.quality.size_px - settings.min_face_px) <= 0.15 * settings.min_face_px]
+    assert near, [f.quality.size_px for f in faces]
 
 
 async def test_the_setting_off_detects_every_image_at_the_configured_size(settings) -> None:
