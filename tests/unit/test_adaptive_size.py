@@ -11,7 +11,7 @@ import random
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED, SHARED_FACES, insightface_sample
+from conftest import SHARED, SHARED_FACES, insightface_sample, installed_pack_files
 
 from facepipe.faces import (
     INPUT_SIZE_MAX,
@@ -115,35 +115,40 @@ async def accepted_faces(
     return list(await asyncio.gather(*(detector.detect(image, params) for _, image in images)))
 
 
-@pytest.mark.timeout(900)
-async def test_no_accepted_face_is_lost_against_the_fixed_size(settings) -> None:
+@pytest.mark.timeout(1800)
+async def test_no_accepted_face_is_lost_against_the_fixed_size(settings, facepipe_home) -> None:
     images = photo_set()
-    fixed_engine = FaceEngine.load(
-        dataclasses.replace(settings, adaptive_det_size=False), "test", embedder=False
-    )
-    adaptive_engine = FaceEngine.load(
-        dataclasses.replace(settings, adaptive_det_size=True), "test", embedder=False
-    )
-    try:
-        fixed = await accepted_faces(fixed_engine.detector, images)
-        adaptive = await accepted_faces(adaptive_engine.detector, images)
-        sizes = set(adaptive_engine.detector._batchers)
-    finally:
-        await fixed_engine.close()
-        await adaptive_engine.close()
+    detectors = installed_pack_files(facepipe_home, "detector")
+    assert detectors, "no detector installed"
+    for pack, detector_file in detectors:
+        model = dataclasses.replace(settings, model_pack=pack, detector_model=detector_file)
+        fixed_engine = FaceEngine.load(
+            dataclasses.replace(model, adaptive_det_size=False), "test", embedder=False
+        )
+        adaptive_engine = FaceEngine.load(
+            dataclasses.replace(model, adaptive_det_size=True), "test", embedder=False
+        )
+        try:
+            fixed = await accepted_faces(fixed_engine.detector, images)
+            adaptive = await accepted_faces(adaptive_engine.detector, images)
+            sizes = set(adaptive_engine.detector._batchers)
+        finally:
+            await fixed_engine.close()
+            await adaptive_engine.close()
 
-    lost = []
-    for (name, _), at_640, at_adaptive in zip(images, fixed, adaptive, strict=True):
-        for face in at_640:
-            if not any(iou(face.box, other.box) >= 0.5 for other in at_adaptive):
-                lost.append(f"{name}: {face.quality.size_px:.0f} px face, score {face.score:.2f}")
-    assert sum(len(f) for f in fixed) >= len(images) - 10, "the set has faces to lose"
-    assert not lost, f"{len(lost)} accepted faces lost:\n" + "\n".join(lost)
-    # The set's small images ran at small inputs, all of them allowed sides.
-    assert {s for size in sizes for s in size} <= allowed_sides(settings.det_size)
-    assert (INPUT_SIZE_MIN, INPUT_SIZE_MIN) in sizes and (192, 192) in sizes
-    # Images with a face near a cut-off went through again at the configured size.
-    assert (settings.det_size, settings.det_size) in sizes
+        lost = []
+        for (name, _), at_640, at_adaptive in zip(images, fixed, adaptive, strict=True):
+            for face in at_640:
+                if not any(iou(face.box, other.box) >= 0.5 for other in at_adaptive):
+                    lost.append(f"{name}: {face.quality.size_px:.0f} px face, score {face.score:.2f}")
+        which = f"{pack}/{detector_file}"
+        assert sum(len(f) for f in fixed) >= len(images) - 10, f"{which}: the set has faces to lose"
+        assert not lost, f"{which}: {len(lost)} accepted faces lost:\n" + "\n".join(lost)
+        # The set's small images ran at small inputs, all of them allowed sides.
+        assert {s for size in sizes for s in size} <= allowed_sides(settings.det_size), which
+        assert (INPUT_SIZE_MIN, INPUT_SIZE_MIN) in sizes and (192, 192) in sizes, which
+        # Images with a face near a cut-off went through again at the configured size.
+        assert (settings.det_size, settings.det_size) in sizes, which
 
 
 async def test_a_face_near_the_size_cut_off_is_measured_at_the_configured_size(settings) -> None:

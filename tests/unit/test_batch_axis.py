@@ -3,14 +3,12 @@ every installed detector and recognizer equal to N runs of one."""
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import SHARED_FACES, SHARED_MODELS, insightface_sample
+from conftest import SHARED_FACES, SHARED_MODELS, insightface_sample, installed_pack_files
 
 from facepipe.detection import detect_batch
 from facepipe.faces import FaceEngine
@@ -88,18 +86,9 @@ def test_install_converts_detectors_and_copies_the_rest(facepipe_home) -> None:
     assert (directory / "MobileFaceNet.onnx").read_bytes() == shared_model("MobileFaceNet.onnx")
 
 
-def installed_models(home, role: str) -> list[tuple[str, str]]:
-    """(pack, file) for every file of ``role`` in every pack installed under ``home``."""
-    found = []
-    for manifest in sorted(registry.models_root(home).glob(f"*/{registry.MANIFEST}")):
-        files = json.loads(manifest.read_text())["files"]
-        found += [(manifest.parent.name, n) for n, f in sorted(files.items()) if f.get("role") == role]
-    return found
-
-
 @pytest.mark.parametrize("role", ["detector", "recognizer"])
 def test_a_batch_equals_single_runs_for_every_installed_model(facepipe_home, role: str) -> None:
-    models = installed_models(facepipe_home, role)
+    models = installed_pack_files(facepipe_home, role)
     assert models, f"no {role} installed"
     images = photos()
     for pack, name in models:
