@@ -192,7 +192,8 @@ class FaceDetector:
 
         image, size, blob, letterbox = await asyncio.to_thread(prepare)
         outputs = await self._batcher(size).submit(blob)
-        if size != (params.size, params.size) and await asyncio.to_thread(
+        adaptive = params.adaptive and not self.fixed_size
+        if adaptive and size != (params.size, params.size) and await asyncio.to_thread(
             self._near_a_cutoff, image, outputs, letterbox, params
         ):
             # The configured size decides faces that the smaller input leaves in doubt.
