@@ -193,8 +193,10 @@ class FaceDetector:
         image, size, blob, letterbox = await asyncio.to_thread(prepare)
         outputs = await self._batcher(size).submit(blob)
         adaptive = params.adaptive and not self.fixed_size
-        if adaptive and size != (params.size, params.size) and await asyncio.to_thread(
-            self._near_a_cutoff, image, outputs, letterbox, params
+        if (
+            adaptive
+            and size != (params.size, params.size)
+            and await asyncio.to_thread(self._near_a_cutoff, image, outputs, letterbox, params)
         ):
             # The configured size decides faces that the smaller input leaves in doubt.
             metrics.DETECT_RECHECKS.labels(self.service).inc()
