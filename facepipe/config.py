@@ -686,6 +686,12 @@ class Settings:
     det_size: int = setting(
         640, minimum=1, help="Detector input side, pixels: 160 to 1280, a multiple of 32."
     )
+    adaptive_det_size: bool = setting(
+        True,
+        help="Detect each image at the smallest input size that still shows a face of "
+        "`FACEPIPE_MIN_FACE_PX` large enough to find, at most `FACEPIPE_DET_SIZE` (or the "
+        "request's input_size); off: every image at that size.",
+    )
     det_threshold: float = setting(0.5, minimum=0, help="Detector score threshold.")
     nms_threshold: float = setting(0.4, minimum=0, help="Non-maximum suppression IoU threshold.")
     max_pixels: int = setting(50_000_000, minimum=1, help="Images with more pixels are refused.")

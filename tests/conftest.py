@@ -58,6 +58,20 @@ def facepipe_home(tmp_path_factory) -> Path:
     return home
 
 
+def installed_pack_files(home: Path, role: str) -> list[tuple[str, str]]:
+    """(pack, file) for every file of ``role`` ("detector", "recognizer") in every pack
+    installed under ``home``, from the packs' manifests."""
+    import json
+
+    from facepipe.models.registry import MANIFEST, models_root
+
+    found = []
+    for manifest in sorted(models_root(home).glob(f"*/{MANIFEST}")):
+        files = json.loads(manifest.read_text())["files"]
+        found += [(manifest.parent.name, n) for n, f in sorted(files.items()) if f.get("role") == role]
+    return found
+
+
 @pytest.fixture(scope="session")
 def settings(facepipe_home):
     from facepipe.config import Settings

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-size",
         type=int_range(0),
         default=0,
-        help="detector input side: 160 to 1280, a multiple of 32 (0: the default)",
+        help="largest detector input side: 160 to 1280, a multiple of 32 (0: the default)",
     )
     p.add_argument("--include-rejected", action="store_true", help="also list faces that fail quality checks")
     _timeout(p, 60.0, "the detector")

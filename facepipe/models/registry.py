@@ -293,6 +293,15 @@ def load_pack(directory: Path, detector: str = "", recognizer: str = "") -> Pack
     return PackFiles(directory, det, rec, detector_family=families[0], recognizer_family=families[1])
 
 
+def installed_bytes(source: Path) -> bytes:
+    """A pack file as it is installed: a detector exported with its batch axis fixed
+    at 1 gets a dynamic one (the same bytes every time); anything else is copied."""
+    from facepipe.models.batchaxis import dynamic_batch_bytes  # onnx loads only to install
+
+    data = source.read_bytes()
+    return dynamic_batch_bytes(data) if source.suffix.lower() == ".onnx" else data
+
+
 def install_local(name: str, source: Path, home: Path) -> Path:
     """Copies a directory of ONNX files in as pack ``name``; unchanged files are kept."""
     source = Path(source)
@@ -304,14 +313,15 @@ def install_local(name: str, source: Path, home: Path) -> Path:
         if src.suffix.lower() not in (".onnx", ".md", ".txt") or not src.is_file():
             continue
         target = dest / src.name
+        data = installed_bytes(src)
         if (
             target.exists()
-            and target.stat().st_size == src.stat().st_size
-            and sha256_file(target) == sha256_file(src)
+            and target.stat().st_size == len(data)
+            and sha256_file(target) == hashlib.sha256(data).hexdigest()
         ):
             continue
         tmp = target.with_suffix(target.suffix + ".part")
-        shutil.copyfile(src, tmp)
+        tmp.write_bytes(data)
         tmp.replace(target)
     _write_manifest(dest, name, f"file://{source.resolve()}")
     return dest

@@ -23,6 +23,9 @@ class YuNet:
             self.outputs = {k: [output_names.index(f"{k}_{s}") for s in STRIDES] for k in KINDS}
         except ValueError:
             raise ValueError(f"not a YuNet graph: outputs {output_names}") from None
+        # The smallest face side, in input pixels, found reliably: twice the finest stride,
+        # as for SCRFD; the adaptive input size keeps the smallest accepted face above it.
+        self.min_detectable_px = 2.0 * STRIDES[0]
         self._grids: dict[tuple[int, int], np.ndarray] = {}
 
     def preprocess(self, bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:

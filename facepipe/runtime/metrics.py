@@ -42,6 +42,11 @@ FACES = Counter(
     "Faces seen by the detector, accepted or rejected with a reason.",
     ["service", "outcome", "reason"],
 )
+DETECT_RECHECKS = Counter(
+    "facepipe_detect_rechecks_total",
+    "Images detected again at the configured input size: at the adaptive size a face lay near a cut-off.",
+    ["service"],
+)
 EMBEDDINGS = Counter("facepipe_embeddings_total", "Embeddings computed.", ["service", "model"])
 
 # Pipeline (NATS JetStream stages).

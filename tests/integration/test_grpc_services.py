@@ -139,6 +139,8 @@ def test_stream_and_inference_node_match_in_process(start_service, face_files) -
     with grpc.insecure_channel(node.addr) as ch:
         models = inference_pb2_grpc.InferenceNodeStub(ch).ListModels(inference_pb2.ListModelsRequest())
         assert {m.name for m in models.models} >= {node.pack.detector.name}
+        # Installed with a dynamic batch axis: a batch is one tensor on the node.
+        assert all(m.dynamic_batch for m in models.models if m.name == node.pack.detector.name)
 
     with grpc.insecure_channel(remote.addr) as ch:
         stub = detector_pb2_grpc.DetectorStub(ch)

@@ -3,6 +3,7 @@ errors per image, an empty batch, the request's options, object references."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -147,10 +148,16 @@ def test_too_many_images_are_refused() -> None:
     assert request_problem(request) == f"at most {MAX_IMAGES_PER_BATCH} images per batch, got 257"
 
 
-async def test_one_batcher_per_allowed_side_at_most(detector) -> None:
+async def test_one_batcher_per_allowed_side_at_most(settings) -> None:
+    # At a fixed size (adaptive sizes draw from the same sides; see test_adaptive_size).
+    engine = FaceEngine.load(dataclasses.replace(settings, adaptive_det_size=False), "test", embedder=False)
+    detector = engine.detector
     image = common_pb2.ImageInput(id="small", data=encode_jpeg(np.full((40, 40, 3), 128, np.uint8), 90))
-    for size in (160, 192, 160, 224, 192):
-        await detect_batch(detector, batch(image, input_size=size))
+    try:
+        for size in (160, 192, 160, 224, 192):
+            await detect_batch(detector, batch(image, input_size=size))
+    finally:
+        await engine.close()
     assert sorted(detector._batchers) == [(160, 160), (192, 192), (224, 224)]
     allowed = range(INPUT_SIZE_MIN, INPUT_SIZE_MAX + 1, INPUT_SIZE_STEP)
     assert all(input_size_problem(s) is None for s in allowed)

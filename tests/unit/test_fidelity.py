@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -32,7 +33,8 @@ def test_matches_insightface(local_settings, face_files, reference) -> None:
     images = [*face_files, insightface_sample("t1.jpg"), insightface_sample("Tom_Hanks_54745.png")]
 
     async def ours(paths: list[Path]):
-        engine = FaceEngine.load(local_settings)
+        # insightface detects at a fixed 640, so ours does too here.
+        engine = FaceEngine.load(dataclasses.replace(local_settings, adaptive_det_size=False))
         params = engine.detector.params(include_rejected=True)  # FaceAnalysis applies no quality filter
         try:
             out = []
