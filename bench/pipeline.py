@@ -242,7 +242,8 @@ def report(r: dict) -> str:
             f"ratio        {statistics.median(ratios):.2f} median of the rounds' ratios "
             f"(range {min(ratios):.2f}-{max(ratios):.2f})",
             f"CPU per image: bound {sum(bound_cpu.values()):.1f} ms; stack {sum(stack_cpu.values()):.1f} ms "
-            f"({parts})",
+            f"({parts}); where CPU is the limit the ratio is "
+            f"{sum(bound_cpu.values()) / sum(stack_cpu.values()):.2f}",
             f"== search on Qdrant Edge, {s['n']} vectors x {s['dim']}-d, tenant-filtered top-10 ==",
             f"upsert {s['n'] / s['upsert_s']:,.0f} points/s; optimize {s['optimize_s']:.1f} s",
             f"before optimize: p50 {s['plain'][0]:.2f} ms  p99 {s['plain'][1]:.2f} ms",
