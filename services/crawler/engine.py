@@ -183,16 +183,23 @@ class _Crawl:
             url, depth = await site.queue.get()
             try:
                 done = [url]
+                # Images the page handed out, marked done below in one go with the page.
+                handed: list[Candidate] = []
                 try:
-                    landed = await self._crawl_page(site, url, depth)
+                    landed = await self._crawl_page(site, url, depth, handed)
                     if landed:
                         done.append(landed)
-                except (SinkError, asyncio.CancelledError):
+                except SinkError:
+                    await _await_all(self._handed_out(handed))
+                    raise
+                except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.exception("page failed", extra={"url": url})
                     await self._error(url, "internal", f"{type(exc).__name__}: {exc}")
-                await self.state.mark_done_many(self.job_id, "page", done)
+                await _await_all(
+                    [self.state.mark_done_many(self.job_id, "page", done), *self._handed_out(handed)]
+                )
             finally:
                 site.queue.task_done()
 
@@ -258,9 +265,10 @@ class _Crawl:
             await self._skip_robots(url)
             raise FetchError(url, "robots", f"redirect to {url} is disallowed by robots.txt")
 
-    async def _crawl_page(self, site: _Site, url: str, depth: int) -> str | None:
+    async def _crawl_page(self, site: _Site, url: str, depth: int, handed: list[Candidate]) -> str | None:
         """Fetches, mines and follows one page; returns the page a redirect landed on
-        when this call took it over (it is done along with ``url``)."""
+        when this call took it over (it is done along with ``url``). The images it
+        hands out are added to ``handed`` for the caller to mark done."""
         config = self.config
         if site.pages_started >= config.max_pages:
             return None
@@ -312,7 +320,7 @@ class _Crawl:
         await _await_all(
             [
                 self.state.incr(self.job_id, "pages"),
-                self._emit(site, mine.candidates),
+                self._emit(site, mine.candidates, handed),
                 self._enqueue(site, mine.links, depth + 1),
             ]
         )
@@ -385,8 +393,9 @@ class _Crawl:
             image_refs=static.image_refs | rendered.image_refs,
         )
 
-    async def _emit(self, site: _Site, candidates: list[Candidate]) -> None:
-        """Takes a page's new images and hands them out, a batch at a time."""
+    async def _emit(self, site: _Site, candidates: list[Candidate], handed: list[Candidate]) -> None:
+        """Takes a page's new images and hands them out, a batch at a time; those
+        handed out are added to ``handed``, not yet marked done."""
         wanted: list[Candidate] = []
         for candidate in candidates:
             if candidate.url in self._emitted:
@@ -402,27 +411,22 @@ class _Crawl:
             batch = wanted[i : i + HAND_OUT_BATCH]
             items = [(c.url, {**asdict(c), "alt": c.alt[:MAX_ALT_CHARS]}) for c in batch]
             taken = await self.state.add_seen_many(self.job_id, "image", items)
-            await self._hand_out([c for c, new in zip(batch, taken, strict=True) if new])
+            await self._hand_out([c for c, new in zip(batch, taken, strict=True) if new], handed)
 
-    async def _hand_out(self, candidates: list[Candidate]) -> None:
+    async def _hand_out(self, candidates: list[Candidate], handed: list[Candidate] | None = None) -> None:
         """Sinks images this run took, all at once (their sends overlap). Each one is
-        marked done only after its sink returned; a failure releases the images that
-        failed, so a retry hands them out, and stops the crawl."""
+        marked done only after its sink returned: here, or by the caller that gave
+        ``handed``. A failure releases the images that failed, so a retry hands them
+        out, and stops the crawl."""
         if not candidates:
             return
         results = await asyncio.gather(*(self.sink(c) for c in candidates), return_exceptions=True)
         sunk = [c for c, r in zip(candidates, results, strict=True) if not isinstance(r, BaseException)]
         failed = [(c, r) for c, r in zip(candidates, results, strict=True) if isinstance(r, BaseException)]
-        if sunk:
-            await _await_all(
-                [
-                    self.state.mark_done_many(self.job_id, "image", [c.url for c in sunk]),
-                    self.state.incr(self.job_id, "candidates", len(sunk)),
-                ]
-            )
-            for candidate in sunk:
-                metrics.CRAWL_CANDIDATES.labels(self.service, candidate.source).inc()
-                self.report.candidates.append(candidate.url)
+        if handed is None or failed:
+            await _await_all(self._handed_out(sunk))
+        else:
+            handed.extend(sunk)
         if failed:
             for _, exc in failed:
                 if isinstance(exc, asyncio.CancelledError):
@@ -430,6 +434,19 @@ class _Crawl:
             await self.state.forget_seen_many(self.job_id, "image", [c.url for c, _ in failed])
             candidate, exc = failed[0]
             raise SinkError(f"sink failed for {candidate.url}: {type(exc).__name__}: {exc}") from exc
+
+    def _handed_out(self, sunk: list[Candidate]) -> list[Awaitable[Any]]:
+        """Counts images the sink took and returns the state writes that mark them done."""
+        if not sunk:
+            return []
+        for candidate in sunk:
+            metrics.CRAWL_CANDIDATES.labels(self.service, candidate.source).inc()
+            self.report.candidates.append(candidate.url)
+        urls = [c.url for c in sunk]
+        return [
+            self.state.mark_done_many(self.job_id, "image", urls),
+            self.state.incr(self.job_id, "candidates", len(urls)),
+        ]
 
 
 async def _await_all(aws: list[Awaitable[Any]]) -> None:
