@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -166,28 +167,44 @@ def _row(report: CrawlReport) -> dict:
     }
 
 
-def run(pages: int = 200, js_pages: int = 12) -> dict:
+def run(pages: int = 200, js_pages: int = 12, rounds: int = 5) -> dict:
+    """The in-process and the NATS rows alternate in ``rounds`` rounds (A, B, A, B, ...), so
+    a noisy neighbour slows both sides alike; each row is its median round."""
     site = BenchSite(pages, js_pages)
     try:
         static = f"{site.origin}/static/"
         asyncio.run(_crawl_memory(static, _config(render_mode="never", max_pages=5)))  # warm-up
-        rows = {
-            "static, memory state": _row(asyncio.run(_crawl_memory(static, _config(render_mode="never")))),
-            "static, NATS KV + publish": _row(asyncio.run(_crawl_nats(static, _config(render_mode="never")))),
-        }
+        memory: list[dict] = []
+        nats: list[dict] = []
+        for _ in range(rounds):
+            memory.append(_row(asyncio.run(_crawl_memory(static, _config(render_mode="never")))))
+            nats.append(_row(asyncio.run(_crawl_nats(static, _config(render_mode="never")))))
+        ratios = [b["pages_s"] / a["pages_s"] for a, b in zip(memory, nats, strict=True)]
+        rows = {"static, memory state": _median_row(memory), "static, NATS KV + publish": _median_row(nats)}
         chromium = _config().chromium_path
         if os.path.exists(chromium):
             report = asyncio.run(_crawl_memory(f"{site.origin}/js/", _config(render_mode="auto")))
             rows["script images, Chromium"] = _row(report)
-        return {"rows": rows, "images_per_page": IMAGES_PER_PAGE, "chromium": os.path.exists(chromium)}
+        return {
+            "rows": rows,
+            "kv_ratios": ratios,
+            "rounds": rounds,
+            "images_per_page": IMAGES_PER_PAGE,
+            "chromium": os.path.exists(chromium),
+        }
     finally:
         site.close()
+
+
+def _median_row(rows: list[dict]) -> dict:
+    """The round with the median pages/s."""
+    return sorted(rows, key=lambda row: row["pages_s"])[len(rows) // 2]
 
 
 def report(r: dict) -> str:
     lines = [
         f"== crawler on a local site (127.0.0.1), {IMAGES_PER_PAGE} photos a page, 4 requests in flight, "
-        "no politeness delay ==",
+        f"no politeness delay; static rows: median of {r['rounds']} interleaved rounds ==",
         f"{'':28}{'pages':>6}{'pages/s':>9}{'fetch ms':>10}{'mine ms':>9}{'render ms':>11}{'images':>8}",
     ]
     for name, row in r["rows"].items():
@@ -197,12 +214,14 @@ def report(r: dict) -> str:
             f"{render}{row['images']:8d}"
         )
     rows = r["rows"]
-    static, kv = rows["static, memory state"], rows["static, NATS KV + publish"]
+    ratios = r["kv_ratios"]
     lines.append(
-        f"NATS KV state + publishing vs in-process: {kv['pages_s'] / static['pages_s']:.2f}x pages/s"
+        f"NATS KV state + publishing vs in-process: {statistics.median(ratios):.2f}x pages/s "
+        f"(median of {len(ratios)} rounds, range {min(ratios):.2f}-{max(ratios):.2f})"
     )
     if "script images, Chromium" in rows:
         js = rows["script images, Chromium"]
+        static = rows["static, memory state"]
         lines.append(f"rendered vs static pages: {js['pages_s'] / static['pages_s']:.3f}x pages/s")
     else:
         lines.append("no Chromium: script-page row skipped")

@@ -60,7 +60,7 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": 
 
 def decode_image(data: bytes, max_pixels: int = 50_000_000, max_bytes: int | None = None) -> DecodedImage:
     """Decodes encoded image bytes to an upright BGR array or raises an ImageError."""
-    img, fmt = _decode(data, max_pixels, max_bytes)
+    img, fmt, _ = _decode(data, max_pixels, max_bytes)
     return DecodedImage(bgr=cv2.cvtColor(_to_rgb(img), cv2.COLOR_RGB2BGR), format=fmt)
 
 
@@ -77,8 +77,7 @@ def probe_image(
 ) -> ImageProbe:
     """Validates by decoding, and returns the size and a small grey preview (for hashing).
     JPEGs decode at a reduced DCT scale, which reads every block at a fraction of the cost."""
-    img, fmt = _decode(data, max_pixels, max_bytes, draft=(preview_side, preview_side))
-    width, height = _upright_size(data)
+    img, fmt, (width, height) = _decode(data, max_pixels, max_bytes, draft=(preview_side, preview_side))
     preview = img.convert("L")
     scale = preview_side / max(preview.size)
     if scale < 1:
@@ -87,16 +86,11 @@ def probe_image(
     return ImageProbe(format=fmt, width=width, height=height, preview=preview)
 
 
-def _upright_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as img:
-        w, h = img.size
-        rotated = img.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
-    return (h, w) if rotated else (w, h)
-
-
 def _decode(
     data: bytes, max_pixels: int, max_bytes: int | None, draft: tuple[int, int] | None = None
-) -> tuple[Image.Image, str]:
+) -> tuple[Image.Image, str, tuple[int, int]]:
+    """The decoded first frame, upright; its format; and its full upright (width, height),
+    which a ``draft`` decode of a JPEG reduces in the image itself."""
     if not data:
         raise EmptyImage("image is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
@@ -116,7 +110,8 @@ def _decode(
             if draft is not None and fmt == "JPEG":
                 img.draft(img.mode, draft)
             img.load()
-            if img.getexif().get(ORIENTATION_TAG, 1) != 1:
+            orientation = img.getexif().get(ORIENTATION_TAG, 1)
+            if orientation != 1:
                 img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
@@ -124,7 +119,7 @@ def _decode(
         raise UndecodableImage("not a recognised image format") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         raise UndecodableImage(f"corrupt or truncated image: {exc}") from None
-    return img, fmt
+    return img, fmt, ((h, w) if orientation in (5, 6, 7, 8) else (w, h))
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

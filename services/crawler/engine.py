@@ -32,6 +32,8 @@ log = logging.getLogger("facepipe.crawler")
 _CANDIDATE_FIELDS = tuple(f.name for f in fields(Candidate))
 # Alt text kept with a taken image in the crawl state (the ingest message caps it too).
 MAX_ALT_CHARS = 1000
+# Images taken and handed out together: their state writes and sends share round trips.
+HAND_OUT_BATCH = 256
 
 Sink = Callable[[Candidate], Awaitable[None]]
 Progress = Callable[[CrawlReport], Awaitable[None] | None]
@@ -134,12 +136,15 @@ class _Crawl:
                 site.pages_started += 1
             else:
                 site.resumed.append((entry.url, int(entry.record.get("depth", 0))))
+        unfinished: list[Candidate] = []
         for entry in await self.state.entries(self.job_id, "image"):
             if not entry.done:
                 record = {k: str(entry.record.get(k, "")) for k in _CANDIDATE_FIELDS}
                 candidate = Candidate(**{**record, "url": entry.url})
                 self._emitted.add(candidate.url)
-                await self._hand_out(candidate)
+                unfinished.append(candidate)
+        for i in range(0, len(unfinished), HAND_OUT_BATCH):
+            await self._hand_out(unfinished[i : i + HAND_OUT_BATCH])
         resumed = sum(len(s.resumed) for s in sites.values())
         if resumed or any(s.pages_started for s in sites.values()):
             log.info("resuming crawl", extra={"job_id": self.job_id, "pages_queued": resumed})
@@ -154,8 +159,7 @@ class _Crawl:
             await self._error(f"{origin(site.seeds[0])}/robots.txt", "robots", rules.problem)
         if rules.crawl_delay:
             self.scheduler.set_delay(site.key, min(rules.crawl_delay, self.config.max_crawl_delay))
-        for seed in site.seeds:
-            await self._enqueue(site, seed, 0)
+        await self._enqueue(site, site.seeds, 0)
         for url, depth in site.resumed:
             await self._admit(site, url, depth)
 
@@ -179,28 +183,39 @@ class _Crawl:
             url, depth = await site.queue.get()
             try:
                 done = [url]
+                # Images the page handed out, marked done below in one go with the page.
+                handed: list[Candidate] = []
                 try:
-                    landed = await self._crawl_page(site, url, depth)
+                    landed = await self._crawl_page(site, url, depth, handed)
                     if landed:
                         done.append(landed)
-                except (SinkError, asyncio.CancelledError):
+                except SinkError:
+                    await _await_all(self._handed_out(handed))
+                    raise
+                except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.exception("page failed", extra={"url": url})
                     await self._error(url, "internal", f"{type(exc).__name__}: {exc}")
-                for page in done:
-                    await self.state.mark_done(self.job_id, "page", page)
+                await _await_all(
+                    [self.state.mark_done_many(self.job_id, "page", done), *self._handed_out(handed)]
+                )
             finally:
                 site.queue.task_done()
 
-    async def _enqueue(self, site: _Site, url: str, depth: int) -> None:
+    async def _enqueue(self, site: _Site, urls: list[str], depth: int) -> None:
+        """Takes the pages among ``urls`` that are in scope and new to the job, in order."""
         config = self.config
-        if depth > config.max_depth or site.pages_started >= config.max_pages or not is_page_url(url):
+        if depth > config.max_depth or site.pages_started >= config.max_pages:
             return
-        if config.same_site and site_key(url) != site.key:
-            return
-        if await self.state.add_seen(self.job_id, "page", url, {"depth": depth, "site": site.key}):
-            await self._admit(site, url, depth)
+        wanted = [
+            url for url in urls if is_page_url(url) and not (config.same_site and site_key(url) != site.key)
+        ]
+        record = {"depth": depth, "site": site.key}
+        taken = await self.state.add_seen_many(self.job_id, "page", [(url, record) for url in wanted])
+        for url, new in zip(wanted, taken, strict=True):
+            if new:
+                await self._admit(site, url, depth)
 
     async def _admit(self, site: _Site, url: str, depth: int) -> None:
         """Queues a page this run took, unless robots.txt (or the guard) refuses it."""
@@ -239,10 +254,7 @@ class _Crawl:
                     await self._error(url, "sitemap", str(exc))
                 continue
             pending.extend(u for u in (normalize_url(s, url) for s in found.sitemaps) if u)
-            for page in found.pages:
-                normalized = normalize_url(page, url)
-                if normalized:
-                    await self._enqueue(site, normalized, 1)
+            await self._enqueue(site, [u for u in (normalize_url(page, url) for page in found.pages) if u], 1)
 
     # Pages.
 
@@ -253,9 +265,10 @@ class _Crawl:
             await self._skip_robots(url)
             raise FetchError(url, "robots", f"redirect to {url} is disallowed by robots.txt")
 
-    async def _crawl_page(self, site: _Site, url: str, depth: int) -> str | None:
+    async def _crawl_page(self, site: _Site, url: str, depth: int, handed: list[Candidate]) -> str | None:
         """Fetches, mines and follows one page; returns the page a redirect landed on
-        when this call took it over (it is done along with ``url``)."""
+        when this call took it over (it is done along with ``url``). The images it
+        hands out are added to ``handed`` for the caller to mark done."""
         config = self.config
         if site.pages_started >= config.max_pages:
             return None
@@ -299,16 +312,18 @@ class _Crawl:
         )
         self.report.add_time("mine", time.monotonic() - started)
         self.report.pages_crawled += 1
-        await self.state.incr(self.job_id, "pages")
-
         if await self._wants_render(site, mine):
             rendered = await self._render(site, result.url)
             if rendered is not None:
                 mine = await self._merge(site, mine, rendered)
-
-        await self._emit(site, mine.candidates)
-        for link in mine.links:
-            await self._enqueue(site, link, depth + 1)
+        # The count, the images and the links are independent: their state writes overlap.
+        await _await_all(
+            [
+                self.state.incr(self.job_id, "pages"),
+                self._emit(site, mine.candidates, handed),
+                self._enqueue(site, mine.links, depth + 1),
+            ]
+        )
         await self._progress()
         return landed
 
@@ -378,7 +393,10 @@ class _Crawl:
             image_refs=static.image_refs | rendered.image_refs,
         )
 
-    async def _emit(self, site: _Site, candidates: list[Candidate]) -> None:
+    async def _emit(self, site: _Site, candidates: list[Candidate], handed: list[Candidate]) -> None:
+        """Takes a page's new images and hands them out, a batch at a time; those
+        handed out are added to ``handed``, not yet marked done."""
+        wanted: list[Candidate] = []
         for candidate in candidates:
             if candidate.url in self._emitted:
                 continue
@@ -388,22 +406,55 @@ class _Crawl:
                     if not (await self.robots.rules(candidate.url)).allowed(candidate.url):
                         await self._skip_robots(candidate.url)
                         continue
-            record = {**asdict(candidate), "alt": candidate.alt[:MAX_ALT_CHARS]}
-            if not await self.state.add_seen(self.job_id, "image", candidate.url, record):
-                continue
-            await self._hand_out(candidate)
+            wanted.append(candidate)
+        for i in range(0, len(wanted), HAND_OUT_BATCH):
+            batch = wanted[i : i + HAND_OUT_BATCH]
+            items = [(c.url, {**asdict(c), "alt": c.alt[:MAX_ALT_CHARS]}) for c in batch]
+            taken = await self.state.add_seen_many(self.job_id, "image", items)
+            await self._hand_out([c for c, new in zip(batch, taken, strict=True) if new], handed)
 
-    async def _hand_out(self, candidate: Candidate) -> None:
-        """Sinks an image this run took; a failure releases it, so a retry hands it out."""
-        try:
-            await self.sink(candidate)
-        except Exception as exc:
-            await self.state.forget_seen(self.job_id, "image", candidate.url)
+    async def _hand_out(self, candidates: list[Candidate], handed: list[Candidate] | None = None) -> None:
+        """Sinks images this run took, all at once (their sends overlap). Each one is
+        marked done only after its sink returned: here, or by the caller that gave
+        ``handed``. A failure releases the images that failed, so a retry hands them
+        out, and stops the crawl."""
+        if not candidates:
+            return
+        results = await asyncio.gather(*(self.sink(c) for c in candidates), return_exceptions=True)
+        sunk = [c for c, r in zip(candidates, results, strict=True) if not isinstance(r, BaseException)]
+        failed = [(c, r) for c, r in zip(candidates, results, strict=True) if isinstance(r, BaseException)]
+        if handed is None or failed:
+            await _await_all(self._handed_out(sunk))
+        else:
+            handed.extend(sunk)
+        if failed:
+            for _, exc in failed:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise exc
+            await self.state.forget_seen_many(self.job_id, "image", [c.url for c, _ in failed])
+            candidate, exc = failed[0]
             raise SinkError(f"sink failed for {candidate.url}: {type(exc).__name__}: {exc}") from exc
-        await self.state.mark_done(self.job_id, "image", candidate.url)
-        metrics.CRAWL_CANDIDATES.labels(self.service, candidate.source).inc()
-        self.report.candidates.append(candidate.url)
-        await self.state.incr(self.job_id, "candidates")
+
+    def _handed_out(self, sunk: list[Candidate]) -> list[Awaitable[Any]]:
+        """Counts images the sink took and returns the state writes that mark them done."""
+        if not sunk:
+            return []
+        for candidate in sunk:
+            metrics.CRAWL_CANDIDATES.labels(self.service, candidate.source).inc()
+            self.report.candidates.append(candidate.url)
+        urls = [c.url for c in sunk]
+        return [
+            self.state.mark_done_many(self.job_id, "image", urls),
+            self.state.incr(self.job_id, "candidates", len(urls)),
+        ]
+
+
+async def _await_all(aws: list[Awaitable[Any]]) -> None:
+    """Awaits everything together; all of it ends before the first failure is raised."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

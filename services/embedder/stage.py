@@ -134,6 +134,7 @@ async def embed_record(
     crops, thumbs = await _crops_and_thumbs(embedder, objects, detected, max_pixels)
     vectors = await embedder.embed_crops(crops)
     tenant, sha = record.tenant_id, record.image_sha256
+    kept = []
     for index, (face, vector, crop, thumb) in enumerate(
         zip(detected.faces, vectors, crops, thumbs, strict=True)
     ):
@@ -143,8 +144,12 @@ async def embed_record(
             # The person asked not to be indexed: nothing of this face is kept.
             out.faces_optout_skipped += 1
             continue
+        kept.append((index, face, vector, crop, thumb))
+    # One worker-thread hop for the image's hashes, and one for its writes, not two a face.
+    hashes = await asyncio.to_thread(lambda: [phash_hex(crop) for _, _, _, crop, _ in kept])
+    stored: list[tuple[str, np.ndarray, bytes, dict]] = []
+    for (index, face, vector, crop, thumb), face_hash in zip(kept, hashes, strict=True):
         pid = point_id(tenant, sha, index)
-        face_hash = await asyncio.to_thread(phash_hex, crop)
         if policy.enabled and faces_index is not None:
             match = await faces_index.find(tenant, face_hash, policy.max_hamming)
             if match is not None and match != pid:
@@ -171,15 +176,7 @@ async def embed_record(
             "model": embedder.model_name,
             "created_at_ms": int(time.time() * 1000),
         }
-
-        def store(crop=crop, thumb=thumb, crop_key=crop_key, sidecar=sidecar) -> None:
-            objects.put(FACE_CROPS_BUCKET, crop_key, encode_jpeg(crop, 95), "image/jpeg")
-            objects.put(
-                FACE_CROPS_BUCKET, crop_key[:-4] + ".json", json.dumps(sidecar).encode(), "application/json"
-            )
-            objects.put(FACE_THUMBS_BUCKET, crop_key, thumb, "image/jpeg")
-
-        await asyncio.to_thread(store)
+        stored.append((crop_key, crop, thumb, sidecar))
         out.faces.append(
             pipeline_pb2.EmbeddedFace(
                 face_index=index,
@@ -190,6 +187,17 @@ async def embed_record(
                 face_phash=face_hash,
             )
         )
+
+    def store() -> None:
+        for crop_key, crop, thumb, sidecar in stored:
+            objects.put(FACE_CROPS_BUCKET, crop_key, encode_jpeg(crop, 95), "image/jpeg")
+            objects.put(
+                FACE_CROPS_BUCKET, crop_key[:-4] + ".json", json.dumps(sidecar).encode(), "application/json"
+            )
+            objects.put(FACE_THUMBS_BUCKET, crop_key, thumb, "image/jpeg")
+
+    if stored:
+        await asyncio.to_thread(store)
     return out
 
 

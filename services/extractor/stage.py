@@ -133,8 +133,9 @@ class InspectedImage:
     extension: str
 
 
-def inspect_image(data: bytes, max_pixels: int, max_bytes: int) -> InspectedImage:
-    """Validates by decoding (pixel guard included) and hashes; CPU-bound, run in a thread."""
+def inspect_image(data: bytes, max_pixels: int, max_bytes: int, sha256: str | None = None) -> InspectedImage:
+    """Validates by decoding (pixel guard included) and hashes (``sha256`` when the
+    caller has it already); CPU-bound, run in a thread."""
     try:
         probe = probe_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as exc:
@@ -143,7 +144,7 @@ def inspect_image(data: bytes, max_pixels: int, max_bytes: int) -> InspectedImag
     fmt = probe.format.upper()
     fmt = FORMAT_ALIASES.get(fmt, fmt)
     return InspectedImage(
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         phash=phash_hex(probe.preview),
         width=probe.width,
         height=probe.height,
@@ -199,8 +200,7 @@ def decode(msg: Msg) -> pipeline_pb2.IngestRequest:
 async def handle(deps: ExtractorDeps, delivery: bus.Delivery) -> None:
     request: pipeline_pb2.IngestRequest = delivery.payload
     validate(request)
-    data = await _load(deps, request)
-    image = await asyncio.to_thread(inspect_image, data, deps.max_pixels, deps.max_image_bytes)
+    data, image = await _load_and_inspect(deps, request)
     metrics.IMAGES.labels("extractor", "ok").inc()
     # on_dead reads the sha from the payload to release the claim.
     request.image_sha256 = image.sha256
@@ -223,7 +223,9 @@ async def handle(deps: ExtractorDeps, delivery: bus.Delivery) -> None:
 
     raw_key = f"{tenant}/{image.sha256}.{image.extension}"
     objects = deps.objects
-    if not await asyncio.to_thread(objects.exists, RAW_IMAGES_BUCKET, raw_key):
+    # An object read from this very key (the CLI stores images there) is not looked up again.
+    stored_here = (request.bucket, request.key) == (RAW_IMAGES_BUCKET, raw_key)
+    if not stored_here and not await asyncio.to_thread(objects.exists, RAW_IMAGES_BUCKET, raw_key):
         await asyncio.to_thread(objects.put, RAW_IMAGES_BUCKET, raw_key, data, image.content_type)
     record = pipeline_pb2.ImageRecord(
         tenant_id=tenant,
@@ -248,31 +250,41 @@ async def handle(deps: ExtractorDeps, delivery: bus.Delivery) -> None:
     )
 
 
-async def _load(deps: ExtractorDeps, request: pipeline_pb2.IngestRequest) -> bytes:
+async def _load_and_inspect(
+    deps: ExtractorDeps, request: pipeline_pb2.IngestRequest
+) -> tuple[bytes, InspectedImage]:
+    """The image's bytes and what they are. A stored object is read, hashed once and
+    inspected in one worker-thread hop."""
     if request.bucket and request.key:
-        return await _read_object(deps.objects, request)
+
+        def read_and_inspect() -> tuple[bytes, InspectedImage]:
+            data, sha = _read_object(deps.objects, request)
+            return data, inspect_image(data, deps.max_pixels, deps.max_image_bytes, sha)
+
+        return await asyncio.to_thread(read_and_inspect)
     fetched = await deps.fetcher.fetch(request.url)
     if fetched.url != request.url:
         log.debug("followed redirects", extra={"url": request.url, "final_url": fetched.url})
-    return fetched.data
+    image = await asyncio.to_thread(inspect_image, fetched.data, deps.max_pixels, deps.max_image_bytes)
+    return fetched.data, image
 
 
-async def _read_object(objects: ObjectStore, request: pipeline_pb2.IngestRequest) -> bytes:
+def _read_object(objects: ObjectStore, request: pipeline_pb2.IngestRequest) -> tuple[bytes, str]:
+    """The stored bytes and their sha256, checked against the one the request gives."""
     try:
-        data = await asyncio.to_thread(objects.get, request.bucket, request.key)
+        data = objects.get(request.bucket, request.key)
     except ObjectNotFound as exc:
         raise bus.PermanentError(str(exc), reason="not_found") from exc
     except ValueError as exc:  # an invalid bucket name or key
         raise bus.PermanentError(str(exc), reason="invalid_object_ref") from exc
+    actual = hashlib.sha256(data).hexdigest()
     given = request.image_sha256.lower()
-    if given:
-        actual = hashlib.sha256(data).hexdigest()
-        if given != actual:
-            raise bus.PermanentError(
-                f"image_sha256 {given} does not match {request.bucket}/{request.key} (sha256 {actual})",
-                reason="sha_mismatch",
-            )
-    return data
+    if given and given != actual:
+        raise bus.PermanentError(
+            f"image_sha256 {given} does not match {request.bucket}/{request.key} (sha256 {actual})",
+            reason="sha_mismatch",
+        )
+    return data, actual
 
 
 async def on_dead(deps: ExtractorDeps, msg: Msg, payload: Any, error: str, reason: str) -> None:
