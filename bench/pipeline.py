@@ -1,7 +1,6 @@
 """End-to-end images/s through the local stack against the model-only bound
 (the same images through detector and embedder in-process), taken in alternating
-rounds with the CPU each process spent per image, and search latency on Qdrant
-Edge at 100k vectors."""
+rounds with the CPU each process spent per image. Search latency is bench/search.py's."""
 
 from __future__ import annotations
 
@@ -12,11 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from facepipe.config import Settings
 from facepipe.faces import FaceEngine
@@ -160,59 +156,9 @@ def compare(settings: Settings, files: list[Path], rounds: int, copies: int) -> 
     return {"pairs": pairs}
 
 
-def search_latency(dim: int, n: int = 100_000, tenants: int = 10, queries: int = 300) -> dict:
-    from facepipe.storage import EdgeVectorStore, FacePoint
-
-    rng = np.random.default_rng(0)
-    path = Path(tempfile.mkdtemp(prefix="fp-bench-edge-"))
-    store = EdgeVectorStore(path)
-    store.ensure_collection(dim)
-    vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    start = time.perf_counter()
-    for i in range(0, n, 2000):
-        store.upsert(
-            [
-                FacePoint(
-                    str(uuid.UUID(int=j + 1)), vectors[j], {"tenant_id": f"t{j % tenants}", "site": "s"}
-                )
-                for j in range(i, min(n, i + 2000))
-            ]
-        )
-    upsert_s = time.perf_counter() - start
-
-    def measure() -> tuple[float, float]:
-        samples = []
-        for q in range(queries):
-            query = vectors[rng.integers(n)] + rng.standard_normal(dim).astype(np.float32) * 0.05
-            t = time.perf_counter()
-            store.search(query, tenant_id=f"t{q % tenants}", top_k=10)
-            samples.append((time.perf_counter() - t) * 1000)
-        return float(np.percentile(samples, 50)), float(np.percentile(samples, 99))
-
-    before = measure()
-    start = time.perf_counter()
-    store.optimize()
-    optimize_s = time.perf_counter() - start
-    after = measure()
-    store.close()
-    return {
-        "n": n,
-        "dim": dim,
-        "upsert_s": upsert_s,
-        "optimize_s": optimize_s,
-        "plain": before,
-        "indexed": after,
-    }
-
-
 def run(settings: Settings, shared: Path, rounds: int = 5, copies: int = 3) -> dict:
     files = sample_files(shared)
-    result = compare(settings, files, rounds, copies)
-    engine = FaceEngine.load(settings, "bench", detector=False)
-    dim = engine.embedder.dim
-    asyncio.run(engine.close())
-    return {**result, "search": search_latency(dim)}
+    return compare(settings, files, rounds, copies)
 
 
 def _cpu_per_image(rounds: list[Round]) -> dict[str, float]:
@@ -223,7 +169,6 @@ def _cpu_per_image(rounds: list[Round]) -> dict[str, float]:
 
 
 def report(r: dict) -> str:
-    s = r["search"]
     pairs: list[tuple[Round, Round]] = r["pairs"]
     bound = [a for a, _ in pairs]
     stack = [b for _, b in pairs]
@@ -244,9 +189,5 @@ def report(r: dict) -> str:
             f"CPU per image: bound {sum(bound_cpu.values()):.1f} ms; stack {sum(stack_cpu.values()):.1f} ms "
             f"({parts}); where CPU is the limit the ratio is "
             f"{sum(bound_cpu.values()) / sum(stack_cpu.values()):.2f}",
-            f"== search on Qdrant Edge, {s['n']} vectors x {s['dim']}-d, tenant-filtered top-10 ==",
-            f"upsert {s['n'] / s['upsert_s']:,.0f} points/s; optimize {s['optimize_s']:.1f} s",
-            f"before optimize: p50 {s['plain'][0]:.2f} ms  p99 {s['plain'][1]:.2f} ms",
-            f"after optimize:  p50 {s['indexed'][0]:.2f} ms  p99 {s['indexed'][1]:.2f} ms",
         ]
     )
