@@ -108,6 +108,11 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def centre_face(faces: list[DetectedFace], image: DecodedImage) -> DetectedFace:
+    cx, cy = image.width / 2, image.height / 2
+    return min(faces, key=lambda f: (f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2)
+
+
 async def accepted_faces(
     detector: FaceDetector, images: list[tuple[str, DecodedImage]]
 ) -> list[list[DetectedFace]]:
@@ -137,7 +142,11 @@ async def test_no_accepted_face_is_lost_against_the_fixed_size(settings, facepip
             await adaptive_engine.close()
 
         lost = []
-        for (name, _), at_640, at_adaptive in zip(images, fixed, adaptive, strict=True):
+        for (name, image), at_640, at_adaptive in zip(images, fixed, adaptive, strict=True):
+            if name.endswith(".png") and "/" in name:
+                # A Glint crop is one tight, aligned face: other boxes in it are not faces
+                # (YuNet at 640 finds, say, a 26 px "face" on a cap), so only the centre one counts.
+                at_640 = [centre_face(at_640, image)] if at_640 else []
             for face in at_640:
                 if not any(iou(face.box, other.box) >= 0.5 for other in at_adaptive):
                     lost.append(f"{name}: {face.quality.size_px:.0f} px face, score {face.score:.2f}")
