@@ -370,6 +370,8 @@ def pull(
             if not expected:
                 log.warning("no sha256 to verify against", extra={"url": url, "sha256": digest})
             _safe_unzip(archive, staging)
+            for model in sorted(staging.glob("*.onnx")):
+                model.write_bytes(installed_bytes(model))
         _write_manifest(staging, name, source)
         if dest.exists():
             shutil.rmtree(dest)
