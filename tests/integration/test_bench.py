@@ -72,7 +72,7 @@ def test_engine_part_compares_each_pack_with_its_bound_and_insightface(bench_set
     assert "eval detection" in text and "DetectBatch latency" in text
     # The adaptive line runs where the setting exists, and says why not where it does not.
     if engine.has_adaptive_setting():
-        assert "adaptive vs fixed size  " in text and "accepted faces on eval" in text
+        assert "adaptive vs fixed size  " in text and "labelled eval faces accepted" in text
     else:
         assert "adaptive vs fixed size: skipped, this build has no FACEPIPE_ADAPTIVE_DET_SIZE" in text
 
