@@ -21,6 +21,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SHARED_MODELS = SHARED / "models"
 SHARED_FACES = SHARED / "faces"
+EVAL_FACES = SHARED / "eval" / "faces"
+# The LFW part of the eval set: photos, not crops, and all held out from calibration
+# (../shared/eval/CALIBRATION.md).
+EVAL_LFW = (
+    "Ariel_Sharon",
+    "Arnold_Schwarzenegger",
+    "Colin_Powell",
+    "Donald_Rumsfeld",
+    "George_W_Bush",
+    "Gerhard_Schroeder",
+    "Hugo_Chavez",
+    "Jacques_Chirac",
+    "Tony_Blair",
+    "Vladimir_Putin",
+)
 VENV_BIN = Path(sys.executable).parent
 
 

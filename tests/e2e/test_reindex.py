@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, SHARED_FACES, SHARED_MODELS, launch_stack, run_facepipe, stop_stack
+from conftest import EVAL_FACES, EVAL_LFW, SHARED_FACES, SHARED_MODELS, launch_stack, run_facepipe, stop_stack
 
 from facepipe.config import Settings
 from facepipe.models.registry import install_local
@@ -21,21 +21,10 @@ from facepipe.storage import EdgeVectorStore
 from facepipe.storage.objects import FACE_CROPS_BUCKET, LocalObjectStore
 from facepipe.storage.vectors.collections import MODEL_COLLECTION_RE, active_collection, active_recognizer
 
-EVAL = SHARED / "eval" / "faces"
+EVAL = EVAL_FACES
 # Held out from calibration (../shared/eval/CALIBRATION.md) and found by both packs' detectors:
 # the LFW part of the eval set.
-HELD_OUT = (
-    "Ariel_Sharon",
-    "Arnold_Schwarzenegger",
-    "Colin_Powell",
-    "Donald_Rumsfeld",
-    "George_W_Bush",
-    "Gerhard_Schroeder",
-    "Hugo_Chavez",
-    "Jacques_Chirac",
-    "Tony_Blair",
-    "Vladimir_Putin",
-)
+HELD_OUT = EVAL_LFW
 PACK_A = "local"
 PACK_B = "opencv"
 
