@@ -94,21 +94,7 @@ class SCRFD:
             if self.use_kps:
                 kps = outputs[idx + fmc * 2].reshape(-1, 10)[keep] * stride
                 kps_l.append(kps.reshape(-1, 5, 2) + centers[:, None, :])
-        if not scores_l:
-            return Detections(
-                np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-            )
-        scores = np.concatenate(scores_l)
-        boxes = np.vstack(boxes_l) / letterbox.scale
-        kps = np.vstack(kps_l) / letterbox.scale if kps_l else np.zeros((len(scores), 0, 2), np.float32)
-        order = np.argsort(-scores, kind="stable")
-        scores, boxes, kps = scores[order], boxes[order], kps[order]
-        keep = nms(boxes, scores, nms_threshold)
-        scores, boxes, kps = scores[keep], boxes[keep], kps[keep]
-        if max_faces > 0 and len(scores) > max_faces and image_hw is not None:
-            sel = _largest_central(boxes, image_hw)[:max_faces]
-            scores, boxes, kps = scores[sel], boxes[sel], kps[sel]
-        return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.astype(np.float32))
+        return merge_candidates(scores_l, boxes_l, kps_l, letterbox, nms_threshold, max_faces, image_hw)
 
 
 def letterbox(bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
@@ -123,6 +109,35 @@ def letterbox(bgr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Lette
     canvas = np.zeros((h, w, 3), dtype=np.uint8)
     canvas[:new_h, :new_w] = cv2.resize(bgr, (new_w, new_h))
     return canvas, Letterbox(scale=new_h / img_h, width=w, height=h)
+
+
+def merge_candidates(
+    scores_l: list[np.ndarray],
+    boxes_l: list[np.ndarray],
+    kps_l: list[np.ndarray],
+    letterbox: Letterbox,
+    nms_threshold: float,
+    max_faces: int = 0,
+    image_hw: tuple[int, int] | None = None,
+) -> Detections:
+    """Every decoder's last step: the candidates of all strides, in detector-input pixels,
+    mapped to the original image, sorted by score, suppressed (NMS) and capped at
+    ``max_faces`` (the largest, most central first)."""
+    if not scores_l:
+        return Detections(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        )
+    scores = np.concatenate(scores_l)
+    boxes = np.vstack(boxes_l) / letterbox.scale
+    kps = np.vstack(kps_l) / letterbox.scale if kps_l else np.zeros((len(scores), 0, 2), np.float32)
+    order = np.argsort(-scores, kind="stable")
+    scores, boxes, kps = scores[order], boxes[order], kps[order]
+    keep = nms(boxes, scores, nms_threshold)
+    scores, boxes, kps = scores[keep], boxes[keep], kps[keep]
+    if max_faces > 0 and len(scores) > max_faces and image_hw is not None:
+        sel = largest_central(boxes, image_hw)[:max_faces]
+        scores, boxes, kps = scores[sel], boxes[sel], kps[sel]
+    return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.astype(np.float32))
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
@@ -143,7 +158,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
     return keep
 
 
-def _largest_central(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+def largest_central(boxes: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
     """Orders faces by area with a penalty for distance from the centre."""
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     cy, cx = image_hw[0] // 2, image_hw[1] // 2

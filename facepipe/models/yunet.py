@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facepipe.models.scrfd import Detections, Letterbox, _largest_central, letterbox, nms
+from facepipe.models.scrfd import Detections, Letterbox, letterbox, merge_candidates
 
 STRIDES = (8, 16, 32)
 KINDS = ("cls", "obj", "bbox", "kps")
@@ -69,18 +69,4 @@ class YuNet:
             kps = outputs[idx["kps"][i]].reshape(-1, 5, 2)[keep]
             kps_l.append((kps + cells[:, None, :]) * stride)
             scores_l.append(scores[keep])
-        if not scores_l:
-            return Detections(
-                np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-            )
-        scores = np.concatenate(scores_l)
-        boxes = np.vstack(boxes_l) / letterbox.scale
-        kps = np.vstack(kps_l) / letterbox.scale
-        order = np.argsort(-scores, kind="stable")
-        scores, boxes, kps = scores[order], boxes[order], kps[order]
-        keep = nms(boxes, scores, nms_threshold)
-        scores, boxes, kps = scores[keep], boxes[keep], kps[keep]
-        if max_faces > 0 and len(scores) > max_faces and image_hw is not None:
-            sel = _largest_central(boxes, image_hw)[:max_faces]
-            scores, boxes, kps = scores[sel], boxes[sel], kps[sel]
-        return Detections(boxes.astype(np.float32), scores.astype(np.float32), kps.astype(np.float32))
+        return merge_candidates(scores_l, boxes_l, kps_l, letterbox, nms_threshold, max_faces, image_hw)
