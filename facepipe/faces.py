@@ -18,7 +18,7 @@ from facepipe.inference import LocalInference, RemoteInference
 from facepipe.models.align import align_face
 from facepipe.models.families import detector_decoder, recognizer_codec
 from facepipe.models.registry import PackFiles, load_pack
-from facepipe.models.scrfd import Letterbox
+from facepipe.models.scrfd import Letterbox, largest_central
 from facepipe.quality import QualityResult, QualityThresholds, assess
 from facepipe.runtime import metrics
 
@@ -198,62 +198,79 @@ class FaceDetector:
 
         image, size, blob, letterbox = await asyncio.to_thread(prepare)
         outputs = await self._batcher(size).submit(blob)
-        adaptive = params.adaptive and not self.fixed_size
-        if (
-            adaptive
-            and size != (params.size, params.size)
-            and await asyncio.to_thread(self._near_a_cutoff, image, outputs, letterbox, params)
-        ):
+        # At a smaller input than the configured one, candidates a little below the score
+        # cut-off are decoded too, to tell whether the configured size must decide.
+        smaller = (
+            params.adaptive
+            and not self.fixed_size
+            and letterbox.scale < params.size / max(image.height, image.width) - 1e-9
+        )
+        floor = max(0.0, self._score_cut(params) - RECHECK_SCORE_MARGIN) if smaller else params.threshold
+        faces = await asyncio.to_thread(
+            self._candidates, image, outputs, letterbox, params, min(floor, params.threshold)
+        )
+        if smaller and self._near_a_cutoff(faces, params):
             # The configured size decides faces that the smaller input leaves in doubt.
             metrics.DETECT_RECHECKS.labels(self.service).inc()
             size = (params.size, params.size)
             blob, letterbox = await asyncio.to_thread(self.decoder.preprocess, image.bgr, size)
             outputs = await self._batcher(size).submit(blob)
-        return image, await asyncio.to_thread(self._finish, image, outputs, letterbox, params)
+            faces = await asyncio.to_thread(
+                self._candidates, image, outputs, letterbox, params, params.threshold
+            )
+        return image, self._select(faces, params, (image.height, image.width))
 
-    def _near_a_cutoff(
-        self, image: DecodedImage, outputs: list[np.ndarray], letterbox: Letterbox, p: DetectParams
-    ) -> bool:
+    def _score_cut(self, p: DetectParams) -> float:
+        return max(p.threshold, self.thresholds.min_score)
+
+    def _candidates(
+        self,
+        image: DecodedImage,
+        outputs: list[np.ndarray],
+        letterbox: Letterbox,
+        p: DetectParams,
+        floor: float,
+    ) -> list[DetectedFace]:
+        """Every face the outputs hold at or above ``floor``, best first, with its quality.
+        NMS keeps a box only for a better one, so the faces at or above a higher threshold
+        are exactly those that decoding at that threshold gives."""
+        det = self.decoder.postprocess(outputs, letterbox, floor, p.nms_threshold)
+        return [
+            DetectedFace(
+                box=box,
+                score=float(score),
+                landmarks=lmk,
+                quality=assess(image.bgr, box, float(score), lmk if len(lmk) else None, self.thresholds),
+            )
+            for box, score, lmk in zip(det.boxes, det.scores, det.landmarks, strict=True)
+        ]
+
+    def _near_a_cutoff(self, faces: list[DetectedFace], p: DetectParams) -> bool:
         """Whether a face found at a smaller input than the configured one lies so near the
         score or the size cut-off, or is rejected by a quality check, that the configured size
-        could decide it the other way.
+        could decide it the other way (see RECHECK_SCORE_MARGIN and RECHECK_SIZE_MARGIN)."""
+        score_cut, size_cut = self._score_cut(p), self.thresholds.min_size_px
+        for face in faces:
+            side = min(face.box[2] - face.box[0], face.box[3] - face.box[1])
+            if (
+                face.score < score_cut + RECHECK_SCORE_MARGIN
+                or abs(side - size_cut) <= size_cut * RECHECK_SIZE_MARGIN
+                # Pose and sharpness are read from the box and landmarks, which shift with
+                # the input size too: a face the smaller input rejects is decided again.
+                or not face.quality.accepted
+            ):
+                return True
+        return False
 
-        Scores and box sides measured at two input sizes differ by up to about 0.15 and 13%
-        (on ../shared/faces, their thumbnails and the eval set), so within those margins
-        the configured size measures again. Images at the configured scale never come here."""
-        if letterbox.scale >= p.size / max(image.height, image.width) - 1e-9:
-            return False
-        score_cut = max(p.threshold, self.thresholds.min_score)
-        det = self.decoder.postprocess(
-            outputs, letterbox, max(0.0, score_cut - RECHECK_SCORE_MARGIN), p.nms_threshold
-        )
-        if len(det) == 0:
-            return False
-        sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
-        size_cut = self.thresholds.min_size_px
-        near_size = np.abs(sides - size_cut) <= size_cut * RECHECK_SIZE_MARGIN
-        near_score = det.scores < score_cut + RECHECK_SCORE_MARGIN
-        if np.any(near_size | near_score):
-            return True
-        # Pose and sharpness are read from the box and landmarks, which shift with the input
-        # size too: a face the smaller input rejects is decided at the configured size.
-        return any(
-            not assess(image.bgr, box, float(score), lmk if len(lmk) else None, self.thresholds).accepted
-            for box, score, lmk in zip(det.boxes, det.scores, det.landmarks, strict=True)
-        )
-
-    def _finish(
-        self, image: DecodedImage, outputs: list[np.ndarray], letterbox: Letterbox, p: DetectParams
-    ) -> list[DetectedFace]:
-        det = self.decoder.postprocess(
-            outputs, letterbox, p.threshold, p.nms_threshold, p.max_faces, (image.height, image.width)
-        )
-        faces = []
-        for box, score, lmk in zip(det.boxes, det.scores, det.landmarks, strict=True):
-            quality = assess(image.bgr, box, float(score), lmk if len(lmk) else None, self.thresholds)
-            if quality.accepted or p.include_rejected:
-                faces.append(DetectedFace(box=box, score=float(score), landmarks=lmk, quality=quality))
-        return faces
+    @staticmethod
+    def _select(faces: list[DetectedFace], p: DetectParams, image_hw: tuple[int, int]) -> list[DetectedFace]:
+        """The faces at or above the request's threshold, capped at ``max_faces`` (largest and
+        most central first), without the rejected ones unless asked for."""
+        faces = [f for f in faces if f.score >= p.threshold]
+        if p.max_faces > 0 and len(faces) > p.max_faces:
+            order = largest_central(np.array([f.box for f in faces]), image_hw)[: p.max_faces]
+            faces = [faces[i] for i in order]
+        return [f for f in faces if f.quality.accepted or p.include_rejected]
 
     async def close(self) -> None:
         for b in self._batchers.values():
