@@ -1,4 +1,5 @@
 from facepipe.v1 import common_pb2 as _common_pb2
+from facepipe.v1 import pipeline_pb2 as _pipeline_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,14 +9,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchFilter(_message.Message):
-    __slots__ = ("site", "url", "image_sha256")
+    __slots__ = ("site", "url", "image_sha256", "person_id", "taken_after_ms", "taken_before_ms", "folder")
     SITE_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_BEFORE_MS_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
     site: str
     url: str
     image_sha256: str
-    def __init__(self, site: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ...) -> None: ...
+    person_id: str
+    taken_after_ms: int
+    taken_before_ms: int
+    folder: str
+    def __init__(self, site: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., person_id: _Optional[str] = ..., taken_after_ms: _Optional[int] = ..., taken_before_ms: _Optional[int] = ..., folder: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("tenant_id", "image", "vector", "top_k", "min_score", "filter", "query_face_index")
@@ -36,7 +45,7 @@ class SearchRequest(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., image: _Optional[bytes] = ..., vector: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., top_k: _Optional[int] = ..., min_score: _Optional[float] = ..., filter: _Optional[_Union[SearchFilter, _Mapping]] = ..., query_face_index: _Optional[int] = ...) -> None: ...
 
 class SearchMatch(_message.Message):
-    __slots__ = ("point_id", "score", "tenant_id", "site", "url", "page_url", "image_sha256", "bbox", "det_score", "quality", "crop", "thumb", "model", "face_index", "indexed_at_ms", "alt_text")
+    __slots__ = ("point_id", "score", "tenant_id", "site", "url", "page_url", "image_sha256", "bbox", "det_score", "quality", "crop", "thumb", "model", "face_index", "indexed_at_ms", "alt_text", "person_id", "person_name", "photo", "image_width", "image_height", "image_thumb")
     POINT_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +62,12 @@ class SearchMatch(_message.Message):
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     INDEXED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ALT_TEXT_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSON_NAME_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_THUMB_FIELD_NUMBER: _ClassVar[int]
     point_id: str
     score: float
     tenant_id: str
@@ -69,7 +84,13 @@ class SearchMatch(_message.Message):
     face_index: int
     indexed_at_ms: int
     alt_text: str
-    def __init__(self, point_id: _Optional[str] = ..., score: _Optional[float] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., bbox: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., det_score: _Optional[float] = ..., quality: _Optional[float] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., face_index: _Optional[int] = ..., indexed_at_ms: _Optional[int] = ..., alt_text: _Optional[str] = ...) -> None: ...
+    person_id: str
+    person_name: str
+    photo: _pipeline_pb2.PhotoMetadata
+    image_width: int
+    image_height: int
+    image_thumb: _common_pb2.ObjectRef
+    def __init__(self, point_id: _Optional[str] = ..., score: _Optional[float] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., bbox: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., det_score: _Optional[float] = ..., quality: _Optional[float] = ..., crop: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., model: _Optional[str] = ..., face_index: _Optional[int] = ..., indexed_at_ms: _Optional[int] = ..., alt_text: _Optional[str] = ..., person_id: _Optional[str] = ..., person_name: _Optional[str] = ..., photo: _Optional[_Union[_pipeline_pb2.PhotoMetadata, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., image_thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("matches", "query_face", "query_faces_found", "query_face_index", "query_faces")
@@ -121,22 +142,28 @@ class GetStatsResponse(_message.Message):
     def __init__(self, points: _Optional[int] = ..., dim: _Optional[int] = ..., model: _Optional[str] = ..., vector_store: _Optional[str] = ..., object_store: _Optional[str] = ..., counters: _Optional[_Mapping[str, int]] = ..., images: _Optional[int] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class ListFacesRequest(_message.Message):
-    __slots__ = ("tenant_id", "page_size", "page_token")
+    __slots__ = ("tenant_id", "page_size", "page_token", "person_id", "image_sha256")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     page_size: int
     page_token: str
-    def __init__(self, tenant_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    person_id: str
+    image_sha256: str
+    def __init__(self, tenant_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., person_id: _Optional[str] = ..., image_sha256: _Optional[str] = ...) -> None: ...
 
 class ListFacesResponse(_message.Message):
-    __slots__ = ("faces", "next_page_token")
+    __slots__ = ("faces", "next_page_token", "pinned_point_ids")
     FACES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PINNED_POINT_IDS_FIELD_NUMBER: _ClassVar[int]
     faces: _containers.RepeatedCompositeFieldContainer[SearchMatch]
     next_page_token: str
-    def __init__(self, faces: _Optional[_Iterable[_Union[SearchMatch, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    pinned_point_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, faces: _Optional[_Iterable[_Union[SearchMatch, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., pinned_point_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteFacesRequest(_message.Message):
     __slots__ = ("tenant_id", "image_sha256", "url", "site", "all")
@@ -321,3 +348,97 @@ class ReindexResponse(_message.Message):
     error: str
     optouts_of_other_models: int
     def __init__(self, state: _Optional[str] = ..., from_collection: _Optional[str] = ..., to_collection: _Optional[str] = ..., model: _Optional[str] = ..., faces_total: _Optional[int] = ..., faces_reindexed: _Optional[int] = ..., faces_skipped: _Optional[int] = ..., faces_missing: _Optional[int] = ..., faces_realigned: _Optional[int] = ..., points_dropped: _Optional[int] = ..., error: _Optional[str] = ..., optouts_of_other_models: _Optional[int] = ...) -> None: ...
+
+class FaceNeighborsRequest(_message.Message):
+    __slots__ = ("tenant_id", "point_ids", "k", "min_score")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    POINT_IDS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    point_ids: _containers.RepeatedScalarFieldContainer[str]
+    k: int
+    min_score: float
+    def __init__(self, tenant_id: _Optional[str] = ..., point_ids: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., min_score: _Optional[float] = ...) -> None: ...
+
+class FaceNeighbor(_message.Message):
+    __slots__ = ("point_id", "score", "person_id")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    score: float
+    person_id: str
+    def __init__(self, point_id: _Optional[str] = ..., score: _Optional[float] = ..., person_id: _Optional[str] = ...) -> None: ...
+
+class FaceNeighbors(_message.Message):
+    __slots__ = ("point_id", "neighbors", "found", "person_id", "vector")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    neighbors: _containers.RepeatedCompositeFieldContainer[FaceNeighbor]
+    found: bool
+    person_id: str
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, point_id: _Optional[str] = ..., neighbors: _Optional[_Iterable[_Union[FaceNeighbor, _Mapping]]] = ..., found: _Optional[bool] = ..., person_id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class FaceNeighborsResponse(_message.Message):
+    __slots__ = ("faces",)
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[FaceNeighbors]
+    def __init__(self, faces: _Optional[_Iterable[_Union[FaceNeighbors, _Mapping]]] = ...) -> None: ...
+
+class FacePerson(_message.Message):
+    __slots__ = ("point_id", "person_id", "pinned")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    person_id: str
+    pinned: bool
+    def __init__(self, point_id: _Optional[str] = ..., person_id: _Optional[str] = ..., pinned: _Optional[bool] = ...) -> None: ...
+
+class SetFacePersonsRequest(_message.Message):
+    __slots__ = ("tenant_id", "faces")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    faces: _containers.RepeatedCompositeFieldContainer[FacePerson]
+    def __init__(self, tenant_id: _Optional[str] = ..., faces: _Optional[_Iterable[_Union[FacePerson, _Mapping]]] = ...) -> None: ...
+
+class SetFacePersonsResponse(_message.Message):
+    __slots__ = ("faces_updated",)
+    FACES_UPDATED_FIELD_NUMBER: _ClassVar[int]
+    faces_updated: int
+    def __init__(self, faces_updated: _Optional[int] = ...) -> None: ...
+
+class FaceGraphRequest(_message.Message):
+    __slots__ = ("tenant_id", "k")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    k: int
+    def __init__(self, tenant_id: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
+
+class FaceGraphRow(_message.Message):
+    __slots__ = ("index", "point_id", "neighbors", "similarities", "person_id", "pinned", "quality", "vector")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITIES_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    point_id: str
+    neighbors: _containers.RepeatedScalarFieldContainer[int]
+    similarities: _containers.RepeatedScalarFieldContainer[float]
+    person_id: str
+    pinned: bool
+    quality: float
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, index: _Optional[int] = ..., point_id: _Optional[str] = ..., neighbors: _Optional[_Iterable[int]] = ..., similarities: _Optional[_Iterable[float]] = ..., person_id: _Optional[str] = ..., pinned: _Optional[bool] = ..., quality: _Optional[float] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...

@@ -81,6 +81,21 @@ class IndexerStub:
                 request_serializer=facepipe_dot_v1_dot_indexer__pb2.ReindexRequest.SerializeToString,
                 response_deserializer=facepipe_dot_v1_dot_indexer__pb2.ReindexResponse.FromString,
                 _registered_method=True)
+        self.FaceNeighbors = channel.unary_unary(
+                '/facepipe.v1.Indexer/FaceNeighbors',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.FaceNeighborsRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.FaceNeighborsResponse.FromString,
+                _registered_method=True)
+        self.SetFacePersons = channel.unary_unary(
+                '/facepipe.v1.Indexer/SetFacePersons',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.SetFacePersonsRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.SetFacePersonsResponse.FromString,
+                _registered_method=True)
+        self.FaceGraph = channel.unary_stream(
+                '/facepipe.v1.Indexer/FaceGraph',
+                request_serializer=facepipe_dot_v1_dot_indexer__pb2.FaceGraphRequest.SerializeToString,
+                response_deserializer=facepipe_dot_v1_dot_indexer__pb2.FaceGraphRow.FromString,
+                _registered_method=True)
 
 
 class IndexerServicer:
@@ -152,6 +167,28 @@ class IndexerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FaceNeighbors(self, request, context):
+        """Internal (role "service"), for the persons service: the nearest faces of the tenant
+        to each given face, with the person each neighbour is assigned to.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetFacePersons(self, request, context):
+        """Internal: sets the person (and whether it was chosen by hand) of faces of a tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FaceGraph(self, request, context):
+        """Internal: the tenant's k-nearest-neighbour graph, one row per face, for re-clustering.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -199,6 +236,21 @@ def add_IndexerServicer_to_server(servicer, server):
                     servicer.Reindex,
                     request_deserializer=facepipe_dot_v1_dot_indexer__pb2.ReindexRequest.FromString,
                     response_serializer=facepipe_dot_v1_dot_indexer__pb2.ReindexResponse.SerializeToString,
+            ),
+            'FaceNeighbors': grpc.unary_unary_rpc_method_handler(
+                    servicer.FaceNeighbors,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.FaceNeighborsRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.FaceNeighborsResponse.SerializeToString,
+            ),
+            'SetFacePersons': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetFacePersons,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.SetFacePersonsRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.SetFacePersonsResponse.SerializeToString,
+            ),
+            'FaceGraph': grpc.unary_stream_rpc_method_handler(
+                    servicer.FaceGraph,
+                    request_deserializer=facepipe_dot_v1_dot_indexer__pb2.FaceGraphRequest.FromString,
+                    response_serializer=facepipe_dot_v1_dot_indexer__pb2.FaceGraphRow.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +498,87 @@ class Indexer:
             '/facepipe.v1.Indexer/Reindex',
             facepipe_dot_v1_dot_indexer__pb2.ReindexRequest.SerializeToString,
             facepipe_dot_v1_dot_indexer__pb2.ReindexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FaceNeighbors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/FaceNeighbors',
+            facepipe_dot_v1_dot_indexer__pb2.FaceNeighborsRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.FaceNeighborsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetFacePersons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facepipe.v1.Indexer/SetFacePersons',
+            facepipe_dot_v1_dot_indexer__pb2.SetFacePersonsRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.SetFacePersonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FaceGraph(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facepipe.v1.Indexer/FaceGraph',
+            facepipe_dot_v1_dot_indexer__pb2.FaceGraphRequest.SerializeToString,
+            facepipe_dot_v1_dot_indexer__pb2.FaceGraphRow.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,7 +30,7 @@ class FaceHint(_message.Message):
     def __init__(self, box: _Optional[_Union[_common_pb2.BoundingBox, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., score: _Optional[float] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
-    __slots__ = ("image_sha256", "bucket", "key", "tenant_id", "site", "url", "image_phash", "face_hints", "page_url", "alt_text", "batch_id", "message_id")
+    __slots__ = ("image_sha256", "bucket", "key", "tenant_id", "site", "url", "image_phash", "face_hints", "page_url", "alt_text", "batch_id", "message_id", "aligned", "folder")
     IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
     BUCKET_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,8 @@ class IngestRequest(_message.Message):
     ALT_TEXT_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIGNED_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
     image_sha256: str
     bucket: str
     key: str
@@ -55,10 +57,30 @@ class IngestRequest(_message.Message):
     alt_text: str
     batch_id: str
     message_id: str
-    def __init__(self, image_sha256: _Optional[str] = ..., bucket: _Optional[str] = ..., key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., image_phash: _Optional[str] = ..., face_hints: _Optional[_Iterable[_Union[FaceHint, _Mapping]]] = ..., page_url: _Optional[str] = ..., alt_text: _Optional[str] = ..., batch_id: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
+    aligned: bool
+    folder: str
+    def __init__(self, image_sha256: _Optional[str] = ..., bucket: _Optional[str] = ..., key: _Optional[str] = ..., tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., image_phash: _Optional[str] = ..., face_hints: _Optional[_Iterable[_Union[FaceHint, _Mapping]]] = ..., page_url: _Optional[str] = ..., alt_text: _Optional[str] = ..., batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., aligned: _Optional[bool] = ..., folder: _Optional[str] = ...) -> None: ...
+
+class PhotoMetadata(_message.Message):
+    __slots__ = ("taken_at_ms", "has_gps", "latitude", "longitude", "camera_make", "camera_model", "folder")
+    TAKEN_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    HAS_GPS_FIELD_NUMBER: _ClassVar[int]
+    LATITUDE_FIELD_NUMBER: _ClassVar[int]
+    LONGITUDE_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_MAKE_FIELD_NUMBER: _ClassVar[int]
+    CAMERA_MODEL_FIELD_NUMBER: _ClassVar[int]
+    FOLDER_FIELD_NUMBER: _ClassVar[int]
+    taken_at_ms: int
+    has_gps: bool
+    latitude: float
+    longitude: float
+    camera_make: str
+    camera_model: str
+    folder: str
+    def __init__(self, taken_at_ms: _Optional[int] = ..., has_gps: _Optional[bool] = ..., latitude: _Optional[float] = ..., longitude: _Optional[float] = ..., camera_make: _Optional[str] = ..., camera_model: _Optional[str] = ..., folder: _Optional[str] = ...) -> None: ...
 
 class ImageRecord(_message.Message):
-    __slots__ = ("tenant_id", "site", "url", "page_url", "alt_text", "image_sha256", "phash", "raw", "content_type", "width", "height", "size_bytes", "batch_id", "message_id", "face_hints", "ingested_at_ms")
+    __slots__ = ("tenant_id", "site", "url", "page_url", "alt_text", "image_sha256", "phash", "raw", "content_type", "width", "height", "size_bytes", "batch_id", "message_id", "face_hints", "ingested_at_ms", "photo", "image_thumb", "aligned")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +97,9 @@ class ImageRecord(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     FACE_HINTS_FIELD_NUMBER: _ClassVar[int]
     INGESTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_THUMB_FIELD_NUMBER: _ClassVar[int]
+    ALIGNED_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     site: str
     url: str
@@ -91,7 +116,10 @@ class ImageRecord(_message.Message):
     message_id: str
     face_hints: _containers.RepeatedCompositeFieldContainer[FaceHint]
     ingested_at_ms: int
-    def __init__(self, tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., alt_text: _Optional[str] = ..., image_sha256: _Optional[str] = ..., phash: _Optional[str] = ..., raw: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., face_hints: _Optional[_Iterable[_Union[FaceHint, _Mapping]]] = ..., ingested_at_ms: _Optional[int] = ...) -> None: ...
+    photo: PhotoMetadata
+    image_thumb: _common_pb2.ObjectRef
+    aligned: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., site: _Optional[str] = ..., url: _Optional[str] = ..., page_url: _Optional[str] = ..., alt_text: _Optional[str] = ..., image_sha256: _Optional[str] = ..., phash: _Optional[str] = ..., raw: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., content_type: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., face_hints: _Optional[_Iterable[_Union[FaceHint, _Mapping]]] = ..., ingested_at_ms: _Optional[int] = ..., photo: _Optional[_Union[PhotoMetadata, _Mapping]] = ..., image_thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., aligned: _Optional[bool] = ...) -> None: ...
 
 class FaceCrop(_message.Message):
     __slots__ = ("aligned_bgr", "size", "thumb_jpeg")
@@ -205,3 +233,49 @@ class ImageDone(_message.Message):
     reason: str
     faces_optout_skipped: int
     def __init__(self, batch_id: _Optional[str] = ..., message_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., url: _Optional[str] = ..., image_sha256: _Optional[str] = ..., status: _Optional[_Union[ImageStatus, str]] = ..., faces_indexed: _Optional[int] = ..., faces_dup_skipped: _Optional[int] = ..., faces_rejected: _Optional[int] = ..., stage: _Optional[str] = ..., error: _Optional[str] = ..., rejected_reasons: _Optional[_Mapping[str, int]] = ..., faces_known: _Optional[int] = ..., reason: _Optional[str] = ..., faces_optout_skipped: _Optional[int] = ...) -> None: ...
+
+class IndexedFace(_message.Message):
+    __slots__ = ("point_id", "face_index", "quality", "thumb")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    THUMB_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    face_index: int
+    quality: float
+    thumb: _common_pb2.ObjectRef
+    def __init__(self, point_id: _Optional[str] = ..., face_index: _Optional[int] = ..., quality: _Optional[float] = ..., thumb: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+
+class FacesIndexed(_message.Message):
+    __slots__ = ("tenant_id", "image_sha256", "faces", "indexed_at_ms", "message_id", "url")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    image_sha256: str
+    faces: _containers.RepeatedCompositeFieldContainer[IndexedFace]
+    indexed_at_ms: int
+    message_id: str
+    url: str
+    def __init__(self, tenant_id: _Optional[str] = ..., image_sha256: _Optional[str] = ..., faces: _Optional[_Iterable[_Union[IndexedFace, _Mapping]]] = ..., indexed_at_ms: _Optional[int] = ..., message_id: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class ErasedFace(_message.Message):
+    __slots__ = ("point_id", "person_id")
+    POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERSON_ID_FIELD_NUMBER: _ClassVar[int]
+    point_id: str
+    person_id: str
+    def __init__(self, point_id: _Optional[str] = ..., person_id: _Optional[str] = ...) -> None: ...
+
+class FacesErased(_message.Message):
+    __slots__ = ("tenant_id", "faces", "all")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    faces: _containers.RepeatedCompositeFieldContainer[ErasedFace]
+    all: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., faces: _Optional[_Iterable[_Union[ErasedFace, _Mapping]]] = ..., all: _Optional[bool] = ...) -> None: ...
