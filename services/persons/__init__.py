@@ -1,0 +1,1 @@
+"""The persons service; README.md says what it consumes, produces and serves."""
