@@ -1,0 +1,1 @@
+"""Recognition against enrolled subjects: the subject gallery, tracking and the access log."""

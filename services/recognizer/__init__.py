@@ -1,0 +1,1 @@
+"""The recognizer service; README.md says what it serves and stores."""
