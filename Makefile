@@ -8,10 +8,10 @@ SHARED_MODELS ?= ../shared/models
 STAMP := $(VENV)/.installed
 export BUF_CACHE_DIR := $(CURDIR)/.buf-cache
 
-.PHONY: setup shell run test lint proto bench clean models system-deps images kind-up kind-down
+.PHONY: setup shell run test lint proto bench clean models system-deps compreface-sdk images kind-up kind-down
 
 # The tools land in .venv/bin only: activate it (or `make shell`) to have them on PATH.
-setup: $(STAMP) models system-deps
+setup: $(STAMP) models system-deps compreface-sdk
 	@echo "setup done: 'source $(VENV)/bin/activate' (or 'make shell') puts facepipe, grpcurl, buf and nats-server on PATH"
 
 # An interactive shell with .venv activated; `exit` leaves it.
@@ -40,6 +40,16 @@ $(VENV)/opencv4/.installed: $(STAMP)
 
 system-deps:
 	@bash scripts/system-deps.sh
+
+# The CompreFace Python SDK, the client of the compatibility test. It pins
+# requests-toolbelt 0.9.1, which does not import with urllib3 2, so it lives in a folder
+# of its own with urllib3 1.x; the test runs it in a subprocess with PYTHONPATH set there.
+COMPREFACE_SDK := $(VENV)/compreface-sdk
+compreface-sdk: $(COMPREFACE_SDK)/.installed
+
+$(COMPREFACE_SDK)/.installed: $(STAMP)
+	$(PY) -m pip install -q --upgrade --target $(COMPREFACE_SDK) 'compreface-sdk==0.6.0' 'urllib3<2'
+	@touch $@
 
 proto: $(STAMP)
 	$(PY) -m facepipe.protogen

@@ -16,8 +16,8 @@ from facepipe.config import Settings
 from facepipe.models.registry import PackError
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ["engine", "search", "pipeline", "crawl", "auth"]
 QUICK_SEARCH_VECTORS = 5_000
+PARTS = ["engine", "search", "pipeline", "crawl", "auth", "persons", "web", "recognize"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.gpu:
             return run_gpu(settings, args)
         run_parts(settings, args)
-    except (PackError, FileNotFoundError) as exc:
+    except (PackError, FileNotFoundError, RuntimeError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -99,6 +99,22 @@ def run_parts(settings: Settings, args: argparse.Namespace) -> None:
 
         points = {"n": 1000, "queries": 50} if args.quick else {}
         print(auth.report(auth.run(settings, **points)), flush=True)
+    if "persons" in only:
+        from bench import persons
+
+        print(
+            persons.report(persons.run(settings, persons.Sizes.quick() if args.quick else None)), flush=True
+        )
+    if "web" in only:
+        from bench import web
+
+        sizes = {"queries": 20, "photos": 3} if args.quick else {}
+        print(web.report(web.run(settings, args.shared, **sizes)), flush=True)
+    if "recognize" in only:
+        from bench import recognize
+
+        sizes = {"seconds": 3.0, "max_cameras": 2} if args.quick else {}
+        print(recognize.report(recognize.run(settings, args.shared, **sizes)), flush=True)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,13 @@ largest face of each) and the named pre-aligned identities under
     can move without the other.
 ``persons_cluster_distance``
     Cosine distance (1 - similarity) at which average-linkage clustering of
-    the faces is cut into persons: the cut that maximises BCubed F1 against the
-    true identities, in the middle of the range of distances that give that
-    clustering.
+    the faces is cut into persons: of the clusterings whose BCubed F1 against
+    the true identities is within ``--cut-tolerance`` of the best, the one with
+    the fewest merges, cut in the middle of the range of distances that give it.
+    The strictest of the near-best because two people wrongly made one is worse
+    than one person split in two: a split is fixed with one merge and shows no
+    stranger's face under someone's name, and the best cut on a small set sits at
+    the edge where the first two people merge.
 
 ``--write`` stores the result in ``facepipe/models/thresholds.json`` under the
 recognizer file's sha256, from where ``facepipe models install``/``pull`` copy it
@@ -68,6 +72,8 @@ CALIBRATION_GLINT = (
     "Jessica_Alba",
 )
 DEFAULT_TARGET_FMR = 1e-3
+# How far below the best BCubed F1 the persons cut may go to be stricter.
+DEFAULT_CUT_TOLERANCE = 0.02
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 # Thresholds are stored to this many decimals (rounded in the strict direction).
 DECIMALS = 3
@@ -228,29 +234,30 @@ def bcubed(clusters: np.ndarray, labels: list[str]) -> tuple[float, float, float
     return precision, recall, 2 * precision * recall / (precision + recall)
 
 
-def best_cluster_cut(embeddings: np.ndarray, labels: list[str]) -> ClusterCut:
-    """The average-linkage cut distance that maximises BCubed F1.
+def best_cluster_cut(
+    embeddings: np.ndarray, labels: list[str], tolerance: float = DEFAULT_CUT_TOLERANCE
+) -> ClusterCut:
+    """The strictest average-linkage cut distance whose BCubed F1 is within ``tolerance``
+    of the best (``tolerance=0``: the best, the range nearest 0 on a tie).
 
     Each clustering the dendrogram can give holds for a range of cut distances, from the
     height of its last merge up to (not including) the next; the cut is put in the middle
-    of the best clustering's range (the range nearest 0 on a tie), rounded to ``DECIMALS``
-    when that stays inside it."""
+    of the chosen clustering's range, rounded to ``DECIMALS`` when that stays inside it."""
     unit = _unit(np.asarray(embeddings, np.float64))
     n = len(labels)
     if n < 2:
         raise ValueError("need at least two faces to cluster")
     merges = average_linkage(np.clip(1.0 - unit @ unit.T, 0.0, 2.0))
     heights = [0.0] + [h for _, _, h in merges] + [2.0]
-    best: tuple[float, int] | None = None
+    scores: list[tuple[int, float]] = []
     for count in range(n):
         low, high = heights[count], heights[count + 1]
         if high <= low:
             continue  # no cut distance gives exactly this many merges
-        f1 = bcubed(clusters_after(n, merges, count), labels)[2]
-        if best is None or f1 > best[0]:
-            best = (f1, count)
-    assert best is not None  # the count n-1 always has a range: 2.0 > every height
-    count = best[1]
+        scores.append((count, bcubed(clusters_after(n, merges, count), labels)[2]))
+    # The count n-1 always has a range (2.0 > every height), so scores is not empty.
+    best_f1 = max(f1 for _, f1 in scores)
+    count = min(c for c, f1 in scores if f1 >= best_f1 - tolerance)
     low, high = heights[count], heights[count + 1]
     middle = (low + high) / 2
     rounded = round(middle, DECIMALS)
@@ -271,13 +278,14 @@ def pick_thresholds(
     labels: list[str],
     search_fmr: float = DEFAULT_TARGET_FMR,
     same_person_fmr: float = DEFAULT_TARGET_FMR,
+    cut_tolerance: float = DEFAULT_CUT_TOLERANCE,
 ) -> Calibration:
     """Every threshold from labelled embeddings of the calibration faces."""
     genuine, impostor = pair_scores(embeddings, labels)
     return Calibration(
         search=threshold_at_fmr(genuine, impostor, search_fmr),
         same_person=threshold_at_fmr(genuine, impostor, same_person_fmr),
-        persons=best_cluster_cut(embeddings, labels),
+        persons=best_cluster_cut(embeddings, labels, cut_tolerance),
         genuine_pairs=int(genuine.size),
         impostor_pairs=int(impostor.size),
         faces=len(labels),
@@ -350,10 +358,11 @@ def calibrate(
     eval_faces_dir: Path,
     search_fmr: float = DEFAULT_TARGET_FMR,
     same_person_fmr: float = DEFAULT_TARGET_FMR,
+    cut_tolerance: float = DEFAULT_CUT_TOLERANCE,
 ) -> Calibration:
     photos, crops = calibration_files(faces_dir, eval_faces_dir)
     embeddings, labels = asyncio.run(_embed(models, photos, crops))
-    return pick_thresholds(embeddings, labels, search_fmr, same_person_fmr)
+    return pick_thresholds(embeddings, labels, search_fmr, same_person_fmr, cut_tolerance)
 
 
 def write_thresholds(recognizer: Path, result: Calibration, table: Path | None = None) -> None:
@@ -370,6 +379,16 @@ def _fmr(value: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
     if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return number
+
+
+def _tolerance(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= number < 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return number
 
@@ -410,6 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--cut-tolerance",
+        type=_tolerance,
+        default=DEFAULT_CUT_TOLERANCE,
+        help="persons_cluster_distance: the strictest cut whose BCubed F1 is at most this below the best "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--write",
         action="store_true",
         help=f"record the thresholds in {THRESHOLDS_FILE.name} and in the pack's pack.json",
@@ -426,7 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pack = load_pack(models)
         result = calibrate(
-            models, Path(args.faces), Path(args.eval_faces), args.search_fmr, args.same_person_fmr
+            models,
+            Path(args.faces),
+            Path(args.eval_faces),
+            args.search_fmr,
+            args.same_person_fmr,
+            args.cut_tolerance,
         )
     except (PackError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

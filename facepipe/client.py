@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
 import re
 import sys
 import time
@@ -14,18 +15,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nats import errors as nats_errors
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from facepipe import bus
+from facepipe import bus, importlog
 from facepipe.config import Settings
 from facepipe.echo import echo
 from facepipe.imaging import EXTENSIONS
+from facepipe.importlog import FileState, ImportLog
 from facepipe.runtime.tracing import setup_tracing, tracer
 from facepipe.storage.objects import RAW_IMAGES_BUCKET
 from facepipe.v1 import pipeline_pb2
 
 # Batch ids are subject tokens: facepipe.events.done.<batch_id>.
 BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+# In --watch, a file modified less than this long ago may still be being written: later.
+WATCH_SETTLED_S = 1.0
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
 
 
@@ -76,6 +81,8 @@ class IngestSummary:
     duplicates: int = 0
     failed: int = 0
     pending: int = 0
+    # Local files unchanged since the stack handled them (resume log): not read again.
+    skipped: int = 0
     errors: list[dict] = field(default_factory=list)
     no_face: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -123,12 +130,25 @@ class IngestSummary:
             "duplicates": self.duplicates,
             "failed": self.failed,
             "pending": self.pending,
+            "skipped": self.skipped,
             "errors": self.errors,
             "no_face": self.no_face,
             "rejected": self.rejected,
             "batch_id": self.batch_id,
             "seconds": round(self.seconds, 2),
         }
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How an ingest treats local files: the resume log (None: none), whether to read
+    every file again (``rescan``), and, with ``watch_every_s`` > 0, keep polling the
+    sources for new or changed files every that many seconds until ``stop`` is set."""
+
+    log: ImportLog | None = None
+    rescan: bool = False
+    watch_every_s: float = 0.0
+    stop: asyncio.Event | None = None
 
 
 async def ingest(
@@ -140,68 +160,302 @@ async def ingest(
     wait: bool = False,
     wait_s: float = 600.0,
     progress: Callable[[str, int, int], None] | None = None,
+    aligned: bool = False,
+    options: ImportOptions | None = None,
 ) -> IngestSummary:
     """Stores local files, publishes one IngestRequest per image, and with ``wait``
     collects one ImageDone per message. Each image's trace starts here, in a
-    span whose context travels with the message through every stage."""
+    span whose context travels with the message through every stage. With a resume
+    log, local files unchanged since the stack handled them are skipped unread."""
     settings = Settings.from_env("cli")
     setup_tracing("cli", settings.otlp_endpoint, settings.trace_file)
     started = time.monotonic()
-    summary = IngestSummary(batch_id=uuid.uuid4().hex)
-    nc = await bus.connect(nats_url, "cli")
-    js = nc.jetstream()
-    await bus.ensure_topology(js)
-    sub = None
-    if wait:
-        sub = await js.subscribe(
-            f"{bus.SUBJECT_DONE}.{summary.batch_id}", stream=bus.EVENTS_STREAM, ordered_consumer=True
-        )
-    expected: set[str] = set()
-    items = expand_sources(sources)
+    options = options or ImportOptions()
+    run = _ImportRun(
+        IngestSummary(batch_id=uuid.uuid4().hex), objects, tenant, site, aligned, options, progress
+    )
+    log = options.log
+    watching = options.watch_every_s > 0
+    nc = sub = None
     try:
-        for i, src in enumerate(items, 1):
-            message_id = uuid.uuid4().hex
-            attributes = {
-                "messaging.destination.name": bus.SUBJECT_INGEST,
-                "facepipe.tenant_id": tenant,
-                "facepipe.batch_id": summary.batch_id,
-                "facepipe.message_id": message_id,
-                "facepipe.source": src,
-            }
-            with tracer().start_as_current_span(
-                f"publish {bus.SUBJECT_INGEST}", kind=SpanKind.PRODUCER, attributes=attributes
-            ) as span:
-                try:
-                    request = await asyncio.to_thread(
-                        _request_for, src, objects, tenant, site, summary.batch_id, message_id
-                    )
-                except (OSError, ValueError) as exc:
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-                    summary.add_error(
-                        {"source": src, "stage": "cli", "reason": "unreadable", "error": str(exc)}
-                    )
-                    continue
-                await bus.publish(
-                    js, bus.SUBJECT_INGEST, request.SerializeToString(), msg_id=f"ingest.{message_id}"
+        if log is not None and log.pending(tenant):
+            nc = await bus.connect(nats_url, "cli")
+            await _settle(nc.jetstream(), log, tenant)
+        if log is not None and not options.rescan:
+            run.handled = log.handled(tenant)
+        todo = run.plan(list_sources(sources))
+        # Nothing to publish, settle or watch (every file unchanged): no NATS round trip at all.
+        if todo or watching:
+            nc = nc or await bus.connect(nats_url, "cli")
+            js = run.js = nc.jetstream()
+            await bus.ensure_topology(js)
+            if wait or watching:
+                sub = await js.subscribe(
+                    f"{bus.SUBJECT_DONE}.{run.summary.batch_id}",
+                    stream=bus.EVENTS_STREAM,
+                    ordered_consumer=True,
                 )
-            expected.add(message_id)
-            summary.images += 1
-            if progress:
-                progress("published", i, len(items))
-        if sub is not None:
-            await _collect(sub, expected, summary, wait_s, progress)
+            await run.publish(todo)
+        if watching and sub is not None:
+            await run.watch(sub, sources)
+        elif sub is not None:
+            await _collect(sub, run.expected, run.summary, wait_s, progress, run.on_done)
     finally:
         if sub is not None:
             await sub.unsubscribe()
-        await nc.close()
-    summary.seconds = time.monotonic() - started
-    return summary
+        if nc is not None:
+            await nc.close()
+    run.summary.seconds = time.monotonic() - started
+    return run.summary
+
+
+Listed = tuple[str, "tuple[str, FileState] | None"]
+
+
+def list_sources(sources: list[str]) -> list[Listed]:
+    """What :func:`expand_sources` lists, each local file with its resolved path, size and
+    modification time (None for URLs and files that cannot be read). Folders are walked
+    with one stat per file and their resolved path joined once, so a large library is
+    listed in a fraction of a second."""
+    out: list[Listed] = []
+    for src in sources:
+        if src.startswith(("http://", "https://")):
+            out.append((src, None))
+        elif os.path.isdir(src):
+            out.extend(sorted(_walk(src), key=lambda item: item[0].split(os.sep)))
+        else:
+            out.append((src, _local_state(src)))
+    return out
+
+
+def _walk(root: str) -> list[Listed]:
+    """The image files below ``root`` (symlinked folders are not followed, as rglob does
+    not follow them)."""
+    out: list[Listed] = []
+    folders = [(root.rstrip(os.sep) or os.sep, os.path.realpath(root))]
+    while folders:
+        shown, real = folders.pop()
+        try:
+            entries = list(os.scandir(shown))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append((entry.path, os.path.join(real, entry.name)))
+                    continue
+                if os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES or not entry.is_file():
+                    continue
+                if entry.is_symlink():
+                    out.append((entry.path, _local_state(entry.path)))
+                else:
+                    st = entry.stat()
+                    out.append(
+                        (entry.path, (os.path.join(real, entry.name), FileState(st.st_size, st.st_mtime_ns)))
+                    )
+            except OSError:
+                continue
+    return out
+
+
+@dataclass
+class _ImportRun:
+    """The state of one ingest run: what it published, and for local files which file
+    each message carries, so its outcome lands in the resume log."""
+
+    summary: IngestSummary
+    objects: object
+    tenant: str
+    site: str
+    aligned: bool
+    options: ImportOptions
+    progress: Callable[[str, int, int], None] | None
+    js: object = None
+    expected: set[str] = field(default_factory=set)
+    # Files the stack handled earlier (the resume log), and files this run has published.
+    handled: dict[str, FileState] = field(default_factory=dict)
+    published: dict[str, FileState] = field(default_factory=dict)
+    files: dict[str, tuple[str, FileState]] = field(default_factory=dict)  # message id -> file
+
+    def unchanged(self, path: str, state: FileState) -> bool:
+        return self.handled.get(path) == state or self.published.get(path) == state
+
+    def plan(self, listed: list[Listed], settled_s: float = 0.0, again: bool = False) -> list[Listed]:
+        """What to publish of ``listed``: all but the local files unchanged since they were
+        handled (or published by this run). With ``settled_s``, a file modified less than
+        that long ago is left for a later look (it may still be being written). ``again``:
+        a later look at the same sources (--watch), where URLs are not fetched again, nor
+        files that cannot be read retried at every look, and skipped files are not counted
+        twice."""
+        todo: list[Listed] = []
+        now = time.time()
+        for src, local in listed:
+            if again and local is None:
+                continue
+            if local is not None:
+                if self.unchanged(*local):
+                    self.summary.skipped += 0 if again else 1
+                    continue
+                if settled_s and now - local[1].mtime_ns / 1e9 < settled_s:
+                    continue
+            todo.append((src, local))
+        return todo
+
+    async def publish(self, todo: list[Listed]) -> None:
+        for i, (src, local) in enumerate(todo, 1):
+            await self._publish(src, local)
+            if self.progress:
+                self.progress("published", i, len(todo))
+
+    async def _publish(self, src: str, local: tuple[str, FileState] | None) -> None:
+        summary, log = self.summary, self.options.log
+        message_id = uuid.uuid4().hex
+        attributes = {
+            "messaging.destination.name": bus.SUBJECT_INGEST,
+            "facepipe.tenant_id": self.tenant,
+            "facepipe.batch_id": summary.batch_id,
+            "facepipe.message_id": message_id,
+            "facepipe.source": src,
+        }
+        with tracer().start_as_current_span(
+            f"publish {bus.SUBJECT_INGEST}", kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            try:
+                request = await asyncio.to_thread(
+                    _request_for,
+                    src,
+                    self.objects,
+                    self.tenant,
+                    self.site,
+                    summary.batch_id,
+                    message_id,
+                    self.aligned,
+                )
+            except (OSError, ValueError) as exc:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                summary.add_error({"source": src, "stage": "cli", "reason": "unreadable", "error": str(exc)})
+                if local is not None:
+                    self.published[local[0]] = local[1]
+                    if log is not None and isinstance(exc, ValueError):  # not an image: for good
+                        log.done(self.tenant, local[0], local[1], importlog.UNREADABLE)
+                return
+            await bus.publish(
+                self.js, bus.SUBJECT_INGEST, request.SerializeToString(), msg_id=f"ingest.{message_id}"
+            )
+        self.expected.add(message_id)
+        summary.images += 1
+        if local is not None:
+            self.published[local[0]] = local[1]
+            self.files[message_id] = local
+            if log is not None:
+                log.published(self.tenant, local[0], local[1], summary.batch_id, message_id)
+
+    def on_done(self, done: pipeline_pb2.ImageDone) -> None:
+        """Records a local file's outcome in the resume log."""
+        local = self.files.get(done.message_id)
+        if local is not None and self.options.log is not None:
+            self.options.log.done(self.tenant, local[0], local[1], outcome(done), done.image_sha256)
+
+    async def watch(self, sub, sources: list[str]) -> None:
+        """Collects outcomes and polls the sources for new or changed files until stopped."""
+        stop = self.options.stop or asyncio.Event()
+        seen: set[str] = set()
+        while not stop.is_set():
+            deadline = time.monotonic() + self.options.watch_every_s
+            while not stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+                msg = await _next(sub, min(remaining, 0.25))
+                if msg is not None:
+                    self._take(msg, seen)
+            if not stop.is_set():
+                await self.publish(self.plan(list_sources(sources), WATCH_SETTLED_S, again=True))
+        # Outcomes that already arrived still count; the rest stay pending in the log.
+        while (msg := await _next(sub, 0.2)) is not None:
+            self._take(msg, seen)
+        self.summary.pending = len(self.expected - seen)
+
+    def _take(self, msg, seen: set[str]) -> None:
+        done = pipeline_pb2.ImageDone()
+        done.ParseFromString(msg.data)
+        if done.message_id not in self.expected or done.message_id in seen:
+            return
+        seen.add(done.message_id)
+        self.summary.add_done(done)
+        self.on_done(done)
+        if self.progress:
+            self.progress("done", len(seen), len(self.expected))
+
+
+def outcome(done: pipeline_pb2.ImageDone) -> str:
+    """The resume log's outcome of a completion event."""
+    if done.status == pipeline_pb2.IMAGE_STATUS_FAILED:
+        return importlog.FAILED
+    if done.status == pipeline_pb2.IMAGE_STATUS_DUPLICATE:
+        return importlog.DUPLICATE
+    faces = done.faces_indexed + done.faces_rejected + done.faces_dup_skipped + done.faces_optout_skipped
+    return importlog.INDEXED if faces else importlog.NO_FACE
+
+
+def _local_state(src: str) -> tuple[str, FileState] | None:
+    """The resolved path of a local file and its size and modification time; None when
+    it cannot be read (publishing it reports why)."""
+    try:
+        path = os.path.realpath(src)
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, FileState(st.st_size, st.st_mtime_ns)
+
+
+async def _settle(js, log: ImportLog, tenant: str) -> None:
+    """Records the outcomes of files that earlier imports published without seeing them
+    done, from the completion events the stack keeps (a day). Files left pending are
+    published again; the stack's duplicate check keeps them from being indexed twice."""
+    by_batch: dict[str, dict[str, importlog.Pending]] = {}
+    for entry in log.pending(tenant):
+        by_batch.setdefault(entry.batch_id, {})[entry.message_id] = entry
+    for batch_id, entries in by_batch.items():
+        if not BATCH_ID_RE.match(batch_id):
+            continue
+        try:
+            await _settle_batch(js, log, tenant, batch_id, entries)
+        except nats_errors.Error:
+            # A user that may not read the events stream: the files are published again.
+            return
+
+
+async def _settle_batch(
+    js, log: ImportLog, tenant: str, batch_id: str, entries: dict[str, importlog.Pending]
+) -> None:
+    subject = f"{bus.SUBJECT_DONE}.{batch_id}"
+    info = await js.stream_info(bus.EVENTS_STREAM, subjects_filter=subject)
+    stored = (info.state.subjects or {}).get(subject, 0)
+    if not stored:
+        return
+    sub = await js.subscribe(subject, stream=bus.EVENTS_STREAM, ordered_consumer=True)
+    try:
+        for _ in range(stored):
+            msg = await _next(sub, 5.0)
+            if msg is None:
+                break
+            done = pipeline_pb2.ImageDone()
+            done.ParseFromString(msg.data)
+            entry = entries.get(done.message_id)
+            if entry is not None:
+                log.done(tenant, entry.path, entry.state, outcome(done), done.image_sha256)
+    finally:
+        await sub.unsubscribe()
 
 
 def _request_for(
-    src: str, objects, tenant: str, site: str, batch_id: str, message_id: str
+    src: str, objects, tenant: str, site: str, batch_id: str, message_id: str, aligned: bool = False
 ) -> pipeline_pb2.IngestRequest:
-    common = {"tenant_id": tenant, "site": site, "batch_id": batch_id, "message_id": message_id}
+    common = {
+        "tenant_id": tenant,
+        "site": site,
+        "batch_id": batch_id,
+        "message_id": message_id,
+        "aligned": aligned,
+    }
     if src.startswith(("http://", "https://")):
         return pipeline_pb2.IngestRequest(url=src, **common)
     path = Path(src).resolve()
@@ -212,11 +466,23 @@ def _request_for(
     if not objects.exists(RAW_IMAGES_BUCKET, key):
         objects.put(RAW_IMAGES_BUCKET, key, data, f"image/{ext}")
     return pipeline_pb2.IngestRequest(
-        bucket=RAW_IMAGES_BUCKET, key=key, image_sha256=sha, url=path.as_uri(), **common
+        bucket=RAW_IMAGES_BUCKET,
+        key=key,
+        image_sha256=sha,
+        url=path.as_uri(),
+        folder=path.parent.as_posix(),
+        **common,
     )
 
 
-async def _collect(sub, expected: set[str], summary: IngestSummary, wait_s: float, progress) -> None:
+async def _collect(
+    sub,
+    expected: set[str],
+    summary: IngestSummary,
+    wait_s: float,
+    progress,
+    on_done: Callable[[pipeline_pb2.ImageDone], None] | None = None,
+) -> None:
     seen: set[str] = set()
     deadline = time.monotonic() + wait_s
     while seen != expected:
@@ -232,6 +498,8 @@ async def _collect(sub, expected: set[str], summary: IngestSummary, wait_s: floa
             continue  # redelivered stages may repeat an event
         seen.add(done.message_id)
         summary.add_done(done)
+        if on_done is not None:
+            on_done(done)
         if progress:
             progress("done", len(seen), len(expected))
     summary.pending = len(expected - seen)

@@ -3,9 +3,9 @@
 :class:`Settings` is what a process gets: the service's own knobs (models,
 detection, quality, the pipeline, tracing) as flat fields, and one typed,
 frozen sub-settings object per concern: ``objects`` (object store), ``vectors``
-(vector store), ``netguard``, ``indexer``, ``crawler`` (the crawler service),
+(vector store), ``netguard``, ``indexer``, ``recognizer``, ``crawler`` (the crawler service),
 ``crawl`` (the defaults of one crawl), ``auth``, ``privacy`` (audit log,
-opt-out) and ``clients`` (the addresses the CLI talks to). Each field names its variable and a help text in its metadata; the
+opt-out) and ``clients`` (the addresses the CLI talks to) and ``web`` (the web service). Each field names its variable and a help text in its metadata; the
 README's settings table is generated from them (``python -m facepipe.config
 --markdown``). Nothing else in facepipe or services reads ``os.environ``:
 modules receive these objects.
@@ -33,6 +33,10 @@ DEFAULT_PORTS = {
     "extractor": 50054,
     "crawler": 50055,
     "node": 50056,
+    "persons": 50057,
+    # The web service's HTTP port (it serves no gRPC).
+    "web": 8080,
+    "recognizer": 50059,
 }
 # The port of a service that has no entry above.
 FALLBACK_PORT = 50050
@@ -330,6 +334,69 @@ class IndexerSettings:
 
 
 @dataclass(frozen=True)
+class PersonsSettings:
+    """The persons service."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_PERSONS_"
+
+    indexer_addr: str = setting(
+        "",
+        shown=f"127.0.0.1:{DEFAULT_PORTS['indexer']}",
+        help="Indexer address (host:port) the persons service reads and updates faces through.",
+    )
+    neighbours: int = setting(20, minimum=1, help="Nearest faces looked at to assign a new face to a person.")
+    graph_k: int = setting(
+        20, minimum=1, help="Neighbours per face in the k-nearest-neighbour graph of a recluster."
+    )
+    cluster_distance: float = setting(
+        0.0,
+        minimum=0,
+        help="Cosine distance at which persons are cut apart; 0: the model pack's "
+        "`persons_cluster_distance`.",
+    )
+    settle_s: float = setting(
+        10.0,
+        minimum=0,
+        help="Seconds without new faces in a tenant after which its persons are reclustered "
+        "on their own, so that they do not depend on the order photos arrived in; 0: never.",
+    )
+    settle_growth: float = setting(
+        0.1,
+        minimum=0,
+        help="An automatic recluster runs only once the faces assigned since the last recluster "
+        "are at least this share of the faces it grouped (any number before the first).",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> PersonsSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
+class RecognizerSettings:
+    """The recognizer service (enrolled subjects, verify, recognize)."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_RECOGNIZER_"
+
+    persons_addr: str = setting(
+        "",
+        help="Persons service address (host:port) the recognizer reads a person's faces from "
+        "for enrolment; empty: enrolment from a person is refused.",
+    )
+    max_enrol_images: int = setting(32, minimum=1, help="Most photos one EnrolSubject call may carry.")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> RecognizerSettings:
+        return load(cls, env, **overrides)
+
+
+@dataclass(frozen=True)
 class CrawlerSettings:
     """The crawler service's own knobs."""
 
@@ -577,7 +644,7 @@ class NatsTlsSettings:
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """The audit log and opt-outs."""
+    """The audit log, the access log and opt-outs."""
 
     ENV_PREFIX: ClassVar[str] = "FACEPIPE_"
 
@@ -586,6 +653,12 @@ class PrivacySettings:
         minimum=1,
         help="Days the audit log (JetStream stream `FACEPIPE_AUDIT`) keeps a record; services "
         "apply it at start, so set it alike everywhere.",
+    )
+    access_log_max_age_days: float = setting(
+        90.0,
+        minimum=0.0001,
+        help="Days the access log (JetStream stream `FACEPIPE_ACCESS`, written by the recognizer's "
+        "camera streams) keeps a record; the recognizer applies it at start.",
     )
     optout_min_score: float = setting(
         0.0,
@@ -598,6 +671,10 @@ class PrivacySettings:
     @property
     def audit_max_age_s(self) -> float:
         return self.audit_max_age_days * 24 * 3600.0
+
+    @property
+    def access_log_max_age_s(self) -> float:
+        return self.access_log_max_age_days * 24 * 3600.0
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -621,6 +698,14 @@ class ClientSettings:
     crawler_addr: str = setting(
         "", shown=f"127.0.0.1:{DEFAULT_PORTS['crawler']}", help="Crawler address (host:port) for crawl."
     )
+    persons_addr: str = setting(
+        "", shown=f"127.0.0.1:{DEFAULT_PORTS['persons']}", help="Persons address (host:port) for persons."
+    )
+    recognizer_addr: str = setting(
+        "",
+        shown=f"127.0.0.1:{DEFAULT_PORTS['recognizer']}",
+        help="Recognizer address (host:port) for subjects, recognize and verify.",
+    )
     api_key: str = setting(
         "",
         env="FACEPIPE_API_KEY",
@@ -634,8 +719,93 @@ class ClientSettings:
 
     def address(self, service: str) -> str:
         """The configured address of ``service``, else its default port on loopback."""
-        configured = {"indexer": self.indexer_addr, "crawler": self.crawler_addr}.get(service, "")
+        configured = {
+            "indexer": self.indexer_addr,
+            "crawler": self.crawler_addr,
+            "persons": self.persons_addr,
+            "recognizer": self.recognizer_addr,
+        }.get(service, "")
         return configured or f"127.0.0.1:{DEFAULT_PORTS.get(service, FALLBACK_PORT)}"
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The web service: the REST API and the browser UI in front of the gRPC services."""
+
+    ENV_PREFIX: ClassVar[str] = "FACEPIPE_WEB_"
+
+    backends: tuple[str, ...] = setting(
+        (),
+        shown="each service on loopback at its default port",
+        help="gRPC addresses of the services the web service calls, `name=host:port,...` "
+        "(indexer, extractor, crawler, persons, recognizer); `facepipe up` sets them.",
+    )
+    status_addrs: tuple[str, ...] = setting(
+        (),
+        shown="each service on loopback at its gRPC port + 1000",
+        help="HTTP side ports (/stats) of the services the system page shows, `name=host:port,...`.",
+    )
+    max_upload_bytes: int = setting(
+        20 * 1024 * 1024, minimum=1, help="Largest request body (an upload) accepted, bytes; more is 413."
+    )
+    rate_limit_per_minute: int = setting(
+        600, minimum=0, help="Requests per minute one API key may make (a burst of as many); 0: unlimited."
+    )
+    request_timeout_s: float = setting(
+        30.0, minimum=0.1, help="Seconds a request may take, gRPC calls included; then 504."
+    )
+    session_secret: str = setting(
+        "",
+        help="Secret that seals session cookies (set it alike on every replica); empty: a random "
+        "one per process, so sessions end when it restarts.",
+    )
+    session_max_age_s: float = setting(
+        12 * 3600.0, minimum=60, help="Seconds a browser session lasts after logging in."
+    )
+    secure_cookies: bool = setting(
+        False,
+        help="Always mark cookies Secure (TLS ends at an ingress in front); they are anyway when "
+        "the request came over https.",
+    )
+    default_tenant: str = setting(
+        "default", help="Tenant a request works in when it names none (a key of tenant `*`)."
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> WebSettings:
+        return load(cls, env, **overrides)
+
+    def backend(self, service: str) -> str:
+        """The gRPC address of ``service``: configured, else its default port on loopback."""
+        return _named_addrs(self.backends).get(service) or (
+            f"127.0.0.1:{DEFAULT_PORTS.get(service, FALLBACK_PORT)}"
+        )
+
+    def status_addr(self, service: str) -> str:
+        """The HTTP side port (/stats, /readyz) of ``service``."""
+        configured = _named_addrs(self.status_addrs).get(service)
+        if configured:
+            return configured
+        host, _, port = self.backend(service).rpartition(":")
+        return f"{host}:{int(port) + HTTP_PORT_OFFSET}"
+
+    def services(self) -> list[str]:
+        """The services the system page lists: every configured one, else the defaults."""
+        named = list(_named_addrs(self.backends))
+        return named or ["extractor", "detector", "embedder", "indexer", "crawler"]
+
+
+def _named_addrs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``name=host:port`` entries as a dict (entries without ``=`` are ignored)."""
+    out = {}
+    for pair in pairs:
+        name, sep, addr = pair.partition("=")
+        if sep and name.strip() and addr.strip():
+            out[name.strip()] = addr.strip()
+    return out
 
 
 # --- the settings of one process -------------------------------------------------------------
@@ -653,7 +823,7 @@ class Settings:
         "127.0.0.1",
         help="Address the gRPC and HTTP servers bind; containers set 0.0.0.0 to be reachable.",
     )
-    grpc_port: int = setting(0, shown="per service, 50051-50056", help="gRPC port.")
+    grpc_port: int = setting(0, shown="per service, 50051-50059", help="gRPC port.")
     http_port: int = setting(0, shown="gRPC port + 1000", help="Port of /metrics, /healthz, /readyz, /stats.")
     log_level: str = setting("INFO", help="Log level (DEBUG, INFO, WARNING, ERROR).")
     drain_seconds: float = setting(10.0, minimum=0, help="Seconds to drain in-flight work on SIGTERM.")
@@ -752,13 +922,16 @@ class Settings:
     vectors: VectorStoreSettings = group(VectorStoreSettings, "Vector store")
     netguard: NetGuardSettings = group(NetGuardSettings, "Network guard")
     indexer: IndexerSettings = group(IndexerSettings, "Indexer")
+    persons: PersonsSettings = group(PersonsSettings, "Persons")
+    recognizer: RecognizerSettings = group(RecognizerSettings, "Recognizer")
     crawler: CrawlerSettings = group(CrawlerSettings, "Crawler service")
     crawl: CrawlConfig = group(CrawlConfig, "Crawl defaults")
     auth: AuthSettings = group(AuthSettings, "Authentication")
     tls: TlsSettings = group(TlsSettings, "TLS of gRPC")
     nats_tls: NatsTlsSettings = group(NatsTlsSettings, "TLS of NATS")
-    privacy: PrivacySettings = group(PrivacySettings, "Audit log and opt-out")
+    privacy: PrivacySettings = group(PrivacySettings, "Audit log, access log and opt-out")
     clients: ClientSettings = group(ClientSettings, "Command line")
+    web: WebSettings = group(WebSettings, "Web service")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -317,6 +317,53 @@ class FaceEmbedder:
         await self._batcher.close()
 
 
+def centre_face(faces: list[DetectedFace], width: int, height: int) -> DetectedFace:
+    """The face whose box centre is nearest the image centre."""
+
+    def distance(face: DetectedFace) -> float:
+        x1, y1, x2, y2 = (float(v) for v in face.box)
+        return ((x1 + x2) / 2 - width / 2) ** 2 + ((y1 + y2) / 2 - height / 2) ** 2
+
+    return min(faces, key=distance)
+
+
+class NoFace(ValueError):
+    """The image has no face to compare or enrol."""
+
+
+@dataclass(frozen=True)
+class CentreFace:
+    """The face of an image that verification and enrolment use: the one nearest the
+    centre of a photo, or the whole of a pre-aligned crop."""
+
+    vector: np.ndarray  # L2-normalised embedding
+    crop: np.ndarray  # the aligned crop the recognizer saw
+    face: DetectedFace | None  # None for a pre-aligned crop
+    faces: int  # faces found in the image (1 for a crop)
+
+
+async def embed_centre_face(engine: FaceEngine, image: DecodedImage, aligned: bool) -> CentreFace:
+    """Embeds the face nearest the centre of ``image`` (every face the detector finds
+    counts, also those the quality checks keep out of the index), or with ``aligned``
+    the image itself as the recognizer's crop. Raises NoFace, or ValueError for an
+    aligned image that is not square."""
+    import cv2
+
+    if aligned:
+        height, width = image.bgr.shape[:2]
+        if height != width:
+            raise ValueError(f"the image is {width}x{height}; a pre-aligned crop is square")
+        size = engine.embedder.size
+        crop = image.bgr if width == size else cv2.resize(image.bgr, (size, size))
+        return CentreFace((await engine.embedder.embed_crops([crop]))[0], crop, None, 1)
+    faces = await engine.detector.detect(image, engine.detector.params(include_rejected=True))
+    if not faces:
+        raise NoFace("no face found")
+    face = centre_face(faces, image.width, image.height)
+    vectors, crops = await engine.embedder.embed_faces(image.bgr, [face.landmarks])
+    return CentreFace(vectors[0], crops[0], face, len(faces))
+
+
 @dataclass
 class FaceEngine:
     settings: Settings

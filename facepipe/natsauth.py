@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from facepipe.bus.topology import (
+    ACCESS_STREAM,
     AUDIT_STREAM,
     CRAWL_KV,
     DLQ_STREAM,
@@ -36,13 +37,17 @@ from facepipe.bus.topology import (
     FACES_KV,
     IMAGES_KV,
     OPTOUT_KV,
+    PERSONS_KV,
     STAGES,
     STREAM,
+    SUBJECT_ACCESS,
     SUBJECT_AUDIT,
     SUBJECT_DETECTED,
     SUBJECT_DLQ,
     SUBJECT_DONE,
     SUBJECT_EMBEDDED,
+    SUBJECT_FACES_ERASED,
+    SUBJECT_FACES_INDEXED,
     SUBJECT_INGEST,
     SUBJECT_STORED,
 )
@@ -52,7 +57,7 @@ ADMIN_USER = "admin"
 SUPERVISOR_USER = "supervisor"
 PRODUCER_USER = "producer"
 PRODUCER_PREFIX = "producer-"
-SERVICE_USERS = ("extractor", "detector", "embedder", "indexer", "crawler")
+SERVICE_USERS = ("extractor", "detector", "embedder", "indexer", "crawler", "persons", "recognizer")
 DEFAULT_INBOX = "_INBOX"
 PASSWORD_BYTES = 24
 TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -63,17 +68,24 @@ SERVICE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "extractor": (SUBJECT_STORED,),
     "detector": (SUBJECT_DETECTED,),
     "embedder": (SUBJECT_EMBEDDED,),
-    "indexer": (),
+    # The indexer tells the persons service which faces it wrote and erased.
+    "indexer": (SUBJECT_FACES_INDEXED, SUBJECT_FACES_ERASED),
     # The crawler is a trusted producer: its candidates carry the job's tenant.
     "crawler": (SUBJECT_INGEST,),
+    "persons": (),
+    # The recognizer consumes no stage: it serves gRPC, reads the API keys and audits.
+    "recognizer": (),
 }
 SERVICE_BUCKETS: dict[str, dict[str, str]] = {
     "extractor": {IMAGES_KV: "w"},
     "detector": {},
     # The embedder skips opted-out people; the indexer registers them.
     "embedder": {FACES_KV: "w", OPTOUT_KV: "r"},
-    "indexer": {IMAGES_KV: "w", FACES_KV: "w", OPTOUT_KV: "w"},
+    # The indexer reads the persons' names for search results.
+    "indexer": {IMAGES_KV: "w", FACES_KV: "w", OPTOUT_KV: "w", PERSONS_KV: "r"},
     "crawler": {CRAWL_KV: "w"},
+    "persons": {PERSONS_KV: "w"},
+    "recognizer": {},
 }
 
 
@@ -138,8 +150,26 @@ def audit_subjects() -> list[str]:
     ]
 
 
+def access_log_subjects() -> list[str]:
+    """Append to the access log, keep its stream's retention, and read it back
+    (ListAccessLog); records are never deleted by hand (the stream's max age drops them)."""
+    s = ACCESS_STREAM
+    return [
+        f"{SUBJECT_ACCESS}.>",
+        *(f"$JS.API.STREAM.{verb}.{s}" for verb in ("INFO", "CREATE", "UPDATE")),
+        f"$JS.API.CONSUMER.CREATE.{s}",
+        f"$JS.API.CONSUMER.CREATE.{s}.>",
+        f"$JS.API.CONSUMER.INFO.{s}.>",
+        f"$JS.API.CONSUMER.DELETE.{s}.>",
+        f"$JS.FC.{s}.>",
+    ]
+
+
+# Services that write the access log (the recognizer's camera streams).
+ACCESS_LOG_SERVICES = ("recognizer",)
+
 # Services whose gRPC methods are audited (facepipe.auth.access METHOD_RULES).
-AUDITING_SERVICES = ("indexer",)
+AUDITING_SERVICES = ("indexer", "persons", "recognizer")
 
 
 def stage_subjects(stage: str) -> list[str]:
@@ -163,15 +193,21 @@ def stage_subjects(stage: str) -> list[str]:
 def service_permissions(service: str) -> Permissions:
     if service not in SERVICE_USERS:
         raise ValueError(f"unknown service {service!r}")
-    stage = STAGES[service]
+    stage = STAGES.get(service)
     publish = [
-        *stage_subjects(service),
-        # Its own input: the gRPC Ingest and StartCrawl queue there, and the reconciler
-        # puts an orphaned message back there.
-        *stage.subjects,
+        *(
+            [
+                *stage_subjects(service),
+                # Its own input: the gRPC Ingest and StartCrawl queue there, and the reconciler
+                # puts an orphaned message back there.
+                *stage.subjects,
+                f"{SUBJECT_DLQ}.{service}",
+                f"{SUBJECT_DONE}.>",
+            ]
+            if stage is not None
+            else []
+        ),
         *SERVICE_OUTPUTS[service],
-        f"{SUBJECT_DLQ}.{service}",
-        f"{SUBJECT_DONE}.>",
         *kv_read(KEYS_KV),
     ]
     for bucket, mode in SERVICE_BUCKETS[service].items():
@@ -181,12 +217,19 @@ def service_permissions(service: str) -> Permissions:
         publish.append(f"$JS.API.STREAM.CREATE.KV_{OPTOUT_KV}")
     if service in AUDITING_SERVICES:
         publish += audit_subjects()
+    if service in ACCESS_LOG_SERVICES:
+        publish += access_log_subjects()
     return Permissions(tuple(dict.fromkeys(publish)), (f"{inbox_prefix(service)}.>",))
 
 
 def supervisor_permissions() -> Permissions:
     """Creates and updates the topology, registers the stack's admin key; reads no work."""
-    streams = [STREAM, DLQ_STREAM, EVENTS_STREAM, *(f"KV_{b}" for b in (IMAGES_KV, FACES_KV, CRAWL_KV))]
+    streams = [
+        STREAM,
+        DLQ_STREAM,
+        EVENTS_STREAM,
+        *(f"KV_{b}" for b in (IMAGES_KV, FACES_KV, CRAWL_KV, PERSONS_KV)),
+    ]
     publish = [
         *(f"$JS.API.STREAM.{verb}.{s}" for s in streams for verb in ("INFO", "CREATE", "UPDATE")),
         f"$JS.API.CONSUMER.INFO.{STREAM}.*",

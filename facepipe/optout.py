@@ -25,11 +25,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from nats.js import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from facepipe import bus
-from facepipe.bus.kvwatch import mirror_kv
+from facepipe.bus.kvwatch import mirror_kv, scan_kv
 from facepipe.config import Settings
 
 log = logging.getLogger("facepipe.optout")
@@ -76,8 +76,9 @@ class OptOutRegistry:
     """The opt-outs of every tenant. Writers call add/remove/list; the embedder also
     watches the bucket and asks :meth:`match` for every face."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
         self.entries: dict[str, OptOut] = {}  # by KV key
         # tenant -> model -> (embeddings, opt-out id of each): only embeddings of the same
         # model compare, and two models' may differ in size.
@@ -87,7 +88,7 @@ class OptOutRegistry:
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> OptOutRegistry:
-        return cls(await bus.ensure_optout_kv(js))
+        return cls(await bus.ensure_optout_kv(js), js)
 
     # -- management ----------------------------------------------------------------
     async def add(self, entry: OptOut) -> None:
@@ -107,21 +108,8 @@ class OptOutRegistry:
         return True
 
     async def list(self, tenant: str) -> list[OptOut]:
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
-        found = []
-        for key in keys:
-            if not key.startswith(f"{tenant}."):
-                continue
-            try:
-                entry = await self.kv.get(key)
-            except (KeyNotFoundError, KeyDeletedError):
-                continue
-            if entry.value:
-                found.append(OptOut.from_bytes(entry.value))
-        return sorted(found, key=lambda e: e.created_at)
+        found = await scan_kv(self.js, self.kv, bus.OPTOUT_KV, f"{tenant}.*")
+        return sorted((OptOut.from_bytes(v) for v in found.values()), key=lambda e: e.created_at)
 
     # -- matching ------------------------------------------------------------------
     def match(self, tenant: str, vector: np.ndarray, threshold: float, model: str) -> str | None:

@@ -33,7 +33,9 @@ ADMIN_KEY_FILE = "admin.key"
 SERVICE_KEY_FILE = "service.key"
 # The NATS users' passwords, one owner-only file each (facepipe.natsauth.PasswordDir).
 NATS_AUTH_DIR = "nats-auth"
-STACK_SERVICES = ("crawler", "extractor", "detector", "embedder", "indexer")
+STACK_SERVICES = ("crawler", "extractor", "detector", "embedder", "indexer", "persons", "recognizer", "web")
+# Services that serve HTTP rather than gRPC and use no NATS: the web service.
+HTTP_SERVICES = ("web",)
 NATS_PORT = 4222
 NATS_HTTP_PORT = 8222
 MAX_RESTART_DELAY = 30.0
@@ -186,9 +188,17 @@ class Supervisor:
         )
         for name in STACK_SERVICES:
             grpc_port = _pick(DEFAULT_PORTS[name], self.auto_ports, taken)
-            http_port = _pick(grpc_port + HTTP_PORT_OFFSET, self.auto_ports, taken)
+            # The web service has one HTTP port, /metrics and health included.
+            http_port = (
+                grpc_port
+                if name in HTTP_SERVICES
+                else _pick(grpc_port + HTTP_PORT_OFFSET, self.auto_ports, taken)
+            )
             state.components[name] = Component(name, grpc_port, http_port)
+        state.env.update(web_env(state))
         state.components[NATS] = Component(NATS, nats.port, nats.http_port)
+        # The persons service reaches the faces through the indexer.
+        state.env["FACEPIPE_PERSONS_INDEXER_ADDR"] = state.address("indexer")
         state.save(self.data_dir)
         try:
             self._spawn(state, NATS, wait=True)
@@ -239,16 +249,22 @@ class Supervisor:
             self.procs[name] = self.nats.proc
             c.pid = self.nats.proc.pid
             return
-        passwords = nats_passwords(self.data_dir)
-        passwords.password(name)
-        env = environ(
-            {
-                **state.env,
-                "PYTHONUNBUFFERED": "1",
-                "FACEPIPE_NATS_USER": name,
-                "FACEPIPE_NATS_PASSWORD_FILE": str(passwords.file(name)),
-            }
-        )
+        if name in HTTP_SERVICES:
+            # No NATS user: the web service reaches the others over gRPC only.
+            env = {k: v for k, v in environ({**state.env, "PYTHONUNBUFFERED": "1"}).items()}
+            env.pop("FACEPIPE_NATS_URL", None)
+        else:
+            passwords = nats_passwords(self.data_dir)
+            passwords.password(name)
+            env = environ(
+                {
+                    **state.env,
+                    "PYTHONUNBUFFERED": "1",
+                    "FACEPIPE_NATS_USER": name,
+                    "FACEPIPE_NATS_PASSWORD_FILE": str(passwords.file(name)),
+                    **self._peers(state, name),
+                }
+            )
         logf = open(self.data_dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             [
@@ -270,6 +286,14 @@ class Supervisor:
         logf.close()
         self.procs[name] = proc
         c.pid = proc.pid
+
+    @staticmethod
+    def _peers(state: StackState, name: str) -> dict[str, str]:
+        """Addresses of the stack's services that ``name`` calls: the recognizer enrols
+        from the persons service's faces when the stack runs one."""
+        if name == "recognizer" and "persons" in state.components:
+            return {"FACEPIPE_RECOGNIZER_PERSONS_ADDR": state.address("persons")}
+        return {}
 
     def _watch(self, state: StackState) -> None:
         rounds = 0
@@ -327,6 +351,27 @@ def _terminate(procs: list[subprocess.Popen], grace: float) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def web_env(state: StackState) -> dict[str, str]:
+    """Where the web service finds the stack's gRPC services and their /stats ports."""
+    services = [c for name, c in state.components.items() if name not in (NATS, *HTTP_SERVICES)]
+    return {
+        "FACEPIPE_WEB_BACKENDS": ",".join(f"{c.name}={c.address}" for c in services),
+        "FACEPIPE_WEB_STATUS_ADDRS": ",".join(f"{c.name}=127.0.0.1:{c.http_port}" for c in services),
+    }
+
+
+def web_url(state: StackState) -> str | None:
+    """The web UI's URL, when the stack runs the web service: https when the stack's
+    services serve TLS (the web service then serves it with the same certificate)."""
+    from facepipe.config import TlsSettings
+
+    web = state.components.get("web")
+    if not web:
+        return None
+    scheme = "https" if TlsSettings.from_env().serves_tls else "http"
+    return f"{scheme}://{web.address}/"
 
 
 def become_subreaper() -> None:
@@ -479,7 +524,13 @@ def announce(state: StackState, out=None) -> None:
     print(f"started the stack in {state.data_dir} (supervisor pid {state.supervisor_pid}):", file=out)
     for name, c in sorted(state.components.items(), key=lambda item: item[0] != "nats"):
         address = state.nats_url if name == "nats" else c.address
-        print(f"  {name:10} {address:24} http :{c.http_port}  pid {c.pid}", file=out)
+        side = "" if name in HTTP_SERVICES else f"http :{c.http_port}  "
+        print(f"  {name:10} {address:24} {side}pid {c.pid}", file=out)
+    if url := web_url(state):
+        print(
+            f"web UI and REST API: {url} (log in with the key in {Path(state.data_dir) / ADMIN_KEY_FILE})",
+            file=out,
+        )
     print(
         f"`facepipe status --data-dir {state.data_dir}` shows their health, Ctrl-C stops them; "
         f"logs in {Path(state.data_dir) / 'logs'}",
@@ -528,6 +579,23 @@ def stop(data_dir: Path, timeout: float = 60.0) -> bool:
     return not pid_alive(state.supervisor_pid)
 
 
+def _http_status(url: str) -> str:
+    """SERVING when ``url`` answers 200, else DOWN with why. An https URL is verified
+    against `FACEPIPE_TLS_CA` when set (else the system roots)."""
+    import ssl
+
+    import httpx
+
+    from facepipe.config import TlsSettings
+
+    ca = TlsSettings.from_env().ca
+    try:
+        answer = httpx.get(url, timeout=1, verify=ssl.create_default_context(cafile=str(ca)) if ca else True)
+    except httpx.HTTPError as exc:
+        return f"DOWN ({type(exc).__name__})"
+    return "SERVING" if answer.status_code == 200 else f"DOWN (HTTP {answer.status_code})"
+
+
 def health(state: StackState) -> list[dict]:
     """Each component with its address, pid, restarts and health."""
     import grpc
@@ -556,6 +624,10 @@ def health(state: StackState) -> list[dict]:
             row["address"] = state.nats_url
             row["healthy"] = not _port_free(c.grpc_port) and pid_alive(c.pid)
             row["status"] = "SERVING" if row["healthy"] else "DOWN"
+        elif name in HTTP_SERVICES:
+            row["http"] = row["address"]
+            row["status"] = _http_status(f"{web_url(state)}healthz")
+            row["healthy"] = row["status"] == "SERVING"
         else:
             try:
                 with channel(c.address, None) as ch:  # health needs no key

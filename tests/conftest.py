@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -384,5 +385,213 @@ def shared_stack(tmp_path_factory, facepipe_home) -> Iterator[dict]:
         started,
         FACEPIPE_ALLOW_PRIVATE_NETWORKS="1",
         FACEPIPE_CRAWL_PER_DOMAIN_DELAY="0.05",
+        # Every tenant that goes quiet settles, however little it grew: a test knows
+        # when its persons are final.
+        FACEPIPE_PERSONS_SETTLE_GROWTH="0",
     )
     stop_stacks(started)
+
+
+# --- the web service in front of a stack ---------------------------------------------------
+
+
+@dataclass
+class Web:
+    """A web service in front of a stack: its base URL, the stack's admin key, the stack."""
+
+    url: str
+    key: str
+    stack: dict
+    log_path: Path | None = None
+
+    def client(self, key: str | None = None, **kwargs) -> httpx.Client:
+        """An HTTP client of the service sending ``key`` (default the admin key; "" none)."""
+        key = self.key if key is None else key
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+
+    def log(self) -> str:
+        if self.log_path is None:
+            return (Path(self.stack["dir"]) / "logs" / "web.log").read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the web service exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+def stack_web(stack: dict) -> Web:
+    """The web service that ``facepipe up`` started in ``stack``."""
+    web = stack["state"]["components"]["web"]
+    url = f"http://127.0.0.1:{web['grpc_port']}"
+    wait_http(f"{url}/healthz")
+    return Web(url, stack_key(stack), stack)
+
+
+@pytest.fixture(scope="session")
+def web_stack(shared_stack) -> Web:
+    """The shared stack's web service and admin key."""
+    return stack_web(shared_stack)
+
+
+@pytest.fixture
+def start_web(tmp_path) -> Iterator:
+    """Starts ``facepipe serve web`` in front of a stack's services with extra settings;
+    every one started is stopped after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(stack: dict, **extra_env: str) -> Web:
+        port = free_port()
+        env = {**stack["env"], **stack["state"]["env"], **extra_env, "PYTHONUNBUFFERED": "1"}
+        env.pop("FACEPIPE_NATS_URL", None)
+        log_path = tmp_path / f"web-{port}.log"
+        proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "facepipe"),
+                "serve",
+                "web",
+                "--port",
+                str(port),
+                "--http-port",
+                str(free_port()),
+            ],
+            env=env,
+            stdout=open(log_path, "wb"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/healthz", proc)
+        except (RuntimeError, TimeoutError):
+            raise RuntimeError(f"the web service failed to start:\n{log_path.read_text()}") from None
+        return Web(url, stack_key(stack), stack, log_path)
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def create_key(stack: dict, tenant: str, role: str) -> str:
+    """A new API key of ``tenant`` with ``role`` in a running stack."""
+    import json
+
+    made = run_facepipe(
+        "keys",
+        "create",
+        "--tenant",
+        tenant,
+        "--role",
+        role,
+        "--json",
+        "--data-dir",
+        str(stack["dir"]),
+        env=stack["env"],
+    )
+    return json.loads(made.stdout)["key"]
+
+
+@dataclass
+class WebLibrary:
+    """A tenant of the shared stack with photos ingested through the web service: all but
+    the first photo of each person in ../shared/faces, uploaded as ``<person>/<file>``."""
+
+    web: Web
+    tenant: str
+    keys: dict[str, str]  # role -> key of the tenant
+    other_key: str  # an admin key of another tenant
+    held_out: dict[str, Path]  # person -> a photo of theirs that was not ingested
+    images: int
+
+
+def pipeline_idle(client: httpx.Client, tenant: str) -> bool:
+    """Whether no stage has messages queued or in progress (as of their last /stats round)."""
+    answer = client.get("/api/v1/system", params={"tenant": tenant})
+    if answer.status_code != 200:
+        return False
+    stages = [s for s in answer.json()["services"] if s.get("queue_pending") is not None]
+    return bool(stages) and all(s["queue_pending"] == 0 and not s["in_flight"] for s in stages)
+
+
+def wait_indexed(client: httpx.Client, tenant: str, images: int, timeout: float = 240.0) -> dict:
+    """Polls /api/v1/stats until ``images`` images of ``tenant`` are indexed, or until the
+    pipeline has been idle with the count unchanged for two rounds of the stages' /stats
+    (a photo whose faces were all rejected indexes nothing)."""
+    deadline = time.monotonic() + timeout
+    stats: dict = {}
+    idle_since: tuple[float, int] | None = None
+    while time.monotonic() < deadline:
+        stats = client.get("/api/v1/stats", params={"tenant": tenant}).json()
+        indexed = int(stats.get("images", 0))
+        if indexed >= images:
+            return stats
+        if indexed and pipeline_idle(client, tenant):
+            if idle_since is None or idle_since[1] != indexed:
+                idle_since = (time.monotonic(), indexed)
+            elif time.monotonic() - idle_since[0] > 12:
+                return stats
+        else:
+            idle_since = None
+        time.sleep(0.5)
+    raise TimeoutError(f"{images} images of {tenant} not indexed in {timeout}s: {stats}")
+
+
+@pytest.fixture(scope="session")
+def web_library(web_stack: Web) -> WebLibrary:
+    import uuid
+
+    photos = sorted(p for p in SHARED_FACES.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not photos:
+        pytest.skip("../shared/faces is not present")
+    tenant = "web" + uuid.uuid4().hex[:10]
+    keys = {role: create_key(web_stack.stack, tenant, role) for role in ("reader", "writer", "admin")}
+    other_key = create_key(web_stack.stack, "other" + uuid.uuid4().hex[:8], "admin")
+    held_out: dict[str, Path] = {}
+    files = []
+    for photo in photos:
+        person = photo.parent.name
+        if person not in held_out:
+            held_out[person] = photo
+            continue
+        files.append(("files", (f"{person}/{photo.name}", photo.read_bytes(), "image/jpeg")))
+    with web_stack.client(keys["writer"]) as client:
+        answer = client.post("/api/v1/ingest", params={"tenant": tenant}, files=files)
+        assert answer.status_code == 200, answer.text
+        assert not answer.json()["errors"], answer.json()
+    with web_stack.client(keys["reader"]) as client:
+        indexed = int(wait_indexed(client, tenant, len(files))["images"])
+        if "persons" in web_stack.stack["state"]["components"]:
+            wait_grouped(client, tenant)
+    return WebLibrary(web_stack, tenant, keys, other_key, held_out, indexed)
+
+
+def wait_grouped(client: httpx.Client, tenant: str, timeout: float = 120.0) -> list[dict]:
+    """Polls the persons API until every indexed face of ``tenant`` belongs to a person;
+    the persons, biggest first."""
+    deadline = time.monotonic() + timeout
+    persons: list[dict] = []
+    while time.monotonic() < deadline:
+        points = int(client.get("/api/v1/stats", params={"tenant": tenant}).json()["points"])
+        answer = client.get("/api/v1/persons", params={"tenant": tenant, "page_size": 1000})
+        if answer.status_code == 200:
+            persons = answer.json()["persons"]
+            if points and sum(int(p["face_count"]) for p in persons) >= points:
+                return persons
+        time.sleep(0.5)
+    raise TimeoutError(f"the faces of {tenant} were not all grouped in {timeout}s: {persons}")

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Builds facepipe/<service>:$VERSION for every service (run from the repo root;
 # `make images` does). Optional environment:
-#   BAKE_MODELS  a folder of .onnx files baked into detector, embedder, indexer, node
+#   BAKE_MODELS  a folder of .onnx files baked into detector, embedder, indexer, persons, recognizer, node
 #   MODEL_PACK   which pack BAKE_MODELS holds (default local)
 #   NODE_EXTRAS  pip extras for the node image, e.g. cuda (tagged $VERSION-cuda)
 #   SERVICES     a subset, e.g. "detector node"
 set -euo pipefail
 
 VERSION=${VERSION:?set VERSION}
-SERVICES=${SERVICES:-crawler extractor detector embedder indexer node}
+SERVICES=${SERVICES:-crawler extractor detector embedder indexer persons recognizer node web}
 MODEL_PACK=${MODEL_PACK:-local}
 STAGE=build/model-pack
 
@@ -45,7 +45,7 @@ for service in $SERVICES; do
   tag="facepipe/$service:$VERSION"
   args=(--file "services/$service/Dockerfile")
   case $service in
-  detector | embedder | indexer | node)
+  detector | embedder | indexer | persons | recognizer | node)
     if [ -n "${BAKE_MODELS:-}" ]; then
       args+=(--build-arg "MODEL_PACK_DIR=$STAGE" --build-arg "MODEL_PACK=$MODEL_PACK")
     fi

@@ -16,7 +16,7 @@ NAMESPACE=${NAMESPACE:-facepipe}
 RELEASE=facepipe
 CONTEXT="kind-$CLUSTER"
 SHARED_MODELS=${SHARED_MODELS:-../shared/models}
-IMAGES="crawler extractor detector embedder indexer node"
+IMAGES="crawler extractor detector embedder indexer node web"
 
 need() {
   if ! command -v "$1" >/dev/null 2>&1; then

@@ -174,6 +174,30 @@ METHOD_RULES: dict[str, MethodRule] = {
         "admin", tenant_field(default_to_key=True), "read the audit log of"
     ),
     "/facepipe.v1.Indexer/Reindex": MethodRule("admin", tenant_field(), "reindex", audit="reindex"),
+    # The persons service reaches the faces through these (only the indexer opens them).
+    "/facepipe.v1.Indexer/FaceNeighbors": MethodRule("service", tenant_field(), "read faces of"),
+    "/facepipe.v1.Indexer/SetFacePersons": MethodRule("service", tenant_field(), "change faces of"),
+    "/facepipe.v1.Indexer/FaceGraph": MethodRule("service", tenant_field(), "read faces of"),
+    "/facepipe.v1.Persons/ListPersons": MethodRule("reader", tenant_field(), "list persons of"),
+    "/facepipe.v1.Persons/GetPerson": MethodRule("reader", tenant_field(), "read persons of"),
+    "/facepipe.v1.Persons/RenamePerson": MethodRule(
+        "writer", tenant_field(), "change persons of", audit="persons.rename"
+    ),
+    "/facepipe.v1.Persons/MergePersons": MethodRule(
+        "writer", tenant_field(), "change persons of", audit="persons.merge"
+    ),
+    "/facepipe.v1.Persons/SplitPerson": MethodRule(
+        "writer", tenant_field(), "change persons of", audit="persons.split"
+    ),
+    "/facepipe.v1.Persons/HidePerson": MethodRule(
+        "writer", tenant_field(), "change persons of", audit="persons.hide"
+    ),
+    "/facepipe.v1.Persons/UnassignFace": MethodRule(
+        "writer", tenant_field(), "change persons of", audit="persons.unassign"
+    ),
+    "/facepipe.v1.Persons/Recluster": MethodRule(
+        "writer", tenant_field(), "recluster persons of", audit="persons.recluster"
+    ),
     "/facepipe.v1.Extractor/Ingest": MethodRule("writer", ingest_tenants, "ingest for"),
     "/facepipe.v1.Crawler/StartCrawl": MethodRule("writer", tenant_field(), "crawl for"),
     "/facepipe.v1.Crawler/GetCrawl": MethodRule("reader", in_handler, "read crawls of"),
@@ -181,6 +205,32 @@ METHOD_RULES: dict[str, MethodRule] = {
     "/facepipe.v1.Detector/DetectBatch": MethodRule("reader", detect_refs, "read"),
     "/facepipe.v1.Detector/DetectStream": MethodRule("reader", detect_refs, "read"),
     "/facepipe.v1.Embedder/EmbedBatch": MethodRule("reader", embed_refs, "read"),
+    "/facepipe.v1.Recognizer/EnrolSubject": MethodRule(
+        "writer", tenant_field(default_to_key=True), "enrol subjects in", audit="subject.enrol"
+    ),
+    "/facepipe.v1.Recognizer/ListSubjects": MethodRule(
+        "reader", tenant_field(default_to_key=True), "list subjects of"
+    ),
+    "/facepipe.v1.Recognizer/GetSubject": MethodRule(
+        "reader", tenant_field(default_to_key=True), "read subjects of"
+    ),
+    "/facepipe.v1.Recognizer/UpdateSubject": MethodRule(
+        "writer", tenant_field(default_to_key=True), "change subjects of", audit="subject.update"
+    ),
+    "/facepipe.v1.Recognizer/RemoveSubjectFaces": MethodRule(
+        "writer", tenant_field(default_to_key=True), "change subjects of", audit="subject.remove_faces"
+    ),
+    "/facepipe.v1.Recognizer/DeleteSubject": MethodRule(
+        "writer", tenant_field(default_to_key=True), "delete subjects of", audit="subject.delete"
+    ),
+    "/facepipe.v1.Recognizer/Verify": MethodRule("reader", tenant_field(default_to_key=True), "verify for"),
+    "/facepipe.v1.Recognizer/Recognize": MethodRule(
+        "reader", tenant_field(default_to_key=True), "recognize in"
+    ),
+    "/facepipe.v1.Recognizer/RecognizeStream": MethodRule("reader", tenant_field(), "recognize in"),
+    "/facepipe.v1.Recognizer/ListAccessLog": MethodRule(
+        "reader", tenant_field(default_to_key=True), "read the access log of"
+    ),
     "/facepipe.v1.InferenceNode/Infer": MethodRule("service", no_tenant, "use"),
     "/facepipe.v1.InferenceNode/ListModels": MethodRule("service", no_tenant, "use"),
 }

@@ -93,6 +93,14 @@ class _AioUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(_aio_details(details, self.metadata), request)
 
 
+class _AioUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, key: str) -> None:
+        self.metadata = key_metadata(key)
+
+    async def intercept_unary_stream(self, continuation, details, request):
+        return await continuation(_aio_details(details, self.metadata), request)
+
+
 class _AioStreamStream(grpc.aio.StreamStreamClientInterceptor):
     def __init__(self, key: str) -> None:
         self.metadata = key_metadata(key)
@@ -107,7 +115,7 @@ def aio_channel(
     """An asyncio channel to ``addr`` whose calls carry ``key`` (none: no key), with TLS
     when ``tls`` (default: the environment's TLS settings) asks for it."""
     tls = _tls(tls)
-    interceptors = [_AioUnaryUnary(key), _AioStreamStream(key)] if key else None
+    interceptors = [_AioUnaryUnary(key), _AioUnaryStream(key), _AioStreamStream(key)] if key else None
     if tls.client_tls:
         opts = [*(options or ()), *tls_files.channel_options(tls)]
         creds = tls_files.channel_credentials(tls)

@@ -25,7 +25,7 @@ from nats.js import api as js_api
 from nats.js.errors import BadRequestError, KeyDeletedError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from facepipe.bus.kvwatch import mirror_kv
+from facepipe.bus.kvwatch import mirror_kv, scan_kv
 
 log = logging.getLogger("facepipe.auth")
 
@@ -124,8 +124,9 @@ async def open_keys_kv(js: JetStreamContext) -> KeyValue:
 class KeyStore:
     """The key records of a deployment, kept current by a watch on the bucket."""
 
-    def __init__(self, kv: KeyValue, resync_seconds: float = RESYNC_SECONDS) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, resync_seconds: float = RESYNC_SECONDS) -> None:
         self.kv = kv
+        self.js = js
         self.resync_seconds = resync_seconds
         self.records: dict[str, KeyRecord] = {}
         self._tasks: list[asyncio.Task] = []
@@ -133,7 +134,7 @@ class KeyStore:
 
     @classmethod
     async def open(cls, js: JetStreamContext, resync_seconds: float = RESYNC_SECONDS) -> KeyStore:
-        return cls(await open_keys_kv(js), resync_seconds)
+        return cls(await open_keys_kv(js), js, resync_seconds)
 
     # -- management --------------------------------------------------------------
     async def create(
@@ -164,12 +165,8 @@ class KeyStore:
         return KeyRecord.from_bytes(entry.value) if entry.value else None
 
     async def list(self) -> list[KeyRecord]:
-        try:
-            ids = await self.kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        found = [await self.get(i) for i in ids]
-        return sorted((r for r in found if r is not None), key=lambda r: r.created_at)
+        found = await scan_kv(self.js, self.kv, KEYS_KV, ">")
+        return sorted((KeyRecord.from_bytes(v) for v in found.values()), key=lambda r: r.created_at)
 
     # -- lookup ------------------------------------------------------------------
     async def lookup(self, key_id: str) -> KeyRecord | None:

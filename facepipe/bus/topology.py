@@ -30,6 +30,7 @@ STREAM = "FACEPIPE"
 DLQ_STREAM = "FACEPIPE_DLQ"
 EVENTS_STREAM = "FACEPIPE_EVENTS"
 AUDIT_STREAM = "FACEPIPE_AUDIT"
+ACCESS_STREAM = "FACEPIPE_ACCESS"
 
 SUBJECT_INGEST = "facepipe.ingest"
 # facepipe.ingest.<tenant>: a producer of one tenant publishes here; the subject's tenant
@@ -38,16 +39,24 @@ SUBJECT_TENANT_INGEST = f"{SUBJECT_INGEST}.*"
 SUBJECT_STORED = "facepipe.images.stored"
 SUBJECT_DETECTED = "facepipe.faces.detected"
 SUBJECT_EMBEDDED = "facepipe.faces.embedded"
+# The indexer's events for the persons service: faces written (FacesIndexed) and faces
+# erased (FacesErased).
+SUBJECT_FACES_INDEXED = "facepipe.faces.indexed"
+SUBJECT_FACES_ERASED = "facepipe.faces.erased"
 SUBJECT_DONE = "facepipe.events.done"
 SUBJECT_DLQ = "facepipe.dlq"
 SUBJECT_CRAWL_JOBS = "facepipe.crawl.jobs"
 SUBJECT_AUDIT = "facepipe.audit"  # facepipe.audit.<tenant>
+SUBJECT_ACCESS = "facepipe.access"  # facepipe.access.<tenant>.<camera>.<subject_id|unknown>
 
 IMAGES_KV = "facepipe-images"  # exact dedup and per-image state: <tenant>.<sha256>
 FACES_KV = "facepipe-faces"  # near-duplicate face hashes, per-key TTL
 CRAWL_KV = "facepipe-crawl"  # crawl jobs (job.<id>), cancel flags, seen URLs, site strategies
 CRAWL_KV_TTL = 14 * 24 * 3600.0
 OPTOUT_KV = "facepipe-optout"  # people who asked not to be indexed: <tenant>.<optout id>
+# Persons: records (<tenant>.person.<id>), the per-tenant lock (<tenant>.lock) and
+# recluster states (<tenant>.recluster).
+PERSONS_KV = "facepipe-persons"
 
 HDR_STAGE = "Facepipe-Stage"
 HDR_ERROR = "Facepipe-Error"
@@ -88,6 +97,7 @@ STAGES: dict[str, StageSpec] = {
     # One message is a whole crawl: in-progress heartbeats (every ack_wait / 3) keep it
     # while it runs, and a replica that dies hands it to another after ack_wait.
     "crawler": StageSpec("crawler", SUBJECT_CRAWL_JOBS, ack_wait=300.0, max_deliver=10, max_ack_pending=64),
+    "persons": StageSpec("persons", SUBJECT_FACES_INDEXED, extra_subjects=(SUBJECT_FACES_ERASED,)),
 }
 
 
@@ -207,6 +217,7 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
         js,
         js_api.KeyValueConfig(bucket=CRAWL_KV, history=1, storage=js_api.StorageType.FILE, ttl=CRAWL_KV_TTL),
     )
+    await _ensure_kv(js, persons_kv_config())
 
 
 def audit_stream_config(max_age_s: float) -> js_api.StreamConfig:
@@ -236,9 +247,36 @@ async def ensure_audit_stream(js: JetStreamContext, max_age_s: float, update: bo
             await js.add_stream(config)
 
 
+def access_stream_config(max_age_s: float) -> js_api.StreamConfig:
+    """The access log of the recognizer's camera streams, kept ``max_age_s``."""
+    return js_api.StreamConfig(
+        name=ACCESS_STREAM,
+        subjects=[f"{SUBJECT_ACCESS}.>"],
+        retention=js_api.RetentionPolicy.LIMITS,
+        storage=js_api.StorageType.FILE,
+        max_age=max_age_s,
+        duplicate_window=min(120.0, max_age_s),
+        max_msg_size=1024 * 1024,
+    )
+
+
+async def ensure_access_stream(js: JetStreamContext, max_age_s: float) -> None:
+    """Creates the access-log stream, or applies ``max_age_s`` to the existing one."""
+    await _ensure_stream(js, access_stream_config(max_age_s))
+
+
 async def ensure_optout_kv(js: JetStreamContext) -> KeyValue:
     await _ensure_kv(js, js_api.KeyValueConfig(bucket=OPTOUT_KV, history=1, storage=js_api.StorageType.FILE))
     return await js.key_value(OPTOUT_KV)
+
+
+def persons_kv_config() -> js_api.KeyValueConfig:
+    return js_api.KeyValueConfig(bucket=PERSONS_KV, history=1, storage=js_api.StorageType.FILE)
+
+
+async def ensure_persons_kv(js: JetStreamContext) -> KeyValue:
+    await _ensure_kv(js, persons_kv_config())
+    return await js.key_value(PERSONS_KV)
 
 
 def consumer_config(stage: StageSpec) -> js_api.ConsumerConfig:

@@ -263,6 +263,9 @@ class StageWorker:
                 metrics.CONSUMER_ACK_PENDING.labels(self.service, self.stage.name).set(
                     info.num_ack_pending or 0
                 )
+                # Queue depth for /stats (the web service's system page), as of this round.
+                self.stats.counters["queue_pending"] = info.num_pending or 0
+                self.stats.counters["queue_ack_pending"] = info.num_ack_pending or 0
                 if not self._stopping.is_set():
                     await self.reconcile(info)
             except Exception as exc:  # noqa: BLE001 - NATS may be away; next round

@@ -7,6 +7,7 @@ was made in."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import NoReturn
 
@@ -15,6 +16,7 @@ from facepipe.cli.detect_cmds import cmd_detect
 from facepipe.cli.errors import USAGE
 from facepipe.cli.keys_cmds import cmd_keys, key_tenant, parse_expiry
 from facepipe.cli.models_cmds import cmd_models
+from facepipe.cli.persons_cmds import cmd_persons
 from facepipe.cli.pipeline_cmds import (
     NO_FACE,
     cmd_batch,
@@ -23,8 +25,10 @@ from facepipe.cli.pipeline_cmds import (
     cmd_ingest,
     cmd_search,
     cmd_stats,
+    parse_taken,
 )
 from facepipe.cli.privacy_cmds import cmd_audit, cmd_optout, parse_since
+from facepipe.cli.recognize_cmds import cmd_recognize
 from facepipe.cli.reindex_cmds import cmd_reindex
 from facepipe.cli.stack_cmds import (
     cmd_down,
@@ -35,6 +39,8 @@ from facepipe.cli.stack_cmds import (
     cmd_up,
     installed_services,
 )
+from facepipe.cli.stream_cmds import add_stream_arguments, cmd_access_log
+from facepipe.cli.subjects_cmds import cmd_subjects
 from facepipe.cli.verify_cmds import cmd_verify
 from facepipe.config import DEFAULT_PORTS
 from facepipe.echo import echo
@@ -120,6 +126,13 @@ def unit_float(value: str) -> float:
     return number
 
 
+def camera_id(value: str) -> str:
+    """A camera id: one token of the access log's subjects."""
+    if not re.match(r"^[A-Za-z0-9_-]{1,64}$", value):
+        raise argparse.ArgumentTypeError(f"invalid camera id {echo(value)}: 1-64 letters, digits, '_' or '-'")
+    return value
+
+
 def cosine(value: str) -> float:
     """A cosine similarity option, in [-1, 1]."""
     try:
@@ -166,6 +179,10 @@ def _key(p: argparse.ArgumentParser) -> None:
         help="talk TLS to the service, trusting $FACEPIPE_TLS_CA or the system roots "
         "(default: TLS when FACEPIPE_TLS_CA or FACEPIPE_TLS is set)",
     )
+
+
+def _subject_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("subject_id", metavar="SUBJECT_ID", help="the subject's id, from `subjects list`")
 
 
 def _json(p: argparse.ArgumentParser) -> None:
@@ -228,13 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(
         sub,
         "verify",
-        "say whether two images show the same person, with the model pack in-process: the cosine "
-        "similarity of their faces against the pack's calibrated same_person_min_score. In an "
-        "image with several faces the one nearest the centre is compared. Exit status 0 when "
-        "compared (the verdict is in the output), 1 for a failure, 2 for a usage mistake, "
-        "3 when an image has no face",
+        "say whether two images show the same person: the cosine similarity of their faces "
+        "against the model pack's calibrated same_person_min_score, through the running stack's "
+        "recognizer (or with --local the pack in-process). In an image with several faces the one "
+        "nearest the centre is compared. Exit status 0 when compared (the verdict is in the "
+        "output), 1 for a failure, 2 for a usage mistake, 3 when an image has no face",
         "facepipe verify id-photo.jpg selfie.jpg --json\n"
-        "facepipe verify --pairs pairs.tsv --json   # one JSON line per pair",
+        "facepipe verify --local --pairs pairs.tsv --json   # one JSON line per pair, no stack",
         cmd_verify,
     )
     p.add_argument(
@@ -254,12 +271,141 @@ def build_parser() -> argparse.ArgumentParser:
         "input side, e.g. 112): no detection",
     )
     p.add_argument(
+        "--local",
+        action="store_true",
+        help="run the active model pack in this process instead of asking the stack's recognizer "
+        "(evaluates a pack without a stack)",
+    )
+    p.add_argument(
+        "--tenant",
+        type=tenant,
+        help="tenant the comparison is made for, as the API key allows (default: the key's own)",
+    )
+    _stack_args(p)
+    p.add_argument("--addr", help="recognizer HOST:PORT (default: the local stack's)")
+    _key(p)
+    _timeout(p, 60.0, "the recognizer")
+    p.add_argument(
         "--threshold",
         type=cosine,
         help="similarity at or above which it is the same person, -1 to 1 "
         "(default: the model pack's calibrated same_person_min_score)",
     )
     _json(p)
+
+    p = _command(
+        sub,
+        "recognize",
+        "recognize every face of a photo against a tenant's enrolled subjects, through the "
+        "running stack's recognizer: a JSON list (--json), one entry per face with its box, "
+        "subject (null when unknown), subject_id and similarity. With --video or --camera, stream "
+        "the frames instead: faces are tracked and each track's decision is written to the "
+        "access log (`facepipe access-log`); prints a line per new track and a summary, or with "
+        "--json a JSON line per processed frame and a last one with the summary",
+        "facepipe recognize door.jpg --tenant office --json --candidates 3\n"
+        "facepipe recognize --video lobby.mp4 --tenant office --camera-id lobby\n"
+        "facepipe recognize --camera 0 --tenant office --camera-id front-door --duration 60",
+        cmd_recognize,
+    )
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="the image file ('-' reads it from stdin)")
+    p.add_argument("--tenant", type=tenant, required=True, help="tenant whose subjects to match (required)")
+    p.add_argument(
+        "--candidates", type=int_range(0, 100), default=0, help="also list this many runners-up per face"
+    )
+    p.add_argument(
+        "--min-similarity",
+        type=cosine,
+        default=0.0,
+        help="similarity at or above which a face is its best subject, -1 to 1 "
+        "(0: the model pack's calibrated same_person_min_score)",
+    )
+    p.add_argument(
+        "--include-rejected", action="store_true", help="also recognize faces that fail the quality checks"
+    )
+    _stack_args(p)
+    p.add_argument("--addr", help="recognizer HOST:PORT (default: the local stack's)")
+    _key(p)
+    _json(p)
+    _timeout(p, 60.0, "the recognizer")
+    add_stream_arguments(p, camera_id, int_range)
+
+    p = _command(
+        sub,
+        "subjects",
+        "enrolled people (subjects) of a tenant, recognized by `facepipe recognize`",
+        "facepipe subjects enrol --tenant office --name Ada ada1.jpg ada2.jpg\n"
+        "facepipe subjects list --tenant office",
+        cmd_subjects,
+    )
+    ssub = p.add_subparsers(dest="subjects_cmd", required=True, metavar="ACTION")
+    s_enrol = _command(
+        ssub,
+        "enrol",
+        "enrol a new subject from photos (the face nearest the centre of each), or add faces to one",
+        "facepipe subjects enrol --tenant office --name Ada ada1.jpg ada2.jpg --json",
+        cmd_subjects,
+    )
+    s_enrol.add_argument("photos", nargs="+", metavar="PHOTO", help="photos of the subject")
+    s_enrol.add_argument("--name", help="the new subject's name (required unless --subject)")
+    s_enrol.add_argument("--subject", metavar="ID", help="add the faces to this subject instead")
+    s_enrol.add_argument("--external-id", help="your own id for the subject, e.g. an employee number")
+    s_enrol.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata to keep (repeatable)")
+    s_enrol.add_argument(
+        "--aligned",
+        action="store_true",
+        help="the photos are face crops already aligned for the recognizer (square): no detection",
+    )
+    s_list = _command(
+        ssub,
+        "list",
+        "list a tenant's subjects by name",
+        "facepipe subjects list --tenant office",
+        cmd_subjects,
+    )
+    s_list.add_argument("--name", help="only subjects whose name contains this (any case)")
+    s_show = _command(
+        ssub,
+        "show",
+        "show a subject with its enrolled faces",
+        "facepipe subjects show --tenant office 3f2c9a0e5b7d4c1f3f2c9a0e5b7d4c1f",
+        cmd_subjects,
+    )
+    _subject_id(s_show)
+    s_rename = _command(
+        ssub,
+        "rename",
+        "rename a subject, or change its external id or metadata",
+        "facepipe subjects rename --tenant office 3f2c9a0e5b7d4c1f3f2c9a0e5b7d4c1f Countess",
+        cmd_subjects,
+    )
+    _subject_id(s_rename)
+    s_rename.add_argument("name", help="the new name")
+    s_rename.add_argument("--external-id", help="a new external id ('' clears it)")
+    s_rename.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata to set (repeatable)")
+    s_remove = _command(
+        ssub,
+        "remove-face",
+        "remove enrolled faces from a subject (ids from `subjects show`); they are deleted from storage",
+        "facepipe subjects remove-face --tenant office 3f2c...4c1f 0b6e8c2a-...-4a1d",
+        cmd_subjects,
+    )
+    _subject_id(s_remove)
+    s_remove.add_argument("face_ids", nargs="+", metavar="FACE_ID", help="the faces to remove")
+    s_delete = _command(
+        ssub,
+        "delete",
+        "delete a subject with its enrolled faces (vectors, crops and thumbnails)",
+        "facepipe subjects delete --tenant office 3f2c9a0e5b7d4c1f3f2c9a0e5b7d4c1f",
+        cmd_subjects,
+    )
+    _subject_id(s_delete)
+    for sp in (s_enrol, s_list, s_show, s_rename, s_remove, s_delete):
+        sp.add_argument("--tenant", type=tenant, required=True, help="tenant of the subjects (required)")
+        _stack_args(sp)
+        sp.add_argument("--addr", help="recognizer HOST:PORT (default: the local stack's)")
+        _key(sp)
+        _json(sp)
+        _timeout(sp, 300.0, "the recognizer")
 
     p = _command(
         sub,
@@ -321,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "ingest",
         "store and publish images (files, folders or URLs)",
-        "facepipe ingest ~/Pictures https://example.org/team.jpg --tenant family --wait",
+        "facepipe ingest ~/Pictures https://example.org/team.jpg --tenant family --wait\n"
+        "facepipe ingest ~/Pictures --tenant family --watch",
         cmd_ingest,
     )
     _stack_args(p)
@@ -329,6 +476,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", type=tenant, default="default", help="tenant the faces belong to")
     p.add_argument("--site", default="", help="site label stored with each face (default: none)")
     p.add_argument("--wait", action="store_true", help="block until every image is fully processed")
+    p.add_argument(
+        "--aligned",
+        action="store_true",
+        help="the images are aligned face crops (112x112, the recognizer's template): skip detection, "
+        "one face per image",
+    )
+    p.add_argument(
+        "--rescan",
+        action="store_true",
+        help="read every local file again, also those unchanged since the resume log saw them imported",
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep importing new and changed files of the sources as they appear (polling) until Ctrl-C",
+    )
+    p.add_argument(
+        "--watch-every",
+        type=positive_float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between two looks at the sources with --watch",
+    )
     _json(p)
     _timeout(p, 600.0, "the images with --wait")
 
@@ -349,12 +519,17 @@ def build_parser() -> argparse.ArgumentParser:
         "search indexed faces with a face of an image (the largest unless --face or --all-faces); "
         f"exit status {NO_FACE} when the image has no face",
         "facepipe search query.jpg --tenant family --top-k 10\n"
-        "facepipe search group.jpg --tenant family --all-faces --site example.org",
+        "facepipe search group.jpg --tenant family --all-faces --site example.org\n"
+        "facepipe search query.jpg --tenant family --taken-after 2021-06-01 --taken-before 2021-07-01\n"
+        "facepipe search --tenant family --person 3f2c9a0e5b7d4c1f8a6b2d4e6f8a0b1c --json",
         cmd_search,
     )
     _stack_args(p)
-    p.add_argument("image", help="query image file")
+    p.add_argument("image", nargs="?", help="query image file (none with --person: the person's photos)")
     p.add_argument("--tenant", type=tenant, default="default", help="tenant to search in")
+    p.add_argument(
+        "--person", help="only faces of this person (`facepipe persons list`); without an image, all of them"
+    )
     p.add_argument(
         "--top-k", type=int_range(1), default=5, help="matches to return per query face, best first"
     )
@@ -373,6 +548,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     faces.add_argument("--all-faces", action="store_true", help="search with every face of the image")
     p.add_argument("--site", help="only faces of this site (host, host:port or URL)")
+    p.add_argument(
+        "--taken-after",
+        type=parse_taken,
+        metavar="WHEN",
+        help="only photos taken at or after WHEN, an ISO date or date and time, UTC unless it gives a "
+        "zone (default: no bound; photos without a capture time never match a bound)",
+    )
+    p.add_argument(
+        "--taken-before",
+        type=parse_taken,
+        metavar="WHEN",
+        help="only photos taken before WHEN (ISO date or date and time; default: no bound)",
+    )
+    p.add_argument(
+        "--folder", help="only photos imported from this folder or a folder below it (default: any)"
+    )
     p.add_argument("--addr", help="indexer HOST:PORT (default: the local stack's)")
     _key(p)
     _json(p)
@@ -548,6 +739,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(
         sub,
+        "access-log",
+        "read the access log of the recognizer's camera streams: one record per face track and "
+        "decision (subject or unknown), newest first",
+        "facepipe access-log --tenant office --camera front-door --since 1h\n"
+        "facepipe access-log --tenant office --subject 'Ada Lovelace' --since 2026-11-30 --json\n"
+        "facepipe access-log --tenant office --subject unknown --snapshots ./faces",
+        cmd_access_log,
+    )
+    _stack_args(p)
+    p.add_argument("--tenant", type=tenant, required=True, help="tenant whose records to read (required)")
+    p.add_argument("--camera", type=camera_id, help="only this camera's records (default: every camera)")
+    p.add_argument(
+        "--subject",
+        help="only this subject's records: its id or exact name, or 'unknown' for unknown faces "
+        "(default: everyone)",
+    )
+    p.add_argument(
+        "--since",
+        type=parse_since,
+        help="records seen from this long ago (1h, 30m, 7d) or this date (2026-11-30) on (default: no bound)",
+    )
+    p.add_argument(
+        "--until",
+        type=parse_since,
+        help="records seen up to this long ago (1h) or this date (2026-11-30T18:00) (default: now)",
+    )
+    p.add_argument("--limit", type=int_range(1, 10000), default=100, help="the newest this many records")
+    p.add_argument(
+        "--snapshots",
+        metavar="DIR",
+        help="write each record's snapshot (the best face, JPEG) to DIR/<record id>.jpg (default: none)",
+    )
+    p.add_argument("--addr", help="recognizer HOST:PORT (default: the local stack's)")
+    _key(p)
+    _json(p)
+    _timeout(p, 60.0, "the recognizer")
+
+    p = _command(
+        sub,
         "optout",
         "opt-outs: people who asked not to be indexed (their faces are erased and skipped from then on)",
         "facepipe optout add --tenant family me1.jpg me2.jpg\nfacepipe optout list --tenant family\n"
@@ -586,6 +816,8 @@ def build_parser() -> argparse.ArgumentParser:
         _json(o)
         _timeout(o, 300.0, "the indexer")
 
+    _persons_commands(sub)
+
     p = _command(
         sub,
         "dlq",
@@ -616,3 +848,108 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--stage", help="only this stage's")
     _json(d)
     return parser
+
+
+def _persons_commands(sub) -> None:
+    p = _command(
+        sub,
+        "persons",
+        "the persons of a tenant: every face grouped into people, incrementally as it is indexed; "
+        "list them, show one, correct them, or rebuild them",
+        "facepipe persons list --tenant family --json\n"
+        "facepipe persons rename --tenant family 3f2c9a0e5b7d4c1f8a6b2d4e6f8a0b1c Grandma",
+        cmd_persons,
+    )
+    psub = p.add_subparsers(dest="persons_cmd", required=True, metavar="COMMAND")
+    person = "a person id, from `facepipe persons list`"
+    face = "a face's point id, from `facepipe persons show` or `facepipe search --json`"
+    c_list = _command(
+        psub,
+        "list",
+        "list the tenant's persons, biggest first, with their face counts and thumbnails",
+        "facepipe persons list --tenant family --json --with-faces",
+        cmd_persons,
+    )
+    c_list.add_argument("--with-faces", action="store_true", help="also list each person's faces")
+    c_list.add_argument("--include-hidden", action="store_true", help="also list hidden persons")
+    c_list.add_argument(
+        "--min-faces", type=int_range(1), default=1, help="only persons with at least this many faces"
+    )
+    c_show = _command(
+        psub,
+        "show",
+        "show a person with their faces and photos",
+        "facepipe persons show --tenant family 3f2c9a0e5b7d4c1f8a6b2d4e6f8a0b1c",
+        cmd_persons,
+    )
+    c_show.add_argument("person_id", help=person)
+    c_rename = _command(
+        psub,
+        "rename",
+        "name a person (an empty name clears it)",
+        "facepipe persons rename --tenant family 3f2c9a0e5b7d4c1f8a6b2d4e6f8a0b1c Grandma",
+        cmd_persons,
+    )
+    c_rename.add_argument("person_id", help=person)
+    c_rename.add_argument("name", help="the new name")
+    c_merge = _command(
+        psub,
+        "merge",
+        "move every face of other persons into one person; the others disappear",
+        "facepipe persons merge --tenant family --into 3f2c9a0e5b7d4c1f8a6b2d4e6f8a0b1c "
+        "9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a",
+        cmd_persons,
+    )
+    c_merge.add_argument("--into", required=True, help="the person that remains (required)")
+    c_merge.add_argument("person_ids", nargs="+", metavar="PERSON", help="the persons merged into it")
+    c_split = _command(
+        psub,
+        "split",
+        "move chosen faces of a person to a new person (or to another with --to); the two are kept apart",
+        "facepipe persons split --tenant family 3f2c9a0e5b7d4c1f8a6b2d4e6f8a0b1c "
+        "6f1d3c1e-6b43-4f7e-9a6b-2f0f3c5d9a10 --name Uncle",
+        cmd_persons,
+    )
+    c_split.add_argument("person_id", help=person)
+    c_split.add_argument("point_ids", nargs="+", metavar="FACE", help=face)
+    c_split.add_argument("--to", help="the person to move them to (default: a new person)")
+    c_split.add_argument("--name", default="", help="name of the new person")
+    c_hide = _command(
+        psub,
+        "hide",
+        "hide a person from lists (its faces stay assigned); --show shows it again",
+        "facepipe persons hide --tenant family 3f2c9a0e5b7d4c1f8a6b2d4e6f8a0b1c",
+        cmd_persons,
+    )
+    c_hide.add_argument("person_id", help=person)
+    c_hide.add_argument("--show", action="store_true", help="show the person again instead")
+    c_unassign = _command(
+        psub,
+        "unassign",
+        "take a face out of its person (a recluster never puts it back there)",
+        "facepipe persons unassign --tenant family 6f1d3c1e-6b43-4f7e-9a6b-2f0f3c5d9a10",
+        cmd_persons,
+    )
+    c_unassign.add_argument("point_id", help=face)
+    c_recluster = _command(
+        psub,
+        "recluster",
+        "rebuild the tenant's persons from the faces' nearest neighbours, keeping names and "
+        "corrections; safe while ingest goes on",
+        "facepipe persons recluster --tenant family --wait",
+        cmd_persons,
+    )
+    c_recluster.add_argument("--wait", action="store_true", help="wait until it has ended")
+    c_recluster.add_argument(
+        "--status",
+        action="store_true",
+        help="start nothing: show the latest recluster, the service's own included "
+        "(it reclusters a tenant once its new faces settle)",
+    )
+    for c in (c_list, c_show, c_rename, c_merge, c_split, c_hide, c_unassign, c_recluster):
+        _stack_args(c)
+        c.add_argument("--tenant", type=tenant, required=True, help="tenant of the persons (required)")
+        c.add_argument("--addr", help="persons HOST:PORT (default: the local stack's)")
+        _key(c)
+        _json(c)
+        _timeout(c, 600.0, "the persons service")

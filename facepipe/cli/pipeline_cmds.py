@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,25 @@ def print_summary(doc: dict, verb: str, tenant: str = "") -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from facepipe.client import ingest, progress_bar
+    from facepipe.client import ImportOptions, ingest, progress_bar
+    from facepipe.importlog import ImportLog
 
     nats_url, objects = addresses.pipeline_env(args)
-    summary = asyncio.run(
-        ingest(
+    log = ImportLog.in_data_dir(addresses.data_dir(args))
+
+    async def run() -> Any:
+        stop = asyncio.Event()
+        if args.watch:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            print(
+                f"watching {', '.join(args.sources)} for new images (polling every {args.watch_every:g} s); "
+                "Ctrl-C stops",
+                file=sys.stderr,
+            )
+        options = ImportOptions(log, args.rescan, args.watch_every if args.watch else 0.0, stop)
+        return await ingest(
             nats_url,
             objects,
             args.sources,
@@ -85,26 +101,34 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             wait=args.wait,
             wait_s=args.timeout,
             progress=None if args.json else progress_bar(),
+            aligned=args.aligned,
+            options=options,
         )
-    )
+
+    try:
+        summary = asyncio.run(run())
+    finally:
+        log.close()
     doc = summary.as_dict()
     check_later = f"facepipe batch {doc['batch_id']}{_data_dir_hint(args)}"
     if args.json:
         print(json.dumps(doc, indent=2))
-    elif args.wait:
+    elif args.wait or args.watch:
         print_summary(doc, "processed", args.tenant)
     else:
         print(f"published {doc['images']} image(s) for tenant {args.tenant} (batch {doc['batch_id']})")
         for err in doc["errors"]:
             print(f"  failed: {err['source']}: {err['error']}")
         print(f"  follow it with `{check_later}`")
-    if doc["pending"]:
+    if doc["skipped"] and not args.json:
+        print(f"  skipped {doc['skipped']} file(s) unchanged since imported (--rescan reads them again)")
+    if doc["pending"] and not args.watch:
         print(
             f"warning: {doc['pending']} of {doc['images']} image(s) not done after {args.timeout:g} s; "
             f"the work goes on in the background. Check it later with `{check_later}`",
             file=sys.stderr,
         )
-    return FAILURE if doc["errors"] or doc["pending"] else 0
+    return FAILURE if doc["errors"] or (doc["pending"] and not args.watch) else 0
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -129,6 +153,45 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 # -- search ----------------------------------------------------------------------------
+def parse_taken(value: str) -> int:
+    """An ISO date (its midnight) or date and time, UTC when no zone is given, as Unix
+    milliseconds; photos without a zone in their EXIF are read as UTC too, so a naive
+    time here compares with the photo's own clock."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value[:64]!r} is not an ISO date or date and time (2021-06-01 or 2021-06-01T12:00)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _photo_doc(args: argparse.Namespace, m: Any) -> dict:
+    """The photo-library facts of a match's image."""
+    photo = m.photo
+    return {
+        "taken_at": _iso_ms(photo.taken_at_ms) if photo.taken_at_ms else "",
+        "taken_at_ms": photo.taken_at_ms,
+        "gps": {"lat": photo.latitude, "lon": photo.longitude} if photo.has_gps else None,
+        "camera_make": photo.camera_make,
+        "camera_model": photo.camera_model,
+        "folder": photo.folder,
+        "width": m.image_width,
+        "height": m.image_height,
+        "thumb": (
+            addresses.thumb_location(args, m.image_thumb.bucket, m.image_thumb.key)
+            if m.image_thumb.key
+            else ""
+        ),
+    }
+
+
 def active_min_score() -> float | None:
     """The calibrated search minimum score of the active model pack, or None."""
     from facepipe.config import Settings
@@ -150,6 +213,9 @@ def _face_doc(args: argparse.Namespace, m: Any) -> dict:
         "bbox": [round(v, 1) for v in (m.bbox.x1, m.bbox.y1, m.bbox.x2, m.bbox.y2)],
         "thumb": addresses.thumb_location(args, m.thumb.bucket, m.thumb.key) if m.thumb.key else "",
         "point_id": m.point_id,
+        "person_id": m.person_id,
+        "person_name": m.person_name,
+        "photo": _photo_doc(args, m),
     }
 
 
@@ -166,6 +232,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from facepipe.locators import site_forms
     from facepipe.v1 import indexer_pb2
 
+    if args.image is None:
+        if not args.person:
+            raise UsageError("give a query image, or --person to list a person's photos")
+        return _person_photos(args)
     image_file(args.image)
     path = Path(args.image)
     min_score, source = args.min_score, "--min-score"
@@ -175,6 +245,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             min_score, source = 0.0, "none"
     data = path.read_bytes()
     site = site_forms(args.site)[0][0] if args.site else ""
+    if (
+        args.taken_after is not None
+        and args.taken_before is not None
+        and args.taken_after >= args.taken_before
+    ):
+        raise UsageError("--taken-after must be earlier than --taken-before")
+    folder = Path(args.folder).expanduser().resolve().as_posix() if args.folder else ""
 
     def search(face: int) -> Any:
         request = indexer_pb2.SearchRequest(
@@ -183,7 +260,13 @@ def cmd_search(args: argparse.Namespace) -> int:
             top_k=args.top_k,
             min_score=min_score,
             query_face_index=face,
-            filter=indexer_pb2.SearchFilter(site=site),
+            filter=indexer_pb2.SearchFilter(
+                site=site,
+                taken_after_ms=args.taken_after or 0,
+                taken_before_ms=args.taken_before or 0,
+                folder=folder,
+                person_id=args.person or "",
+            ),
         )
         return _indexer(args, "Search", request)
 
@@ -231,7 +314,64 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"  {i:2}. {m['score']:.3f}  {m['url']}  face {m['face_index']} box=({mbox}){alt}")
             if m["thumb"]:
                 print(f"      thumb={m['thumb']}")
+            if photo := _photo_line(m["photo"]):
+                print(f"      {photo}")
     return 0
+
+
+def _person_photos(args: argparse.Namespace) -> int:
+    """``search --person P`` without an image: every face of the person, newest first."""
+    from facepipe.locators import site_forms
+    from facepipe.v1 import indexer_pb2
+
+    faces: list[Any] = []
+    token = ""
+    while True:
+        request = indexer_pb2.ListFacesRequest(
+            tenant_id=args.tenant, person_id=args.person, page_size=1000, page_token=token
+        )
+        response = _indexer(args, "ListFaces", request)
+        faces += list(response.faces)
+        token = response.next_page_token
+        if not token:
+            break
+    site = args.site and site_forms(args.site)[0][0]
+    faces = [f for f in faces if not site or f.site == site]
+    # A photo without a capture time never matches a time bound, as in search.
+    if args.taken_after is not None:
+        faces = [f for f in faces if f.photo.taken_at_ms and f.photo.taken_at_ms >= args.taken_after]
+    if args.taken_before is not None:
+        faces = [f for f in faces if f.photo.taken_at_ms and f.photo.taken_at_ms < args.taken_before]
+    faces.sort(key=lambda f: (-f.photo.taken_at_ms, -f.indexed_at_ms, f.point_id))
+    doc = {"person_id": args.person, "matches": [_match_doc(args, m, -1) for m in faces]}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"person {args.person}: {len(faces)} face(s) in tenant {args.tenant}")
+    for i, m in enumerate(doc["matches"], 1):
+        print(f"  {i:2}. {m['url']}  face {m['face_index']}")
+        if m["thumb"]:
+            print(f"      thumb={m['thumb']}")
+    return 0
+
+
+def _photo_line(photo: dict) -> str:
+    """The photo facts of a match as one line of text; '' when there are none."""
+    parts = []
+    if photo["taken_at"]:
+        parts.append(f"taken {photo['taken_at']}")
+    if photo["gps"]:
+        parts.append(f"gps {photo['gps']['lat']:.5f},{photo['gps']['lon']:.5f}")
+    camera = " ".join(x for x in (photo["camera_make"], photo["camera_model"]) if x)
+    if camera:
+        parts.append(f"camera {camera}")
+    if photo["width"]:
+        parts.append(f"{photo['width']}x{photo['height']}")
+    if photo["folder"]:
+        parts.append(f"folder {photo['folder']}")
+    if photo["thumb"]:
+        parts.append(f"image thumb={photo['thumb']}")
+    return "  ".join(parts)
 
 
 # -- erase ----------------------------------------------------------------------------
@@ -288,15 +428,47 @@ def cmd_erase(args: argparse.Namespace) -> int:
         points += resp.points_deleted
         objects += resp.objects_deleted
     doc = {"points_deleted": points, "objects_deleted": objects, "matched": [f for f in forms if f]}
+    subjects = _erase_subjects(args) if field == "all" else None
+    if subjects is not None:
+        doc["subjects_deleted"], doc["subject_faces_deleted"], subject_objects = subjects
+        objects += subject_objects
+        doc["objects_deleted"] = objects
     if args.json:
         print(json.dumps(doc))
-    elif points or objects:
-        print(f"erased {points} face(s), {objects} object(s)")
-    if not points and not objects:
+    elif points or objects or doc.get("subjects_deleted"):
+        more = f", {doc['subjects_deleted']} enrolled subject(s)" if doc.get("subjects_deleted") else ""
+        print(f"erased {points} face(s), {objects} object(s){more}")
+    if not points and not objects and not doc.get("subjects_deleted"):
         given = "--all" if field == "all" else f"--{field.replace('image_', '')} {chosen[field]}"
         looked = f" (looked for {field} {', '.join(forms)})" if field != "all" else ""
         raise CliError(f"nothing matched {given} in tenant {args.tenant}{looked}")
     return 0
+
+
+def _erase_subjects(args: argparse.Namespace) -> tuple[int, int, int] | None:
+    """Tenant erasure reaches the recognizer's enrolled subjects too (their gallery is
+    apart from the indexed faces): (subjects, faces, objects) deleted, or None when the
+    command knows no recognizer (a stack without one, or --addr with no
+    FACEPIPE_RECOGNIZER_ADDR), which is said on stderr."""
+    from facepipe.cli.recognize_cmds import recognizer_call
+    from facepipe.v1 import recognizer_pb2
+
+    # --addr names the indexer: the recognizer is the stack's or FACEPIPE_RECOGNIZER_ADDR.
+    aimed = argparse.Namespace(**{**vars(args), "addr": None})
+    try:
+        addr = addresses.service_addr(aimed, "recognizer")
+    except CliError:
+        addr = ""
+    if not addr:
+        print(
+            "note: no recognizer to erase enrolled subjects from (set FACEPIPE_RECOGNIZER_ADDR "
+            "where one runs)",
+            file=sys.stderr,
+        )
+        return None
+    request = recognizer_pb2.DeleteSubjectRequest(tenant_id=args.tenant, all_subjects=True)
+    resp = recognizer_call(aimed, "DeleteSubject", request, addr=addr)
+    return resp.subjects_deleted, resp.faces_deleted, resp.objects_deleted
 
 
 # -- stats ----------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def _print_status(state, as_json: bool) -> int:
-    from facepipe.stack import health
+    from facepipe.stack import health, web_url
 
     rows = health(state)
     if as_json:
@@ -107,6 +107,8 @@ def _print_status(state, as_json: bool) -> int:
         for r in rows:
             extra = f" restarts={r['restarts']}" if r.get("restarts") else ""
             print(f"  {r['name']:11} {r.get('address', ''):24} {r.get('status', '')}{extra}")
+        if url := web_url(state):
+            print(f"web UI and REST API: {url}")
     return 0 if all(r["healthy"] for r in rows) else 1
 
 

@@ -1,9 +1,11 @@
 """The verify command: are the faces of two images the same person?
 
-The active model pack runs in-process (no stack needed). Each image is embedded
-once, even when a pairs file names it in many pairs; a pair is the same person
-when the cosine similarity of its two faces is at or above the pack's calibrated
-``same_person_min_score``.
+By default the running stack's recognizer compares them (``Recognizer/Verify``),
+with its model pack. ``--local`` runs the active model pack in-process instead (no
+stack needed: evaluating a pack on a pairs file, as the accuracy tests do); each
+image is then embedded once, even when a pairs file names it in many pairs. Either
+way a pair is the same person when the cosine similarity of the faces nearest the
+centre is at or above the pack's calibrated ``same_person_min_score``.
 
 Exit status: 0 when every pair was compared (the verdict is in the output, not in
 the status), 1 for a failure (an unreadable image, a pack without the threshold,
@@ -23,11 +25,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from facepipe.cli.errors import FAILURE, CliError, UsageError, image_file
+from facepipe.cli.errors import FAILURE, CliError, UsageError, image_file, rpc_failure
 from facepipe.config import Settings
 
 if TYPE_CHECKING:  # the models load on use, so `facepipe --help` stays light
-    from facepipe.faces import DetectedFace, FaceEngine
+    from facepipe.faces import FaceEngine
 
 # The same value search uses for "the image has no face", so scripts see one code.
 NO_FACE = 3
@@ -101,49 +103,26 @@ def read_pairs(source: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def centre_face(faces: list[DetectedFace], width: int, height: int) -> DetectedFace:
-    """The face whose box centre is nearest the image centre."""
-
-    def distance(face: DetectedFace) -> float:
-        x1, y1, x2, y2 = (float(v) for v in face.box)
-        return ((x1 + x2) / 2 - width / 2) ** 2 + ((y1 + y2) / 2 - height / 2) ** 2
-
-    return min(faces, key=distance)
-
-
 async def _embed_one(engine: FaceEngine, source: str, aligned: bool, stdin: bytes | None) -> Embedded:
-    import cv2
-
-    from facepipe.imaging import ImageError
+    from facepipe.faces import NoFace, embed_centre_face
+    from facepipe.imaging import ImageError, decode_image
 
     try:
         data = stdin if source == "-" else await asyncio.to_thread(Path(source).read_bytes)
     except OSError as exc:
         return Embedded(error=f"cannot read {source}: {exc.strerror or exc}")
+    settings = engine.settings
     try:
-        if engine.detector is not None:
-            image = await asyncio.to_thread(engine.detector.decode, data)
-        else:
-            from facepipe.imaging import decode_image
-
-            settings = engine.settings
-            image = await asyncio.to_thread(decode_image, data, settings.max_pixels, settings.max_image_bytes)
+        image = await asyncio.to_thread(decode_image, data, settings.max_pixels, settings.max_image_bytes)
     except ImageError as exc:
         return Embedded(error=f"{source} is not a readable image: {exc}")
-    if aligned:
-        height, width = image.bgr.shape[:2]
-        if height != width:
-            return Embedded(error=f"{source} is {width}x{height}; a pre-aligned crop is square")
-        size = engine.embedder.size
-        crop = image.bgr if width == size else cv2.resize(image.bgr, (size, size))
-        return Embedded(vector=(await engine.embedder.embed_crops([crop]))[0], faces=1)
-    # Every face the detector finds counts, also those the quality checks keep out of the index.
-    faces = await engine.detector.detect(image, engine.detector.params(include_rejected=True))
-    if not faces:
+    try:
+        found = await embed_centre_face(engine, image, aligned)
+    except NoFace:
         return Embedded(error=f"no face found in {source}", no_face=True)
-    face = centre_face(faces, image.width, image.height)
-    vectors, _ = await engine.embedder.embed_faces(image.bgr, [face.landmarks])
-    return Embedded(vector=vectors[0], faces=len(faces))
+    except ValueError as exc:
+        return Embedded(error=f"{source}: {exc}")
+    return Embedded(vector=found.vector, faces=found.faces)
 
 
 async def embed_images(sources: list[str], aligned: bool, stdin: bytes | None = None) -> dict[str, Embedded]:
@@ -218,32 +197,83 @@ def cmd_verify(args: argparse.Namespace) -> int:
         image_file(image)
     if args.images.count("-") > 1:
         raise UsageError("only one of the two images can be read from standard input ('-')")
-    threshold = same_person_threshold(args)
     stdin = sys.stdin.buffer.read() if "-" in args.images else None
     a, b = args.images
-    embedded = asyncio.run(embed_images([a, b], args.aligned, stdin))
-    verdict = compare([(a, b)], embedded, threshold)[0]
+    if args.local:
+        threshold = same_person_threshold(args)
+        embedded = asyncio.run(embed_images([a, b], args.aligned, stdin))
+        verdict = compare([(a, b)], embedded, threshold)[0]
+        counts = {image: embedded[image].faces for image in (a, b)}
+    else:
+        verdict, counts = _verify_remote(args, a, b, stdin)
     if verdict.error:
         raise CliError(verdict.error, NO_FACE if verdict.no_face else FAILURE)
     if args.json:
         print(json.dumps(verdict.as_dict(with_paths=False), indent=2))
         return 0
     for image in (a, b):
-        if embedded[image].faces > 1:
-            print(f"{image}: {embedded[image].faces} faces, compared the one nearest the centre")
+        if counts[image] > 1:
+            print(f"{image}: {counts[image]} faces, compared the one nearest the centre")
     relation = "at or above" if verdict.verified else "below"
     print(
         f"{_verdict_words(verdict)}: similarity {verdict.similarity:.3f} is {relation} "
-        f"the threshold {threshold:.3f}"
+        f"the threshold {verdict.threshold:.3f}"
     )
     return 0
 
 
+def _verify_remote(
+    args: argparse.Namespace, a: str, b: str, stdin: bytes | None = None
+) -> tuple[Verdict, dict[str, int]]:
+    """One pair through the running stack's Recognizer/Verify; the verdict and the number
+    of faces found in each image. The recognizer's pack gives the threshold unless
+    --threshold does."""
+    import grpc
+
+    from facepipe.cli import addresses
+    from facepipe.cli.recognize_cmds import recognizer_call
+    from facepipe.v1 import recognizer_pb2
+
+    images = {}
+    for path in (a, b):
+        try:
+            images[path] = stdin if path == "-" else Path(path).read_bytes()
+        except OSError as exc:
+            return Verdict(a, b, None, 0.0, f"cannot read {path}: {exc.strerror or exc}"), {}
+    request = recognizer_pb2.VerifyRequest(
+        tenant_id=args.tenant or "", image_a=images[a], image_b=images[b], aligned=args.aligned
+    )
+    try:
+        addr = addresses.service_addr(args, "recognizer")
+    except CliError as exc:
+        raise CliError(f"{exc.message}; or compare in-process with --local") from None
+    try:
+        response = recognizer_call(args, "Verify", request, addr=addr, raw_errors=True)
+    except grpc.RpcError as exc:
+        # The service names the image as image_a or image_b: name the user's file instead.
+        details = (exc.details() or "").replace("image_a", a).replace("image_b", b)
+        if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and details.startswith("no face found"):
+            return Verdict(a, b, None, 0.0, details, no_face=True), {}
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            return Verdict(a, b, None, 0.0, details), {}
+        raise rpc_failure(exc, "recognizer", addr) from None
+    threshold = args.threshold if args.threshold is not None else round(float(response.threshold), 6)
+    counts = {a: response.faces_a, b: response.faces_b}
+    return Verdict(a, b, float(response.similarity), threshold), counts
+
+
 def _verify_pairs(args: argparse.Namespace) -> int:
     pairs = read_pairs(args.pairs)
-    threshold = same_person_threshold(args)
-    embedded = asyncio.run(embed_images([p for pair in pairs for p in pair], args.aligned))
-    verdicts = compare(pairs, embedded, threshold)
+    if args.local:
+        threshold = same_person_threshold(args)
+        embedded = asyncio.run(embed_images([p for pair in pairs for p in pair], args.aligned))
+        verdicts = compare(pairs, embedded, threshold)
+    else:
+        verdicts = [_verify_remote(args, a, b)[0] for a, b in pairs]
+        threshold = next((v.threshold for v in verdicts if not v.error), args.threshold or 0.0)
+        verdicts = [
+            v if not v.error else Verdict(v.a, v.b, None, threshold, v.error, v.no_face) for v in verdicts
+        ]
     for v in verdicts:
         if args.json:
             print(json.dumps(v.as_dict(with_paths=True)))

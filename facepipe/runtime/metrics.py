@@ -117,3 +117,27 @@ CRAWL_FETCH_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 CRAWL_JOBS = Gauge("facepipe_crawler_jobs_running", "Crawl jobs running in this replica.", ["service"])
+
+# Recognizer camera streams.
+RECOGNIZE_FRAMES_DROPPED = Counter(
+    "facepipe_recognize_frames_dropped_total",
+    "Stream frames dropped unprocessed because a newer frame of the same stream had arrived.",
+    ["service"],
+)
+RECOGNIZE_FRAMES = Counter(
+    "facepipe_recognize_frames_total",
+    "Stream frames processed, by outcome (ok or an error code).",
+    ["service", "outcome"],
+)
+RECOGNIZE_FRAME_LATENCY = Histogram(
+    "facepipe_recognize_frame_seconds",
+    "Time from a stream frame's arrival to its result.",
+    ["service"],
+    buckets=LATENCY_BUCKETS,
+)
+RECOGNIZE_STREAMS = Gauge("facepipe_recognize_streams", "Camera streams open in this replica.", ["service"])
+ACCESS_RECORDS = Counter(
+    "facepipe_access_records_total",
+    "Access-log records written (outcome ok) or lost (outcome failed), per decision (subject or unknown).",
+    ["service", "decision", "outcome"],
+)

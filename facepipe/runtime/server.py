@@ -232,7 +232,29 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, handler.request_deserializer, handler.response_serializer
             )
-        # No service has unary-stream or stream-unary methods; refuse rather than pass unchecked.
+        if handler.unary_stream and not rule.audit:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request, context):
+                principal = await admit(context)
+                try:
+                    auth.check_role(principal, method, rule)
+                    rule.tenants(principal, request, rule.verb)
+                except auth.AccessDenied as exc:
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+                token = auth.current.set(principal)
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                finally:
+                    with contextlib.suppress(ValueError):  # a generator may end in another context
+                        auth.current.reset(token)
+                await unchecked(context, principal)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        # No service has stream-unary or audited unary-stream methods; refuse rather than pass unchecked.
         return _refused(handler, method)
 
     def _audit_only(self, handler, method: str, rule: auth.MethodRule):

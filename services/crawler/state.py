@@ -9,7 +9,6 @@ depth and site, an image's candidate) until it is marked done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -20,6 +19,8 @@ from typing import Any, Literal, Protocol
 from nats.js import JetStreamContext
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+
+from facepipe.bus.kvwatch import scan_kv
 
 Strategy = Literal["static", "render"]
 SeenKind = Literal["page", "image"]
@@ -314,18 +315,7 @@ class NatsCrawlState:
 
     async def _scan(self, pattern: str) -> list[tuple[str, bytes]]:
         """The current value of every key matching ``pattern`` (deleted keys left out)."""
-        watcher = await self.kv.watch(pattern, ignore_deletes=True)
-        found: dict[str, bytes] = {}
-        try:
-            async with asyncio.timeout(_SCAN_TIMEOUT):
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    found[entry.key] = entry.value
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-        return list(found.items())
+        return list((await scan_kv(self.js, self.kv, self.bucket, pattern, within_s=_SCAN_TIMEOUT)).items())
 
 
 async def _gather_all(*writes: Awaitable[Any]) -> list[Any]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import numpy as np
+
 from facepipe import bus
 from facepipe.faces import DetectedFace, FaceDetector, FaceEngine
-from facepipe.imaging import ImageError, encode_jpeg, thumbnail
-from facepipe.models.align import align_face
+from facepipe.imaging import DecodedImage, ImageError, encode_jpeg, thumbnail
+from facepipe.models.align import align_face, realign_crop, template
 from facepipe.models.registry import square_input_size
 from facepipe.pipeline import Opened, Stage, StageOutput, read_raw
 from facepipe.protoconv import face_to_proto
+from facepipe.quality import assess
 from facepipe.runtime import metrics
 from facepipe.storage import ObjectStore
 from facepipe.v1 import pipeline_pb2
@@ -45,14 +48,36 @@ async def close_deps(deps: DetectorDeps) -> None:
     await deps.engine.close()
 
 
-def face_crops(bgr, faces: list[DetectedFace], size: int) -> list[pipeline_pb2.FaceCrop]:
-    """Aligned crops and thumbnails, cut here from the full-resolution image."""
+def aligned_crop_face(detector: FaceDetector, image: DecodedImage) -> DetectedFace:
+    """The one face of an image that is an aligned face crop: the whole image, with the
+    landmarks of the alignment template at its side. The caller vouches for the crop, so
+    it is accepted; its quality score is still measured (best faces are chosen by it)."""
+    side = image.width
+    if image.height != side:
+        raise bus.PermanentError(
+            f"an aligned face crop is square, this image is {image.width}x{image.height}",
+            reason="not_aligned_crop",
+        )
+    box = np.array([0.0, 0.0, float(side), float(side)], dtype=np.float32)
+    landmarks = template(side).astype(np.float32)
+    quality = assess(image.bgr, box, 1.0, landmarks, detector.thresholds)
+    quality.accepted, quality.reasons = True, []
+    return DetectedFace(box=box, score=1.0, landmarks=landmarks, quality=quality)
+
+
+def face_crops(
+    bgr, faces: list[DetectedFace], size: int, aligned: bool = False
+) -> list[pipeline_pb2.FaceCrop]:
+    """Aligned crops and thumbnails, cut here from the full-resolution image (an aligned
+    crop is only resized to ``size``, exactly as it is when the sides match)."""
     crops = []
     for face in faces:
-        aligned = align_face(bgr, face.landmarks, size)
+        aligned_crop = realign_crop(bgr, size) if aligned else align_face(bgr, face.landmarks, size)
         thumb = thumbnail(bgr, face_to_proto(face).box)
         crops.append(
-            pipeline_pb2.FaceCrop(aligned_bgr=aligned.tobytes(), size=size, thumb_jpeg=encode_jpeg(thumb, 85))
+            pipeline_pb2.FaceCrop(
+                aligned_bgr=aligned_crop.tobytes(), size=size, thumb_jpeg=encode_jpeg(thumb, 85)
+            )
         )
     return crops
 
@@ -62,12 +87,18 @@ async def detect_record(
 ) -> pipeline_pb2.DetectedImage:
     data = await read_raw(objects, record)
     try:
-        image, faces = await detector.detect_bytes(data, detector.params(include_rejected=True))
+        if record.aligned:  # detection is skipped: the whole image is the face
+            image = await asyncio.to_thread(detector.decode, data)
+            faces = [await asyncio.to_thread(aligned_crop_face, detector, image)]
+        else:
+            image, faces = await detector.detect_bytes(data, detector.params(include_rejected=True))
     except ImageError as exc:
         raise bus.PermanentError(str(exc), reason=exc.code.lower()) from exc
     accepted = [f for f in faces if f.quality.accepted]
     crops = (
-        await asyncio.to_thread(face_crops, image.bgr, accepted, crop_size) if crop_size and accepted else []
+        await asyncio.to_thread(face_crops, image.bgr, accepted, crop_size, record.aligned)
+        if crop_size and accepted
+        else []
     )
     rejected_reasons: dict[str, int] = {}
     for f in faces:

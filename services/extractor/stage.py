@@ -23,9 +23,10 @@ from facepipe.dedup import ImageStates, phash_hex
 from facepipe.echo import echo
 from facepipe.imaging import EXTENSIONS, ImageError, probe_image
 from facepipe.netguard import BlockedTargetError, InvalidTargetError, target_host
+from facepipe.photos import clean_folder, image_thumb_key, photo_info_and_thumbnail
 from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant
 from facepipe.runtime import metrics
-from facepipe.storage import RAW_IMAGES_BUCKET, ObjectNotFound, ObjectStore
+from facepipe.storage import FACE_THUMBS_BUCKET, RAW_IMAGES_BUCKET, ObjectNotFound, ObjectStore
 from facepipe.storage.objects import validate_bucket, validate_key
 from facepipe.v1 import common_pb2, pipeline_pb2
 
@@ -112,6 +113,10 @@ def validate(request: pipeline_pb2.IngestRequest) -> None:
             f"invalid message_id {echo(mid)}: at most {MAX_ID_CHARS} printable characters",
             reason="invalid_message_id",
         )
+    try:
+        request.folder = clean_folder(request.folder)
+    except ValueError as exc:
+        raise bus.PermanentError(f"invalid folder: {exc}", reason="invalid_folder") from exc
     if request.url and not (request.bucket and request.key):
         # Checked here, so a malformed URL is dead-lettered at once instead of retried.
         try:
@@ -201,6 +206,11 @@ async def handle(deps: ExtractorDeps, delivery: bus.Delivery) -> None:
     request: pipeline_pb2.IngestRequest = delivery.payload
     validate(request)
     data, image = await _load_and_inspect(deps, request)
+    if request.aligned and image.width != image.height:
+        raise bus.PermanentError(
+            f"an aligned face crop is square, this image is {image.width}x{image.height}",
+            reason="not_aligned_crop",
+        )
     metrics.IMAGES.labels("extractor", "ok").inc()
     # on_dead reads the sha from the payload to release the claim.
     request.image_sha256 = image.sha256
@@ -227,6 +237,8 @@ async def handle(deps: ExtractorDeps, delivery: bus.Delivery) -> None:
     stored_here = (request.bucket, request.key) == (RAW_IMAGES_BUCKET, raw_key)
     if not stored_here and not await asyncio.to_thread(objects.exists, RAW_IMAGES_BUCKET, raw_key):
         await asyncio.to_thread(objects.put, RAW_IMAGES_BUCKET, raw_key, data, image.content_type)
+    photo, image_thumb = await asyncio.to_thread(_photo_and_thumb, objects, tenant, image.sha256, data)
+    photo.folder = request.folder
     record = pipeline_pb2.ImageRecord(
         tenant_id=tenant,
         site=request.site,
@@ -244,10 +256,37 @@ async def handle(deps: ExtractorDeps, delivery: bus.Delivery) -> None:
         message_id=request.message_id,
         face_hints=request.face_hints,
         ingested_at_ms=int(time.time() * 1000),
+        photo=photo,
+        image_thumb=image_thumb,
+        aligned=request.aligned,
     )
     await output.publish(
         bus.SUBJECT_STORED, record.SerializeToString(), msg_id=f"stored.{request.message_id}"
     )
+
+
+def _photo_and_thumb(
+    objects: ObjectStore, tenant: str, sha256: str, data: bytes
+) -> tuple[pipeline_pb2.PhotoMetadata, common_pb2.ObjectRef]:
+    """The photo's EXIF facts, and its whole-image thumbnail, stored once per image.
+    An image whose thumbnail cannot be made still goes on, without one."""
+    key = image_thumb_key(tenant, sha256)
+    try:
+        info, thumb = photo_info_and_thumbnail(data)
+    except Exception as exc:  # noqa: BLE001 - the faces matter more than the thumbnail
+        log.warning("no image thumbnail", extra={"tenant": tenant, "sha256": sha256, "error": str(exc)})
+        return pipeline_pb2.PhotoMetadata(), common_pb2.ObjectRef()
+    if not objects.exists(FACE_THUMBS_BUCKET, key):
+        objects.put(FACE_THUMBS_BUCKET, key, thumb, "image/jpeg")
+    photo = pipeline_pb2.PhotoMetadata(
+        taken_at_ms=info.taken_at_ms,
+        has_gps=info.has_gps,
+        latitude=info.latitude,
+        longitude=info.longitude,
+        camera_make=info.camera_make,
+        camera_model=info.camera_model,
+    )
+    return photo, common_pb2.ObjectRef(bucket=FACE_THUMBS_BUCKET, key=key)
 
 
 async def _load_and_inspect(

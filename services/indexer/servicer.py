@@ -9,6 +9,7 @@ import contextlib
 import logging
 import math
 import re
+import uuid
 from typing import Any
 
 import grpc
@@ -19,10 +20,12 @@ from facepipe.echo import echo
 from facepipe.faces import FaceEngine
 from facepipe.imaging import ImageError
 from facepipe.optout import OptOut, new_id
+from facepipe.photos import clean_folder
 from facepipe.pipeline import TENANT_RE, Loaded
 from facepipe.protoconv import face_to_proto
-from facepipe.storage import SearchHit, StoredPoint
-from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc
+from facepipe.storage import FACE_THUMBS_BUCKET, SearchHit, StoredPoint
+from facepipe.storage.vectors.base import FilterValue, Range
+from facepipe.v1 import common_pb2, indexer_pb2, indexer_pb2_grpc, pipeline_pb2
 
 from .reindex import ReindexRefused
 from .stage import SHA256_RE, IndexerDeps, counters, erase_faces, erase_matching, forget_erased
@@ -31,7 +34,7 @@ log = logging.getLogger("facepipe.indexer")
 
 DEFAULT_TOP_K = 10
 MAX_TOP_K = 1000
-FILTER_FIELDS = ("site", "url", "image_sha256")
+FILTER_FIELDS = ("site", "url", "image_sha256", "person_id")
 DEFAULT_PAGE_SIZE = 100
 # Listing and image counting read at most this many points of a tenant.
 MAX_LIST_POINTS = 1_000_000
@@ -39,6 +42,10 @@ MAX_OPTOUT_PHOTOS = 20
 MAX_NOTE_CHARS = 200
 OPTOUT_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 COLLECTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_NEIGHBOURS = 20
+MAX_GRAPH_K = 200
+MAX_SET_FACES = 10_000
+PERSON_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 DEFAULT_AUDIT_RECORDS = 100
 MAX_AUDIT_RECORDS = 10_000
 
@@ -58,7 +65,8 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             await _invalid(
                 context, f"min_score must be a cosine similarity in [-1, 1], got {request.min_score}"
             )
-        filters = {k: v for k in FILTER_FIELDS if (v := getattr(request.filter, k))}
+        filters: dict[str, FilterValue] = {k: v for k in FILTER_FIELDS if (v := getattr(request.filter, k))}
+        filters.update(await _photo_filters(request.filter, context))
         response = indexer_pb2.SearchResponse()
         query = request.WhichOneof("query")
         if query == "image":
@@ -77,6 +85,7 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             store.search, vector, tenant, top_k, request.min_score or None, filters
         )
         response.matches.extend(_match(h) for h in hits)
+        await _name_persons(deps, tenant, response.matches)
         audit.note(results=len(hits))
         return response
 
@@ -152,13 +161,23 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             if not request.page_token.isdigit():
                 await _invalid(context, f"page_token {echo(request.page_token)} is not one this service gave")
             start = int(request.page_token)
+        filters = {}
+        if request.person_id:
+            filters["person_id"] = await _person_id(request.person_id, context)
+        if request.image_sha256:
+            if not SHA256_RE.match(request.image_sha256):
+                await _invalid(
+                    context, f"image_sha256 {echo(request.image_sha256)} is not 64 lowercase hex digits"
+                )
+            filters["image_sha256"] = request.image_sha256
         # Every model's collection, each face once (a moved face is in two): erasure by site
         # lists the tenant's sites here. Sorted by point id, so pages stay stable while
         # nothing is written.
-        stored = await asyncio.to_thread(_all_faces, deps, tenant)
+        stored = await asyncio.to_thread(_all_faces, deps, tenant, filters or None)
         page = stored[start : start + page_size]
         response = indexer_pb2.ListFacesResponse(
-            faces=[_match(SearchHit(p.id, 0.0, p.payload)) for p in page]
+            faces=[_match(SearchHit(p.id, 0.0, p.payload)) for p in page],
+            pinned_point_ids=[p.id for p in page if p.payload.get("person_pinned")],
         )
         if start + page_size < len(stored):
             response.next_page_token = str(start + page_size)
@@ -307,6 +326,70 @@ class IndexerServicer(indexer_pb2_grpc.IndexerServicer):
             optouts_of_other_models=stale_optouts,
         )
 
+    # -- internal, for the persons service (role "service") --------------------------------
+
+    async def FaceNeighbors(
+        self, request: indexer_pb2.FaceNeighborsRequest, context
+    ) -> indexer_pb2.FaceNeighborsResponse:
+        deps = await self._deps(context)
+        tenant = await _tenant(request.tenant_id, context)
+        if not 1 <= len(request.point_ids) <= MAX_TOP_K:
+            await _invalid(context, f"give 1 to {MAX_TOP_K} point_ids, got {len(request.point_ids)}")
+        ids = [await _point(p, context) for p in request.point_ids]
+        k = request.k or DEFAULT_NEIGHBOURS
+        if not 1 <= k <= MAX_TOP_K:
+            await _invalid(context, f"k must be between 1 and {MAX_TOP_K}, got {request.k}")
+        if not math.isfinite(request.min_score) or not -1.0 <= request.min_score <= 1.0:
+            await _invalid(
+                context, f"min_score must be a cosine similarity in [-1, 1], got {request.min_score}"
+            )
+        await _searchable(deps, tenant, context)
+        found = await asyncio.to_thread(_neighbours, deps.store, tenant, ids, k, request.min_score or None)
+        return indexer_pb2.FaceNeighborsResponse(faces=found)
+
+    async def SetFacePersons(
+        self, request: indexer_pb2.SetFacePersonsRequest, context
+    ) -> indexer_pb2.SetFacePersonsResponse:
+        deps = await self._deps(context)
+        tenant = await _tenant(request.tenant_id, context)
+        if len(request.faces) > MAX_SET_FACES:
+            await _invalid(context, f"at most {MAX_SET_FACES} faces per call, got {len(request.faces)}")
+        payloads: dict[str, dict[str, Any]] = {}
+        for face in request.faces:
+            pid = await _point(face.point_id, context)
+            if face.person_id:
+                await _person_id(face.person_id, context)
+            payloads[pid] = {"person_id": face.person_id, "person_pinned": bool(face.pinned)}
+        stores = await asyncio.to_thread(deps.all_stores)
+        # Every collection: a tenant being moved to another model keeps its persons.
+        updated = 0
+        for store in stores:
+            updated = max(updated, await asyncio.to_thread(store.set_payload, tenant, payloads))
+        return indexer_pb2.SetFacePersonsResponse(faces_updated=updated)
+
+    async def FaceGraph(self, request: indexer_pb2.FaceGraphRequest, context):
+        deps = await self._deps(context)
+        tenant = await _tenant(request.tenant_id, context)
+        k = request.k or DEFAULT_NEIGHBOURS
+        if not 1 <= k <= MAX_GRAPH_K:
+            await _invalid(context, f"k must be between 1 and {MAX_GRAPH_K}, got {request.k}")
+        await _searchable(deps, tenant, context)
+        graph, payloads = await asyncio.to_thread(_face_graph, deps.store, tenant, k)
+        for index, point in enumerate(graph.ids):
+            row = graph.neighbours[index]
+            keep = row >= 0
+            payload = payloads.get(point, {})
+            yield indexer_pb2.FaceGraphRow(
+                index=index,
+                point_id=point,
+                neighbors=row[keep].tolist(),
+                similarities=graph.similarities[index][keep].tolist(),
+                person_id=str(payload.get("person_id") or ""),
+                pinned=bool(payload.get("person_pinned", False)),
+                quality=float(payload.get("quality", 0.0)),
+                vector=graph.vectors[index].tolist() if graph.vectors is not None else [],
+            )
+
     async def _deps(self, context) -> IndexerDeps:
         return await self.loaded.require(context, "the index is still loading")
 
@@ -360,9 +443,39 @@ async def _given_vector(deps: IndexerDeps, embedding: common_pb2.Embedding, cont
     return vec / norm
 
 
+async def _photo_filters(given: indexer_pb2.SearchFilter, context) -> dict[str, FilterValue]:
+    """The capture-time range (after: inclusive, before: exclusive) and the folder (it or
+    any folder below it) of a search."""
+    out: dict[str, FilterValue] = {}
+    after, before = given.taken_after_ms, given.taken_before_ms
+    if after and before and after >= before:
+        await _invalid(context, f"taken_after_ms ({after}) must be before taken_before_ms ({before})")
+    if after or before:
+        out["taken_at"] = Range(gte=after or None, lt=before or None)
+    if given.folder:
+        try:
+            out["folders"] = clean_folder(given.folder)
+        except ValueError as exc:
+            await _invalid(context, f"invalid folder filter: {exc}")
+    return out
+
+
+def _photo(p: dict[str, Any]) -> pipeline_pb2.PhotoMetadata:
+    return pipeline_pb2.PhotoMetadata(
+        taken_at_ms=int(p.get("taken_at", 0)),
+        has_gps=bool(p.get("has_gps", False)),
+        latitude=float(p.get("lat", 0.0)),
+        longitude=float(p.get("lon", 0.0)),
+        camera_make=str(p.get("camera_make", "")),
+        camera_model=str(p.get("camera_model", "")),
+        folder=str(p.get("folder", "")),
+    )
+
+
 def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
     p: dict[str, Any] = hit.payload
     x1, y1, x2, y2 = (list(p.get("bbox") or []) + [0.0] * 4)[:4]
+    image_thumb = str(p.get("image_thumb_key", ""))
     return indexer_pb2.SearchMatch(
         point_id=hit.id,
         score=hit.score,
@@ -380,7 +493,26 @@ def _match(hit: SearchHit) -> indexer_pb2.SearchMatch:
         face_index=int(p.get("face_index", 0)),
         indexed_at_ms=int(p.get("indexed_at", 0)),
         alt_text=p.get("alt_text", ""),
+        person_id=str(p.get("person_id") or ""),
+        photo=_photo(p),
+        image_width=int(p.get("width", 0)),
+        image_height=int(p.get("height", 0)),
+        image_thumb=common_pb2.ObjectRef(bucket=FACE_THUMBS_BUCKET, key=image_thumb) if image_thumb else None,
     )
+
+
+async def _name_persons(deps: IndexerDeps, tenant: str, matches) -> None:
+    """Fills person_name from the person records (the names live with the persons)."""
+    wanted = {m.person_id for m in matches if m.person_id}
+    if not wanted or deps.persons is None:
+        return
+    try:
+        names = await deps.persons.names(tenant, wanted)
+    except Exception as exc:  # noqa: BLE001 - the matches stand without names
+        log.warning("cannot read person names", extra={"error": str(exc)})
+        return
+    for m in matches:
+        m.person_name = names.get(m.person_id, "")
 
 
 def _erasing(deps: IndexerDeps, tenant: str) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -390,13 +522,65 @@ def _erasing(deps: IndexerDeps, tenant: str) -> contextlib.AbstractAsyncContextM
     return deps.reindexer.tenant_lock(tenant)
 
 
-def _all_faces(deps: IndexerDeps, tenant: str) -> list[StoredPoint]:
+def _all_faces(deps: IndexerDeps, tenant: str, filters: dict[str, str] | None = None) -> list[StoredPoint]:
     """The tenant's faces in every collection, the active one's copy first, by point id."""
     faces: dict[str, StoredPoint] = {}
     for store in deps.all_stores():
-        for p in store.scroll(tenant, None, MAX_LIST_POINTS):
+        for p in store.scroll(tenant, filters, MAX_LIST_POINTS):
             faces.setdefault(p.id, p)
     return sorted(faces.values(), key=lambda p: p.id)
+
+
+def _neighbours(
+    store, tenant: str, ids: list[str], k: int, min_score: float | None
+) -> list[indexer_pb2.FaceNeighbors]:
+    """The ``k`` nearest faces of each face (itself left out), with their persons."""
+    vectors = store.vectors(tenant, ids)
+    present = [pid for pid in ids if pid in vectors]
+    results = (
+        store.search_many(np.stack([vectors[pid] for pid in present]), tenant, k + 1, min_score)
+        if present
+        else []
+    )
+    hits_of = dict(zip(present, results, strict=True))
+    own = {p.id: str(p.payload.get("person_id") or "") for p in store.retrieve(tenant, present)}
+    out = []
+    for pid in ids:
+        entry = indexer_pb2.FaceNeighbors(point_id=pid, found=pid in vectors, person_id=own.get(pid, ""))
+        if pid in vectors:
+            entry.vector.extend(vectors[pid].tolist())
+        for hit in hits_of.get(pid, []):
+            if hit.id != pid and len(entry.neighbors) < k:
+                entry.neighbors.append(
+                    indexer_pb2.FaceNeighbor(
+                        point_id=hit.id, score=hit.score, person_id=str(hit.payload.get("person_id") or "")
+                    )
+                )
+        out.append(entry)
+    return out
+
+
+def _face_graph(store, tenant: str, k: int):
+    """The tenant's kNN graph and each face's payload (persons, quality)."""
+    from facepipe.persons.graph import knn_graph
+
+    graph = knn_graph(store, tenant, k)
+    payloads = {p.id: p.payload for p in store.scroll(tenant, None, MAX_LIST_POINTS)}
+    return graph, payloads
+
+
+async def _point(value: str, context) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        await _invalid(context, f"point id {echo(value)} is not a UUID")
+    raise AssertionError("unreachable")
+
+
+async def _person_id(value: str, context) -> str:
+    if not PERSON_ID_RE.match(value):
+        await _invalid(context, f"person_id {echo(value)} is not 32 lowercase hex digits")
+    return value
 
 
 async def _searchable(deps: IndexerDeps, tenant: str, context) -> None:

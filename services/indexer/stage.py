@@ -27,6 +27,8 @@ from facepipe.dedup import FaceHashIndex, ImageStates
 from facepipe.echo import echo
 from facepipe.faces import FaceEngine
 from facepipe.optout import OptOutRegistry, min_score
+from facepipe.persons.records import PersonBook
+from facepipe.photos import folder_and_parents, image_thumb_key
 from facepipe.pipeline import Opened, Stage, StageOutput, check_tenant, point_id, report_failed
 from facepipe.storage import (
     BUCKETS,
@@ -38,7 +40,7 @@ from facepipe.storage import (
     VectorStore,
 )
 from facepipe.storage.vectors.collections import VectorCollections
-from facepipe.v1 import pipeline_pb2
+from facepipe.v1 import common_pb2, pipeline_pb2
 
 from .reindex import Reindexer
 
@@ -97,10 +99,33 @@ def face_points(msg: pipeline_pb2.EmbeddedImage, dim: int, model: str, now_ms: i
                     "model": face.embedding.model or model,
                     "dim": dim,
                     "indexed_at": now_ms,
+                    **photo_payload(record),
                 },
             )
         )
     return points
+
+
+def photo_payload(record: pipeline_pb2.ImageRecord) -> dict[str, Any]:
+    """The photo-library fields of a face's payload. ``taken_at`` and the position are
+    written only when the photo gives them, so a range filter never matches a photo
+    without a capture time; ``folders`` holds the folder and those above it (filters)."""
+    photo = record.photo
+    payload: dict[str, Any] = {
+        "has_gps": photo.has_gps,
+        "camera_make": photo.camera_make,
+        "camera_model": photo.camera_model,
+        "folder": photo.folder,
+        "folders": folder_and_parents(photo.folder),
+        "width": record.width,
+        "height": record.height,
+        "image_thumb_key": record.image_thumb.key,
+    }
+    if photo.taken_at_ms:
+        payload["taken_at"] = photo.taken_at_ms
+    if photo.has_gps:
+        payload["lat"], payload["lon"] = photo.latitude, photo.longitude
+    return payload
 
 
 def _unit_vector(values: Sequence[float], dim: int, index: int) -> np.ndarray:
@@ -114,6 +139,27 @@ def _unit_vector(values: Sequence[float], dim: int, index: int) -> np.ndarray:
     if not math.isfinite(norm) or norm == 0.0:
         raise bus.PermanentError(f"face {index} has a zero or non-finite embedding", reason="malformed")
     return vec / norm
+
+
+PERSON_KEYS = ("person_id", "person_pinned")
+
+
+def keep_persons(store: VectorStore, points: list[FacePoint]) -> None:
+    """A face written again (a redelivery, an image ingested again) keeps the person it
+    was assigned to: the upsert replaces the whole payload."""
+    by_tenant: dict[str, list[FacePoint]] = {}
+    for p in points:
+        by_tenant.setdefault(str(p.payload.get("tenant_id", "")), []).append(p)
+    for tenant, group in by_tenant.items():
+        if not tenant:
+            continue
+        stored = {s.id: s.payload for s in store.retrieve(tenant, [p.id for p in group])}
+        for p in group:
+            old = stored.get(p.id)
+            if old is not None:
+                for key in PERSON_KEYS:
+                    if key in old:
+                        p.payload.setdefault(key, old[key])
 
 
 class PointWriter:
@@ -150,6 +196,7 @@ class PointWriter:
         return [None] * len(groups)
 
     def _upsert_and_count(self, points: list[FacePoint]) -> int:
+        keep_persons(self.store, points)
         self.store.upsert(points)
         return self.store.count()
 
@@ -210,6 +257,8 @@ class IndexerDeps:
     # into the active one; set by open_deps.
     collections: VectorCollections | None = None
     reindexer: Reindexer | None = None
+    # The person records (names for search results), None without NATS.
+    persons: PersonBook | None = None
 
     def all_stores(self) -> list[VectorStore]:
         """The active collection first, then every other face collection (erasure reaches all)."""
@@ -230,6 +279,7 @@ async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> Ind
         images = await ImageStates.open(js) if js is not None else None
         face_hashes = await FaceHashIndex.open(js, settings.dedup_max_hamming) if js is not None else None
         optouts = await OptOutRegistry.open(js) if js is not None else None
+        persons = await _person_book(js) if js is not None else None
     except BaseException:
         await engine.close()
         raise
@@ -261,7 +311,17 @@ async def open_deps(opened: Opened, optimize_every: int = OPTIMIZE_EVERY) -> Ind
         min_score(settings),
         collections,
         Reindexer(collections, objects, engine.embedder, writer.write),
+        persons,
     )
+
+
+async def _person_book(js) -> PersonBook | None:
+    """The persons bucket when it exists (the deployment made it); the indexer only reads it."""
+    try:
+        return await PersonBook.open(js, create=False)
+    except Exception as exc:  # noqa: BLE001 - search works without names
+        log.warning("no person names in search results", extra={"error": str(exc)})
+        return None
 
 
 async def close_deps(deps: IndexerDeps) -> None:
@@ -278,6 +338,26 @@ async def handle(deps: IndexerDeps, delivery: bus.Delivery) -> None:
     record = msg.image
     points = face_points(msg, deps.dim, deps.model, int(time.time() * 1000))
     await deps.writer.write(points)
+    if points and deps.output.connected:
+        # The persons service assigns each new face to a person.
+        event = pipeline_pb2.FacesIndexed(
+            tenant_id=record.tenant_id,
+            image_sha256=record.image_sha256,
+            indexed_at_ms=int(points[0].payload["indexed_at"]),
+            message_id=record.message_id,
+            url=record.url,
+            faces=[
+                pipeline_pb2.IndexedFace(
+                    point_id=p.id,
+                    face_index=int(p.payload["face_index"]),
+                    quality=float(p.payload["quality"]),
+                    thumb=common_pb2.ObjectRef(bucket=p.payload["thumb_bucket"], key=p.payload["thumb_key"]),
+                )
+                for p in points
+            ],
+        )
+        msg_id = f"indexed-{record.message_id}" if record.message_id else None
+        await deps.output.publish(bus.SUBJECT_FACES_INDEXED, event.SerializeToString(), msg_id=msg_id)
     if deps.images is not None:
         await deps.images.mark_indexed(record.tenant_id, record.image_sha256, len(points))
     output = deps.output
@@ -309,7 +389,17 @@ async def on_dead(deps: IndexerDeps, msg: Msg, payload: Any, error: str, reason:
 
 
 async def forget_erased(deps: IndexerDeps, tenant: str, erased: Erased, everything: bool) -> None:
-    """Drops dedup state, so the erased images and faces can be ingested again."""
+    """Drops dedup state, so the erased images and faces can be ingested again, and tells
+    the persons service which persons lost faces."""
+    if deps.output.connected and (everything or erased.persons):
+        event = pipeline_pb2.FacesErased(
+            tenant_id=tenant,
+            all=everything,
+            faces=[
+                pipeline_pb2.ErasedFace(point_id=p, person_id=q) for p, q in sorted(erased.persons.items())
+            ],
+        )
+        await deps.output.publish(bus.SUBJECT_FACES_ERASED, event.SerializeToString())
     if deps.images is not None:
         if everything:
             await deps.images.forget_tenant(tenant)
@@ -328,6 +418,8 @@ class Erased:
     objects: int = 0
     images: set[str] = field(default_factory=set)  # shas left without any face in the tenant
     face_phashes: set[str] = field(default_factory=set)
+    # Erased faces that were assigned to a person: point id -> person id.
+    persons: dict[str, str] = field(default_factory=dict)
 
 
 def erase_faces(
@@ -342,6 +434,11 @@ def erase_faces(
     faces = {(p.get("image_sha256"), p.get("face_index")) for p in payloads}
     erased = Erased(points=len(faces))
     erased.face_phashes = {p["face_phash"] for p in payloads if p.get("face_phash")}
+    erased.persons = {
+        point_id(tenant, str(p.get("image_sha256", "")), int(p.get("face_index", 0))): str(p["person_id"])
+        for p in payloads
+        if p.get("person_id")
+    }
     if objects is None:
         return erased
     prefix = f"{tenant}/"
@@ -367,6 +464,7 @@ def erase_faces(
         erased.objects += objects.delete_prefix(RAW_IMAGES_BUCKET, f"{prefix}{sha}.")
         erased.objects += objects.delete_prefix(FACE_CROPS_BUCKET, f"{prefix}{sha}/")
         erased.objects += objects.delete_prefix(FACE_THUMBS_BUCKET, f"{prefix}{sha}/")
+        erased.objects += _delete(objects, FACE_THUMBS_BUCKET, image_thumb_key(tenant, sha), prefix)
         erased.images.add(sha)
     return erased
 
@@ -397,6 +495,7 @@ def erase_matching(
                 total.objects += erased.objects
                 total.images |= erased.images
                 total.face_phashes |= erased.face_phashes
+                total.persons.update(erased.persons)
             if len(hits) < page:
                 break
     return total

@@ -23,7 +23,7 @@ from facepipe.config import DEFAULT_PORTS, HTTP_PORT_OFFSET
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "facepipe"
 KIND = ROOT / "deploy" / "kind"
-SERVICES = ["crawler", "extractor", "detector", "embedder", "indexer"]
+SERVICES = ["crawler", "extractor", "detector", "embedder", "indexer", "persons", "recognizer"]
 CONSUMERS = ["extractor", "detector", "embedder", "indexer"]
 # Oldest Kubernetes the chart supports (Chart.yaml kubeVersion: native gRPC probes).
 KUBE_VERSION = "1.27.0"
@@ -382,15 +382,17 @@ def test_nats_producer_tenants_and_no_auth() -> None:
 
 
 def test_edge_vector_store_keeps_one_indexer_on_a_volume() -> None:
+    """And one recognizer on a volume of its own: each owns its Edge shards."""
     docs = render({"vectorStore": "edge", "qdrant": {"enabled": False}})
-    indexer = find(docs, "Deployment", f"{RELEASE}-indexer")
-    assert indexer["spec"]["replicas"] == 1
-    assert indexer["spec"]["strategy"] == {"type": "Recreate"}
-    assert find(docs, "HorizontalPodAutoscaler", f"{RELEASE}-indexer") is None
-    claim = find(docs, "PersistentVolumeClaim", f"{RELEASE}-indexer-data")
-    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    env = find(docs, "ConfigMap", f"{RELEASE}-indexer")["data"]
-    assert env["FACEPIPE_VECTOR_STORE"] == "edge" and "FACEPIPE_QDRANT_URL" not in env
+    for owner in ("indexer", "recognizer"):
+        deployment = find(docs, "Deployment", f"{RELEASE}-{owner}")
+        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+        assert find(docs, "HorizontalPodAutoscaler", f"{RELEASE}-{owner}") is None
+        claim = find(docs, "PersistentVolumeClaim", f"{RELEASE}-{owner}-data")
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        env = find(docs, "ConfigMap", f"{RELEASE}-{owner}")["data"]
+        assert env["FACEPIPE_VECTOR_STORE"] == "edge" and "FACEPIPE_QDRANT_URL" not in env
     assert find(docs, "StatefulSet", f"{RELEASE}-qdrant") is None
     assert find(docs, "HorizontalPodAutoscaler", f"{RELEASE}-detector")
     assert_valid_kubernetes(docs)
@@ -577,8 +579,14 @@ def test_network_policies_allow_only_the_designed_flows() -> None:
     for service in SERVICES:
         policy = found[f"{RELEASE}-{service}"]
         assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == service
-        assert allowed(policy, "grpc") == [CLIENT_PEER]
-        assert allowed(policy, "metrics") == [MONITORING_PEER]
+        client, *internal = allowed(policy, "grpc")
+        assert client == CLIENT_PEER
+        # The web service calls every service; the persons service reaches the faces through the
+        # indexer, and the recognizer a person's faces through the persons service.
+        callers = {"indexer": [{"persons"}, {"web"}], "persons": [{"recognizer"}, {"web"}]}
+        assert [components_of(peer) for peer in internal] == callers.get(service, [{"web"}])
+        monitoring, web = allowed(policy, "metrics")
+        assert monitoring == MONITORING_PEER and components_of(web) == {"web"}
     [node_callers] = allowed(found[f"{RELEASE}-node"], "grpc")
     assert components_of(node_callers) == {"detector"}  # inferenceNodes.clients, nobody else
 
@@ -592,16 +600,17 @@ def test_network_policies_allow_only_the_designed_flows() -> None:
     assert components_of(services_peer) == running
     assert producers == {"podSelector": {"matchLabels": {"facepipe.io/nats-client": "true"}}}
     assert allowed(nats, 8222) == [MONITORING_PEER]  # KEDA's namespace only with keda.enabled
-    # The indexer, and the Qdrant servers among themselves (cluster traffic, any port).
+    # The indexer and the recognizer (its gallery), and the Qdrant servers among themselves
+    # (cluster traffic, any port).
     qdrant_peer, qdrant_servers = allowed(found[f"{RELEASE}-qdrant"], 6333)
-    assert components_of(qdrant_peer) == {"indexer"}
+    assert components_of(qdrant_peer) == {"indexer", "recognizer"}
     assert qdrant_servers == {
         "podSelector": {
             "matchLabels": {"app.kubernetes.io/name": "qdrant", "app.kubernetes.io/instance": RELEASE}
         }
     }
     [minio_peer] = allowed(found[f"{RELEASE}-minio"], 9000)
-    assert components_of(minio_peer) == {"extractor", "detector", "embedder", "indexer"}
+    assert components_of(minio_peer) == {"extractor", "detector", "embedder", "indexer", "recognizer", "web"}
     assert allowed(found[f"{RELEASE}-minio"], 9001) == []  # the console: port-forward only
     [otel_peer] = allowed(found[f"{RELEASE}-otel-collector"], 4317)
     assert components_of(otel_peer) == running
@@ -613,22 +622,28 @@ def test_network_policies_allow_only_the_designed_flows() -> None:
     # A disabled service is no peer; no clients configured: nobody outside may call.
     closed = policies(render({"services": {"crawler": {"enabled": False}}, "networkPolicy": {"clients": []}}))
     assert f"{RELEASE}-crawler" not in closed
-    assert allowed(closed[f"{RELEASE}-indexer"], "grpc") == []
+    # Only the release's own persons and web services call the indexer, only the web service the others.
+    persons_peer, web_peer = allowed(closed[f"{RELEASE}-indexer"], "grpc")
+    assert components_of(persons_peer) == {"persons"} and components_of(web_peer) == {"web"}
+    [web_peer] = allowed(closed[f"{RELEASE}-extractor"], "grpc")
+    assert components_of(web_peer) == {"web"}
     assert components_of(allowed(closed[f"{RELEASE}-nats"], 4222)[0]) == {
         "extractor",
         "detector",
         "embedder",
         "indexer",
+        "persons",
+        "recognizer",
     }
 
 
 def test_production_and_kind_network_policies(rendered) -> None:
     production = policies(rendered["production"])
     # External backends: only the services' own policies, clients from labelled namespaces.
-    assert set(production) == {f"{RELEASE}-default-deny", *(f"{RELEASE}-{c}" for c in COMPONENTS)}
-    assert allowed(production[f"{RELEASE}-indexer"], "grpc") == [
-        {"namespaceSelector": {"matchLabels": {"facepipe.io/client": "true"}}}
-    ]
+    assert set(production) == {f"{RELEASE}-default-deny", *(f"{RELEASE}-{c}" for c in [*COMPONENTS, "web"])}
+    clients, persons_peer, web_peer = allowed(production[f"{RELEASE}-indexer"], "grpc")
+    assert clients == {"namespaceSelector": {"matchLabels": {"facepipe.io/client": "true"}}}
+    assert components_of(persons_peer) == {"persons"} and components_of(web_peer) == {"web"}
     assert components_of(allowed(production[f"{RELEASE}-node"], "grpc")[0]) == {"detector", "embedder"}
     assert policies(rendered["kind"]) == {}  # the host calls kind's NodePorts
 
@@ -873,3 +888,78 @@ def test_make_targets_call_the_scripts() -> None:
     version = re.search(r'^version = "(.+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     assert f"VERSION={version} bash deploy/docker/images.sh" in out.stdout
     assert "bash deploy/kind/down.sh" in out.stdout
+
+
+# -- the web service ----------------------------------------------------------------
+
+
+def test_web_service_has_its_objects(rendered) -> None:
+    """HTTP on one port with HTTP probes, a client of the services (their gRPC policy
+    admits it), every service's address, a session secret, an autoscaler."""
+    docs = rendered["default"]
+    full = f"{RELEASE}-web"
+    dep = find(docs, "Deployment", full)
+    pod = dep["spec"]["template"]
+    assert pod["metadata"]["labels"]["facepipe.io/client"] == "true"
+    [container] = pod["spec"]["containers"]
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["args"] == ["--port", "8080"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    secret_env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]}
+    assert secret_env["FACEPIPE_WEB_SESSION_SECRET"] == f"{RELEASE}-web-session"
+    assert find(docs, "Secret", f"{RELEASE}-web-session")
+    config = find(docs, "ConfigMap", full)["data"]
+    backends = dict(pair.split("=") for pair in config["FACEPIPE_WEB_BACKENDS"].split(","))
+    assert backends == {s: f"{RELEASE}-{s}:{DEFAULT_PORTS[s]}" for s in SERVICES}
+    assert config["FACEPIPE_WEB_SECURE_COOKIES"] == "false"
+    svc = find(docs, "Service", full)
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert find(docs, "HorizontalPodAutoscaler", full)["spec"]["scaleTargetRef"]["name"] == full
+    assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+    assert find(docs, "Ingress", full) is None, "no Ingress unless asked"
+
+
+def test_web_ingress_with_tls_marks_cookies_secure() -> None:
+    docs = render(
+        {
+            "web": {
+                "ingress": {
+                    "enabled": True,
+                    "className": "nginx",
+                    "host": "faces.example.org",
+                    "tls": {"enabled": True, "secretName": "faces-tls"},
+                }
+            }
+        }
+    )
+    assert_valid_kubernetes(docs)
+    ingress = find(docs, "Ingress", f"{RELEASE}-web")
+    assert ingress["spec"]["tls"] == [{"secretName": "faces-tls", "hosts": ["faces.example.org"]}]
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] == "faces.example.org"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": f"{RELEASE}-web",
+        "port": {"name": "http"},
+    }
+    assert find(docs, "ConfigMap", f"{RELEASE}-web")["data"]["FACEPIPE_WEB_SECURE_COOKIES"] == "true"
+    with pytest.raises(Exception, match="secretName"):
+        render({"web": {"ingress": {"enabled": True, "tls": {"enabled": True}}}})
+
+
+def test_web_can_be_turned_off() -> None:
+    docs = render({"web": {"enabled": False}})
+    assert not [d for d in docs if d["metadata"]["name"].startswith(f"{RELEASE}-web")]
+    [minio_peer] = allowed(policies(docs)[f"{RELEASE}-minio"], 9000)
+    assert "web" not in components_of(minio_peer)
+
+
+def test_web_probes_talk_tls_when_the_port_serves_it() -> None:
+    docs = render({"tls": {"enabled": True, "secretName": "facepipe-tls"}})
+    assert_valid_kubernetes(docs)
+    [container] = find(docs, "Deployment", f"{RELEASE}-web")["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    config = find(docs, "ConfigMap", f"{RELEASE}-web")["data"]
+    assert config["FACEPIPE_TLS_CERT"] == "/etc/facepipe/tls/tls.crt"

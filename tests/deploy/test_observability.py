@@ -316,7 +316,17 @@ def workload(stack, prometheus) -> None:
     )
     assert summary["images"] == 3 and summary["pending"] == 0 and not summary["errors"], summary
     again = json.loads(
-        facepipe("ingest", str(photos[0]), "--tenant", "obs", "--wait", "--json", *cli, env=stack["env"])
+        facepipe(
+            "ingest",
+            str(photos[0]),
+            "--tenant",
+            "obs",
+            "--wait",
+            "--json",
+            "--rescan",
+            *cli,
+            env=stack["env"],
+        )
     )
     assert again["duplicates"] == 1, again
     found = json.loads(

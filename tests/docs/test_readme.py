@@ -35,6 +35,8 @@ NOT_RUN = {
     "Switching model packs": "needs a second model pack, pulled from the internet; "
     "tests/e2e/test_reindex.py switches a stack between two packs the same way",
     "Deploy on kind": "needs docker, kind, kubectl and helm, and a cluster they start",
+    "Live streams": "needs a video file or a camera; tests/integration/test_recognize_stream.py "
+    "streams a video made of the eval photos through `recognize --video` the same way",
     "TLS": "needs certificates from the reader's own CA; tests/integration/test_tls.py and "
     "tests/e2e/test_tls_stack.py run the same settings with a throwaway CA",
 }

@@ -22,6 +22,8 @@ from facepipe import bus
 from facepipe.v1 import indexer_pb2, indexer_pb2_grpc, pipeline_pb2
 
 PIPELINE_STAGES = ("extractor", "detector", "embedder", "indexer")
+# Every consumer of the work queue: the stages, and the persons service (the indexer's face events).
+QUEUE_CONSUMERS = (*PIPELINE_STAGES, "persons")
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -122,7 +124,7 @@ class QueueView:
 async def queue_view(js) -> QueueView:
     info = await js.stream_info(bus.STREAM, subjects_filter=">")
     view = QueueView(info.state.messages, dict(info.state.subjects or {}))
-    for name in PIPELINE_STAGES:
+    for name in QUEUE_CONSUMERS:
         ci = await js.consumer_info(bus.STREAM, name)
         view.consumers[name] = {
             "num_pending": ci.num_pending,

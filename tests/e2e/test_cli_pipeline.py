@@ -179,8 +179,9 @@ def test_ingest_lists_no_face_rejections_and_failures_once(stack, web, tmp_path)
     assert doc["failed"] == 1 == len(doc["errors"])
     assert doc["errors"][0]["source"] == missing and "404" in doc["errors"][0]["error"]
 
-    # Again: every image is known; its faces are not counted as near-duplicates too.
-    again = cli(stack, "ingest", str(folder), "--tenant", t, "--wait")
+    # Again, read anew (--rescan): every image is known to the stack; its faces are not
+    # counted as near-duplicates too.
+    again = cli(stack, "ingest", str(folder), "--tenant", t, "--wait", "--rescan")
     assert again.returncode == 0
     assert "indexed 0 image(s): 0 face(s) indexed, 0 near-duplicate face(s) skipped" in again.stdout
     assert "already ingested 3" in again.stdout and "failed 0" in again.stdout

@@ -38,9 +38,11 @@ def run_cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProces
     return run_facepipe(*args, "--data-dir", str(stack["dir"]), env=stack["env"], check=check)
 
 
-def ingest(stack, path: Path, tenant: str) -> dict:
+def ingest(stack, path: Path, tenant: str, *extra: str) -> dict:
     """``facepipe ingest PATH --wait --json``: the batch summary."""
-    return json.loads(run_cli(stack, "ingest", str(path), "--tenant", tenant, "--wait", "--json").stdout)
+    return json.loads(
+        run_cli(stack, "ingest", str(path), "--tenant", tenant, "--wait", "--json", *extra).stdout
+    )
 
 
 def search(stack, photo: Path, tenant: str) -> list[dict]:
@@ -185,7 +187,8 @@ def resized_recompressed_copy(photo: Path, dest: Path) -> Path:
 def assert_reingest_adds_nothing(stack, folder: Path, tenant: str) -> None:
     before = points(stack, tenant)
     dup_counter_before = http_json(stack, "extractor", "/stats")["faces_dup_skipped"]
-    summary = ingest(stack, folder, tenant)
+    # --rescan: the files are read again, so the stack's own duplicate check is what answers.
+    summary = ingest(stack, folder, tenant, "--rescan")
     assert summary["faces_indexed"] == 0
     # Known images are counted as such, their faces not again as near-duplicates.
     assert summary["duplicates"] == summary["images"] and summary["faces_dup_skipped"] == 0

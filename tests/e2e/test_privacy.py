@@ -36,8 +36,12 @@ def new_tenant(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:12]
 
 
-def ingest(stack, tenant: str, *paths: Path) -> dict:
-    return json.loads(cli(stack, "ingest", *map(str, paths), "--tenant", tenant, "--wait", "--json").stdout)
+def ingest(stack, tenant: str, *paths: Path, rescan: bool = False) -> dict:
+    """``--rescan`` reads files the tenant imported before (and erased since) again."""
+    flags = ["--rescan"] if rescan else []
+    return json.loads(
+        cli(stack, "ingest", *map(str, paths), "--tenant", tenant, "--wait", "--json", *flags).stdout
+    )
 
 
 def search(stack, tenant: str, photo: Path, *extra: str) -> dict:
@@ -192,7 +196,9 @@ def test_opt_out_erases_skips_and_can_be_removed(stack) -> None:
 
     # A later ingest of the person (the erased photos again, the opt-out photo itself) is skipped.
     skipped_before = embedder_stats(stack).get("faces_optout_skipped", 0)
-    again = ingest(stack, tenant, *sorted({Path(url.removeprefix("file://")) for url, _ in doomed}))
+    again = ingest(
+        stack, tenant, *sorted({Path(url.removeprefix("file://")) for url, _ in doomed}), rescan=True
+    )
     own = ingest(stack, tenant, BRAD / "brad_3.jpg")
     skipped = again["faces_optout_skipped"] + own["faces_optout_skipped"]
     assert skipped == len(doomed) + 1 and again["faces_indexed"] + own["faces_indexed"] == 0, (again, own)

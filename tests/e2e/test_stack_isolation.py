@@ -153,7 +153,7 @@ def test_ingest_of_local_files_loads_no_vector_store_or_model_runtime(running) -
 
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "facepipe", "ingest", str(running["photo"]),
-         "--tenant", TENANT, "--json", "--data-dir", str(running["dir"])],
+         "--tenant", TENANT, "--json", "--rescan", "--data-dir", str(running["dir"])],
         env=running["env"], capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]

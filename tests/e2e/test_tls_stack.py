@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 
 import grpc
+import httpx
 import nats
 import pytest
 from conftest import SHARED_FACES, run_facepipe
@@ -60,8 +62,19 @@ def test_the_pipeline_runs_over_tls(tls_stack) -> None:
 
 def test_plaintext_is_refused(tls_stack) -> None:
     state = tls_stack["state"]
-    services = {n: c for n, c in state["components"].items() if n != "nats"}
+    # The gRPC services; the web service serves HTTPS, checked below.
+    services = {n: c for n, c in state["components"].items() if n not in ("nats", "web")}
     assert services
+    web = state["components"]["web"]
+    with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port
+        httpx.get(f"http://127.0.0.1:{web['grpc_port']}/healthz", timeout=5)
+    ca = TlsSettings.from_env(tls_stack["env"]).ca
+    answer = httpx.get(
+        f"https://127.0.0.1:{web['grpc_port']}/healthz",
+        timeout=5,
+        verify=ssl.create_default_context(cafile=str(ca)),
+    )
+    assert answer.status_code == 200
     for name, component in services.items():
         plain = channel(f"127.0.0.1:{component['grpc_port']}", None, tls=TlsSettings())
         with plain, pytest.raises(grpc.RpcError) as err:

@@ -23,6 +23,7 @@ import nats
 import pytest
 from conftest import SHARED_FACES, VENV_BIN, ServiceProcess, free_port, run_facepipe, wait_serving
 from google.protobuf import message_factory
+from google.protobuf.message import Message
 
 from facepipe import auth
 from facepipe.auth.client import channel
@@ -36,10 +37,22 @@ from facepipe.v1 import (
     indexer_pb2,
     indexer_pb2_grpc,
     inference_pb2,
+    persons_pb2,
+    persons_pb2_grpc,
     pipeline_pb2,
+    recognizer_pb2,
 )
 
-PROTO_MODULES = (crawler_pb2, detector_pb2, embedder_pb2, extractor_pb2, indexer_pb2, inference_pb2)
+PROTO_MODULES = (
+    crawler_pb2,
+    detector_pb2,
+    embedder_pb2,
+    extractor_pb2,
+    indexer_pb2,
+    inference_pb2,
+    persons_pb2,
+    recognizer_pb2,
+)
 SERVICE_OF = {
     "facepipe.v1.Crawler": "crawler",
     "facepipe.v1.Detector": "detector",
@@ -47,6 +60,8 @@ SERVICE_OF = {
     "facepipe.v1.Extractor": "extractor",
     "facepipe.v1.Indexer": "indexer",
     "facepipe.v1.InferenceNode": "node",
+    "facepipe.v1.Persons": "persons",
+    "facepipe.v1.Recognizer": "recognizer",
 }
 OURS, THEIRS = "acme", "other"
 # An object of our tenant; it need not exist (a missing image is a per-image error, not a refusal).
@@ -78,6 +93,14 @@ class Deployment:
     env: dict[str, str]
     job_id: str = ""
     optout_id: str = ""
+    # Two persons of our tenant, one face each.
+    person_a: str = ""
+    person_b: str = ""
+    face_a: str = ""
+    face_b: str = ""
+    subject_id: str = ""  # with two faces, one of them removed by RemoveSubjectFaces
+    face_id: str = ""
+    doomed_subject_id: str = ""  # for DeleteSubject
 
     def key(self, tenant: str, role: str) -> str:
         return self.service_key if role == "service" else self.keys[(tenant, role)]
@@ -120,9 +143,11 @@ def deployment(tmp_path_factory, facepipe_home) -> Iterator[Deployment]:
         "PYTHONUNBUFFERED": "1",
     }
     services: dict[str, ServiceProcess] = {}
+    ports = {name: (free_port(), free_port()) for name in sorted(set(SERVICE_OF.values()))}
+    env["FACEPIPE_PERSONS_INDEXER_ADDR"] = f"127.0.0.1:{ports['indexer'][0]}"
     try:
         for name in sorted(set(SERVICE_OF.values())):
-            grpc_port, http_port = free_port(), free_port()
+            grpc_port, http_port = ports[name]
             log_path = work / f"{name}.log"
             proc = subprocess.Popen(
                 [str(VENV_BIN / "facepipe"), "serve", name, "--port", str(grpc_port)]
@@ -159,11 +184,43 @@ def deployment(tmp_path_factory, facepipe_home) -> Iterator[Deployment]:
             deployment.optout_id = optout(
                 indexer_pb2.OptOutRequest(tenant_id=OURS, images=[PHOTO]), timeout=60
             ).optout_id
+        _make_persons(deployment)
+        # Subjects of our tenant, for the Recognizer's methods that name one.
+        with channel(services["recognizer"].addr, keys[(OURS, "writer")]) as ch:
+            enrol = ch.unary_unary(
+                "/facepipe.v1.Recognizer/EnrolSubject",
+                request_serializer=recognizer_pb2.EnrolSubjectRequest.SerializeToString,
+                response_deserializer=recognizer_pb2.EnrolSubjectResponse.FromString,
+            )
+            subject = enrol(
+                recognizer_pb2.EnrolSubjectRequest(tenant_id=OURS, name="kept", images=[PHOTO, PHOTO]),
+                timeout=60,
+            ).subject
+            deployment.subject_id, deployment.face_id = subject.subject_id, subject.faces[0].face_id
+            deployment.doomed_subject_id = enrol(
+                recognizer_pb2.EnrolSubjectRequest(tenant_id=OURS, name="doomed", images=[PHOTO]), timeout=60
+            ).subject.subject_id
         yield deployment
     finally:
         for sp in services.values():
             sp.stop()
         nats.stop()
+
+
+def _make_persons(d: Deployment) -> None:
+    """Two persons of our tenant, from two photos ingested through the pipeline."""
+    photos = [SHARED_FACES / "barack_obama" / "obama.jpg", SHARED_FACES / "nicole_kidman" / "nicole_1.jpg"]
+    run_facepipe("ingest", *map(str, photos), "--tenant", OURS, "--wait", env=d.env)
+    request = persons_pb2.ListPersonsRequest(tenant_id=OURS, with_faces=True)
+    deadline = time.monotonic() + 60
+    with channel(d.services["persons"].addr, d.keys[(OURS, "reader")]) as ch:
+        while True:
+            found = persons_pb2_grpc.PersonsStub(ch).ListPersons(request, timeout=30).persons
+            if len(found) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert len(found) == 2, found
+    (d.person_a, d.face_a), (d.person_b, d.face_b) = sorted((p.person_id, p.faces[0].point_id) for p in found)
 
 
 def _ref_image() -> common_pb2.ImageInput:
@@ -187,6 +244,31 @@ REQUESTS: dict[str, Callable[[Deployment], object]] = {
     ),
     "/facepipe.v1.Indexer/ListAuditRecords": lambda d: indexer_pb2.ListAuditRecordsRequest(tenant_id=OURS),
     "/facepipe.v1.Indexer/Reindex": lambda d: indexer_pb2.ReindexRequest(tenant_id=OURS, wait=True),
+    "/facepipe.v1.Indexer/FaceNeighbors": lambda d: indexer_pb2.FaceNeighborsRequest(
+        tenant_id=OURS, point_ids=[d.face_a]
+    ),
+    "/facepipe.v1.Indexer/SetFacePersons": lambda d: indexer_pb2.SetFacePersonsRequest(tenant_id=OURS),
+    "/facepipe.v1.Indexer/FaceGraph": lambda d: indexer_pb2.FaceGraphRequest(tenant_id=OURS, k=4),
+    "/facepipe.v1.Persons/ListPersons": lambda d: persons_pb2.ListPersonsRequest(tenant_id=OURS),
+    "/facepipe.v1.Persons/GetPerson": lambda d: persons_pb2.GetPersonRequest(
+        tenant_id=OURS, person_id=d.person_a
+    ),
+    "/facepipe.v1.Persons/RenamePerson": lambda d: persons_pb2.RenamePersonRequest(
+        tenant_id=OURS, person_id=d.person_a, name="A"
+    ),
+    "/facepipe.v1.Persons/MergePersons": lambda d: persons_pb2.MergePersonsRequest(
+        tenant_id=OURS, into_person_id=d.person_a, person_ids=[d.person_b]
+    ),
+    "/facepipe.v1.Persons/SplitPerson": lambda d: persons_pb2.SplitPersonRequest(
+        tenant_id=OURS, person_id=d.person_a, point_ids=[d.face_a]
+    ),
+    "/facepipe.v1.Persons/HidePerson": lambda d: persons_pb2.HidePersonRequest(
+        tenant_id=OURS, person_id=d.person_a
+    ),
+    "/facepipe.v1.Persons/UnassignFace": lambda d: persons_pb2.UnassignFaceRequest(
+        tenant_id=OURS, point_id=d.face_b
+    ),
+    "/facepipe.v1.Persons/Recluster": lambda d: persons_pb2.ReclusterRequest(tenant_id=OURS, wait=True),
     "/facepipe.v1.Extractor/Ingest": lambda d: pipeline_pb2.IngestRequest(
         tenant_id=OURS, bucket=OUR_OBJECT[0], key=OUR_OBJECT[1]
     ),
@@ -202,15 +284,41 @@ REQUESTS: dict[str, Callable[[Deployment], object]] = {
     ),
     "/facepipe.v1.InferenceNode/Infer": lambda d: inference_pb2.TensorBatch(batch_id="b", model="none.onnx"),
     "/facepipe.v1.InferenceNode/ListModels": lambda d: inference_pb2.ListModelsRequest(),
+    "/facepipe.v1.Recognizer/EnrolSubject": lambda d: recognizer_pb2.EnrolSubjectRequest(
+        tenant_id=OURS, name="new", images=[PHOTO]
+    ),
+    "/facepipe.v1.Recognizer/ListSubjects": lambda d: recognizer_pb2.ListSubjectsRequest(tenant_id=OURS),
+    "/facepipe.v1.Recognizer/GetSubject": lambda d: recognizer_pb2.GetSubjectRequest(
+        tenant_id=OURS, subject_id=d.subject_id
+    ),
+    "/facepipe.v1.Recognizer/UpdateSubject": lambda d: recognizer_pb2.UpdateSubjectRequest(
+        tenant_id=OURS, subject_id=d.subject_id, name="renamed"
+    ),
+    "/facepipe.v1.Recognizer/RemoveSubjectFaces": lambda d: recognizer_pb2.RemoveSubjectFacesRequest(
+        tenant_id=OURS, subject_id=d.subject_id, face_ids=[d.face_id]
+    ),
+    "/facepipe.v1.Recognizer/DeleteSubject": lambda d: recognizer_pb2.DeleteSubjectRequest(
+        tenant_id=OURS, subject_id=d.doomed_subject_id
+    ),
+    "/facepipe.v1.Recognizer/Verify": lambda d: recognizer_pb2.VerifyRequest(
+        tenant_id=OURS, image_a=PHOTO, image_b=PHOTO
+    ),
+    "/facepipe.v1.Recognizer/Recognize": lambda d: recognizer_pb2.RecognizeRequest(
+        tenant_id=OURS, image=PHOTO
+    ),
+    "/facepipe.v1.Recognizer/RecognizeStream": lambda d: recognizer_pb2.RecognizeFrame(
+        tenant_id=OURS, camera_id="door", image=PHOTO
+    ),
+    "/facepipe.v1.Recognizer/ListAccessLog": lambda d: recognizer_pb2.ListAccessLogRequest(tenant_id=OURS),
 }
 
 
-def call(d: Deployment, path: str, key: str | None) -> grpc.StatusCode:
-    """The status of calling ``path`` with its request and ``key``."""
+def call(d: Deployment, path: str, key: str | None, request: Message | None = None) -> grpc.StatusCode:
+    """The status of calling ``path`` with ``key`` and its request (else the one given)."""
     method = METHODS[path]
     service = SERVICE_OF[path.split("/")[1]]
     response_type = message_factory.GetMessageClass(method.output_type)
-    request = REQUESTS[path](d)
+    request = REQUESTS[path](d) if request is None else request
     with channel(d.services[service].addr, key) as ch:
         try:
             if method.client_streaming:
@@ -220,6 +328,13 @@ def call(d: Deployment, path: str, key: str | None) -> grpc.StatusCode:
                     response_deserializer=response_type.FromString,
                 )
                 list(stub(iter([request]), timeout=60))
+            elif method.server_streaming:
+                stub = ch.unary_stream(
+                    path,
+                    request_serializer=type(request).SerializeToString,
+                    response_deserializer=response_type.FromString,
+                )
+                list(stub(request, timeout=60))
             else:
                 stub = ch.unary_unary(
                     path,
@@ -267,8 +382,30 @@ def test_access_matrix(deployment: Deployment, path: str) -> None:
         "too weak a role": grpc.StatusCode.PERMISSION_DENIED,
     }
     assert outcomes == {case: expected[case] for case in outcomes}
-    if path not in TENANTLESS:
+    if path not in TENANTLESS and rule.role != "service":
+        # The service credential is every tenant's; a tenant's key is refused as too weak.
         assert "another tenant's key" in outcomes
+
+
+def test_a_recluster_status_is_checked_like_a_recluster(deployment: Deployment) -> None:
+    """``status_only`` starts nothing, but goes through the method's rule all the same."""
+    d, path = deployment, "/facepipe.v1.Persons/Recluster"
+    role = auth.METHOD_RULES[path].role
+    weaker = _weaker(role)
+    assert weaker is not None
+    status = persons_pb2.ReclusterRequest(tenant_id=OURS, status_only=True)
+    keys = {
+        "no key": None,
+        "right key": d.key(OURS, role),
+        "another tenant's key": d.key(THEIRS, role),
+        "too weak a role": d.key(OURS, weaker),
+    }
+    assert {case: call(d, path, key, status) for case, key in keys.items()} == {
+        "no key": grpc.StatusCode.UNAUTHENTICATED,
+        "right key": grpc.StatusCode.OK,
+        "another tenant's key": grpc.StatusCode.PERMISSION_DENIED,
+        "too weak a role": grpc.StatusCode.PERMISSION_DENIED,
+    }
 
 
 def test_unknown_malformed_and_expired_keys_are_unauthenticated(deployment: Deployment) -> None:

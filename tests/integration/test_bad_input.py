@@ -29,7 +29,7 @@ import grpc
 import nats
 import numpy as np
 import pytest
-from conftest import ROOT, VENV_BIN, ServiceProcess, free_port, wait_serving
+from conftest import ROOT, SHARED_FACES, VENV_BIN, ServiceProcess, free_port, wait_serving
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
@@ -43,7 +43,11 @@ from facepipe.v1 import (
     extractor_pb2_grpc,
     indexer_pb2,
     indexer_pb2_grpc,
+    persons_pb2,
+    persons_pb2_grpc,
     pipeline_pb2,
+    recognizer_pb2,
+    recognizer_pb2_grpc,
 )
 
 CASE_HEADER = "Facepipe-Test-Case"
@@ -202,6 +206,16 @@ def bench(tmp_path_factory, facepipe_home) -> Iterator[Bench]:
             "detector", {**env, "FACEPIPE_TRACE_FILE": str(root / "spans.jsonl")}, root
         )
         services["indexer"] = launch("indexer", env, root)
+        services["persons"] = launch(
+            "persons",
+            {
+                **env,
+                "FACEPIPE_NATS_URL": server.url,
+                "FACEPIPE_PERSONS_INDEXER_ADDR": services["indexer"].addr,
+            },
+            root,
+        )
+        services["recognizer"] = launch("recognizer", env, root)
         yield Bench(
             server,
             LocalObjectStore(root / "objects"),
@@ -561,6 +575,16 @@ SEARCHES = [
     ("search_overlong_tenant", {"tenant_id": LONG}, "tenant_id 'tttt"),
     ("search_no_tenant", {}, "tenant_id '' is required"),
     ("search_no_query", {"tenant_id": "t1"}, "give a query: image (encoded bytes) or vector"),
+    (
+        "search_empty_taken_window",
+        {"tenant_id": "t1", "filter": indexer_pb2.SearchFilter(taken_after_ms=2000, taken_before_ms=1000)},
+        "taken_after_ms (2000) must be before taken_before_ms (1000)",
+    ),
+    (
+        "search_folder_not_printable",
+        {"tenant_id": "t1", "filter": indexer_pb2.SearchFilter(folder="/photos\n2021")},
+        "invalid folder filter: folder must be at most 1024 printable characters",
+    ),
 ]
 
 
@@ -596,6 +620,143 @@ def test_reindex_field_is_invalid_argument(bench, fields: dict, message: str) ->
     assert_refused(error, grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+PERSON = "0" * 32
+FACE = str(uuid.UUID(int=1))
+PERSONS_CALLS = [
+    ("persons_list_no_tenant", "ListPersons", {}, "tenant_id '' is required"),
+    ("persons_list_page_size", "ListPersons", {"tenant_id": "t1", "page_size": 5000}, "between 1 and 1000"),
+    (
+        "persons_list_page_token",
+        "ListPersons",
+        {"tenant_id": "t1", "page_token": "x"},
+        "not one this service",
+    ),
+    ("persons_list_min_faces", "ListPersons", {"tenant_id": "t1", "min_faces": -1}, "min_faces must be 0"),
+    ("persons_get_bad_id", "GetPerson", {"tenant_id": "t1", "person_id": "x"}, "is not a person id"),
+    ("persons_get_no_tenant", "GetPerson", {"person_id": PERSON}, "tenant_id '' is required"),
+    (
+        "persons_rename_long_name",
+        "RenamePerson",
+        {"tenant_id": "t1", "person_id": PERSON, "name": "n" * 201},
+        "at most 200",
+    ),
+    (
+        "persons_rename_control_character",
+        "RenamePerson",
+        {"tenant_id": "t1", "person_id": PERSON, "name": "a\nb"},
+        "control characters",
+    ),
+    (
+        "persons_merge_nothing",
+        "MergePersons",
+        {"tenant_id": "t1", "into_person_id": PERSON},
+        "give person_ids",
+    ),
+    (
+        "persons_merge_into_itself",
+        "MergePersons",
+        {"tenant_id": "t1", "into_person_id": PERSON, "person_ids": [PERSON]},
+        "at least one person other than into_person_id",
+    ),
+    (
+        "persons_merge_bad_id",
+        "MergePersons",
+        {"tenant_id": "t1", "into_person_id": PERSON, "person_ids": ["x" * 500]},
+        "person_ids 'xxxx",
+    ),
+    ("persons_split_no_faces", "SplitPerson", {"tenant_id": "t1", "person_id": PERSON}, "give point_ids"),
+    (
+        "persons_split_bad_face",
+        "SplitPerson",
+        {"tenant_id": "t1", "person_id": PERSON, "point_ids": ["nope"]},
+        "is not a face's point id",
+    ),
+    (
+        "persons_split_to_itself",
+        "SplitPerson",
+        {"tenant_id": "t1", "person_id": PERSON, "point_ids": [FACE], "to_person_id": PERSON},
+        "to_person_id is the person the faces are split from",
+    ),
+    ("persons_hide_bad_id", "HidePerson", {"tenant_id": "t1", "person_id": ""}, "is not a person id"),
+    ("persons_unassign_bad_face", "UnassignFace", {"tenant_id": "t1", "point_id": "1"}, "is not a face's"),
+    ("persons_recluster_no_tenant", "Recluster", {}, "tenant_id '' is required"),
+    ("persons_recluster_status_no_tenant", "Recluster", {"status_only": True}, "tenant_id '' is required"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "message"), [c[1:] for c in PERSONS_CALLS], ids=[c[0] for c in PERSONS_CALLS]
+)
+def test_persons_field_is_invalid_argument(bench, method: str, fields: dict, message: str) -> None:
+    with grpc.insecure_channel(bench.services["persons"].addr) as channel:
+        stub = persons_pb2_grpc.PersonsStub(channel)
+        request_type = getattr(persons_pb2, stub_request_name(method))
+        error = rpc_error(getattr(stub, method), request_type(**fields))
+    assert_refused(error, grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def stub_request_name(method: str) -> str:
+    return {"UnassignFace": "UnassignFaceRequest"}.get(method, f"{method}Request")
+
+
+def test_persons_of_an_unknown_person_are_not_found(bench) -> None:
+    with grpc.insecure_channel(bench.services["persons"].addr) as channel:
+        stub = persons_pb2_grpc.PersonsStub(channel)
+        error = rpc_error(stub.GetPerson, persons_pb2.GetPersonRequest(tenant_id="t1", person_id=PERSON))
+        assert_refused(error, grpc.StatusCode.NOT_FOUND, f"tenant t1 has no person {PERSON}")
+        error = rpc_error(stub.UnassignFace, persons_pb2.UnassignFaceRequest(tenant_id="t1", point_id=FACE))
+        assert_refused(error, grpc.StatusCode.NOT_FOUND, f"tenant t1 has no face {FACE}")
+
+
+FACE_CALLS = [
+    ("neighbours_no_faces", "FaceNeighbors", {"tenant_id": "t1"}, "give 1 to 1000 point_ids"),
+    (
+        "neighbours_bad_face",
+        "FaceNeighbors",
+        {"tenant_id": "t1", "point_ids": ["x"]},
+        "point id 'x' is not a",
+    ),
+    (
+        "neighbours_k",
+        "FaceNeighbors",
+        {"tenant_id": "t1", "point_ids": [FACE], "k": 5000},
+        "k must be between",
+    ),
+    (
+        "set_persons_bad_person",
+        "SetFacePersons",
+        {"tenant_id": "t1", "faces": [{"point_id": FACE, "person_id": "P"}]},
+        "person_id 'P' is not 32 lowercase hex digits",
+    ),
+    ("set_persons_no_tenant", "SetFacePersons", {}, "tenant_id '' is required"),
+    ("list_faces_bad_person", "ListFaces", {"tenant_id": "t1", "person_id": "x"}, "person_id 'x' is not 32"),
+    (
+        "list_faces_bad_sha",
+        "ListFaces",
+        {"tenant_id": "t1", "image_sha256": "x"},
+        "image_sha256 'x' is not 64",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "message"), [c[1:] for c in FACE_CALLS], ids=[c[0] for c in FACE_CALLS]
+)
+def test_face_call_field_is_invalid_argument(bench, method: str, fields: dict, message: str) -> None:
+    with grpc.insecure_channel(bench.services["indexer"].addr) as channel:
+        stub = indexer_pb2_grpc.IndexerStub(channel)
+        error = rpc_error(getattr(stub, method), getattr(indexer_pb2, f"{method}Request")(**fields))
+    assert_refused(error, grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def test_face_graph_k_out_of_range_is_invalid_argument(bench) -> None:
+    with grpc.insecure_channel(bench.services["indexer"].addr) as channel:
+        stub = indexer_pb2_grpc.IndexerStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.FaceGraph(indexer_pb2.FaceGraphRequest(tenant_id="t1", k=500), timeout=60))
+    assert_refused(info.value, grpc.StatusCode.INVALID_ARGUMENT, "k must be between 1 and 200")
+
+
 INGESTS = [
     ("ingest_overlong_tenant", {"tenant_id": LONG, "url": "https://example.org/a.jpg"}, "invalid tenant_id"),
     (
@@ -606,6 +767,11 @@ INGESTS = [
     ("ingest_malformed_url", {"tenant_id": "t1", "url": "http://[::1"}, "is not a valid URL"),
     ("ingest_unsupported_scheme", {"tenant_id": "t1", "url": "gopher://x/"}, "is not an http(s) URL"),
     ("ingest_nothing_to_fetch", {"tenant_id": "t1"}, "missing required fields: url (or bucket and key)"),
+    (
+        "ingest_overlong_folder",
+        {"tenant_id": "t1", "url": "https://example.org/a.jpg", "folder": "/x" * 1000},
+        "invalid folder: folder must be at most 1024 printable characters",
+    ),
 ]
 
 
@@ -615,6 +781,263 @@ def test_ingest_field_is_invalid_argument(bench, fields: dict, message: str) -> 
         stub = extractor_pb2_grpc.ExtractorStub(channel)
         error = rpc_error(stub.Ingest, pipeline_pb2.IngestRequest(**fields))
     assert_refused(error, grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+# -- the recognizer --------------------------------------------------------------------------
+FACE_PHOTO = (SHARED_FACES / "brad_pitt" / "brad_1.jpg").read_bytes()
+NO_SUBJECT = "0" * 32
+R = recognizer_pb2
+INVALID, NOT_FOUND, PRECONDITION = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+)
+RECOGNIZER_CASES = [
+    ("enrol_no_tenant", "EnrolSubject", R.EnrolSubjectRequest(), INVALID, "tenant_id '' is required"),
+    (
+        "enrol_nothing_to_add",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", subject_id=NO_SUBJECT),
+        INVALID,
+        "give the photos to enrol (images) or a person (from_person_id)",
+    ),
+    (
+        "enrol_no_name",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", images=[FACE_PHOTO]),
+        INVALID,
+        "a subject needs a name",
+    ),
+    (
+        "enrol_overlong_name",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", name=LONG, images=[FACE_PHOTO]),
+        INVALID,
+        "must be at most 200 printable characters",
+    ),
+    (
+        "enrol_too_many_images",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", name="x", images=[JPEG] * 33),
+        INVALID,
+        "at most 32 images per enrolment, got 33",
+    ),
+    (
+        "enrol_unreadable_and_faceless_images",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", name="x", images=[b"not an image", JPEG]),
+        INVALID,
+        "no face to enrol (image 0: not a readable image",
+    ),
+    (
+        "enrol_too_much_metadata",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(
+            tenant_id="t1", name="x", images=[FACE_PHOTO], metadata={str(i): "v" for i in range(65)}
+        ),
+        INVALID,
+        "at most 64 metadata entries, got 65",
+    ),
+    (
+        "enrol_bad_subject_id",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", subject_id="../x", images=[FACE_PHOTO]),
+        INVALID,
+        "subject_id '../x' is not a subject id",
+    ),
+    (
+        "enrol_unknown_subject",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", subject_id=NO_SUBJECT, images=[FACE_PHOTO]),
+        NOT_FOUND,
+        f"no subject {NO_SUBJECT} in tenant t1",
+    ),
+    (
+        "enrol_from_a_person_without_persons",
+        "EnrolSubject",
+        R.EnrolSubjectRequest(tenant_id="t1", name="x", from_person_id="p1"),
+        PRECONDITION,
+        "enrolment from a person needs the Persons service",
+    ),
+    (
+        "get_unknown_subject",
+        "GetSubject",
+        R.GetSubjectRequest(tenant_id="t1", subject_id=NO_SUBJECT),
+        NOT_FOUND,
+        "no subject",
+    ),
+    (
+        "update_nothing",
+        "UpdateSubject",
+        R.UpdateSubjectRequest(tenant_id="t1", subject_id=NO_SUBJECT),
+        INVALID,
+        "nothing to change: give name, external_id or metadata",
+    ),
+    (
+        "update_empty_name",
+        "UpdateSubject",
+        R.UpdateSubjectRequest(tenant_id="t1", subject_id=NO_SUBJECT, name="  "),
+        INVALID,
+        "a subject needs a name",
+    ),
+    (
+        "remove_no_faces",
+        "RemoveSubjectFaces",
+        R.RemoveSubjectFacesRequest(tenant_id="t1", subject_id=NO_SUBJECT),
+        INVALID,
+        "give the face_ids to remove",
+    ),
+    (
+        "remove_bad_face_id",
+        "RemoveSubjectFaces",
+        R.RemoveSubjectFacesRequest(tenant_id="t1", subject_id=NO_SUBJECT, face_ids=["x" * 500]),
+        INVALID,
+        "is not a face id",
+    ),
+    (
+        "delete_one_and_all",
+        "DeleteSubject",
+        R.DeleteSubjectRequest(tenant_id="t1", subject_id=NO_SUBJECT, all_subjects=True),
+        INVALID,
+        "give a subject_id or all_subjects, not both",
+    ),
+    (
+        "delete_no_subject",
+        "DeleteSubject",
+        R.DeleteSubjectRequest(tenant_id="t1"),
+        INVALID,
+        "subject_id '' is not",
+    ),
+    (
+        "list_page_size_huge",
+        "ListSubjects",
+        R.ListSubjectsRequest(tenant_id="t1", page_size=100_000),
+        INVALID,
+        "page_size must be between 1 and 1000",
+    ),
+    (
+        "list_foreign_page_token",
+        "ListSubjects",
+        R.ListSubjectsRequest(tenant_id="t1", page_token="abc"),
+        INVALID,
+        "page_token 'abc' is not one this service gave",
+    ),
+    ("verify_empty_image", "Verify", R.VerifyRequest(image_b=FACE_PHOTO), INVALID, "image_a is empty"),
+    (
+        "verify_unreadable_image",
+        "Verify",
+        R.VerifyRequest(image_a=FACE_PHOTO, image_b=b"not an image"),
+        INVALID,
+        "image_b is not a readable image",
+    ),
+    (
+        "verify_no_face",
+        "Verify",
+        R.VerifyRequest(image_a=JPEG, image_b=FACE_PHOTO),
+        PRECONDITION,
+        "no face found in image_a",
+    ),
+    (
+        "verify_oblong_aligned_crop",
+        "Verify",
+        R.VerifyRequest(image_a=JPEG, image_b=JPEG, aligned=True),
+        INVALID,
+        "image_a: the image is 64x48; a pre-aligned crop is square",
+    ),
+    ("verify_overlong_tenant", "Verify", R.VerifyRequest(tenant_id=LONG), INVALID, "tenant_id 'tttt"),
+    (
+        "recognize_candidates_negative",
+        "Recognize",
+        R.RecognizeRequest(tenant_id="t1", image=FACE_PHOTO, options=R.RecognizeOptions(candidates=-1)),
+        INVALID,
+        "candidates must be between 0 and 100, got -1",
+    ),
+    (
+        "recognize_min_similarity_nan",
+        "Recognize",
+        R.RecognizeRequest(
+            tenant_id="t1", image=FACE_PHOTO, options=R.RecognizeOptions(min_similarity=math.nan)
+        ),
+        INVALID,
+        "min_similarity must be a cosine similarity in [-1, 1]",
+    ),
+    (
+        "recognize_input_size_4096",
+        "Recognize",
+        R.RecognizeRequest(
+            tenant_id="t1",
+            image=FACE_PHOTO,
+            options=R.RecognizeOptions(detect=detector_pb2.DetectOptions(input_size=4096)),
+        ),
+        INVALID,
+        "input_size 4096 is not allowed",
+    ),
+    ("recognize_empty_image", "Recognize", R.RecognizeRequest(tenant_id="t1"), INVALID, "image is empty"),
+    (
+        "recognize_unreadable_image",
+        "Recognize",
+        R.RecognizeRequest(tenant_id="t1", image=b"\x89PNG\r\n"),
+        INVALID,
+        "image is not a readable image",
+    ),
+    (
+        "recognize_no_tenant",
+        "Recognize",
+        R.RecognizeRequest(image=FACE_PHOTO),
+        INVALID,
+        "tenant_id '' is required",
+    ),
+    ("access_log_no_tenant", "ListAccessLog", R.ListAccessLogRequest(), INVALID, "tenant_id '' is required"),
+    (
+        "access_log_bad_camera",
+        "ListAccessLog",
+        R.ListAccessLogRequest(tenant_id="t1", camera_id="front door"),
+        INVALID,
+        "invalid camera id 'front door'",
+    ),
+    (
+        "access_log_bad_subject",
+        "ListAccessLog",
+        R.ListAccessLogRequest(tenant_id="t1", subject_id="a.b"),
+        INVALID,
+        "invalid subject id 'a.b'",
+    ),
+    (
+        "access_log_limit_too_high",
+        "ListAccessLog",
+        R.ListAccessLogRequest(tenant_id="t1", limit=10001),
+        INVALID,
+        "limit must be 0 (the default, 100) to 10000",
+    ),
+    (
+        "access_log_until_before_since",
+        "ListAccessLog",
+        R.ListAccessLogRequest(tenant_id="t1", since_ms=2000, until_ms=1000),
+        INVALID,
+        "until is before since",
+    ),
+    (
+        "access_log_without_nats",
+        "ListAccessLog",
+        R.ListAccessLogRequest(tenant_id="t1"),
+        PRECONDITION,
+        "this recognizer keeps no access log",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "code", "message"),
+    [c[1:] for c in RECOGNIZER_CASES],
+    ids=[c[0] for c in RECOGNIZER_CASES],
+)
+def test_recognizer_input_gets_a_status_and_a_message(bench, method, request_, code, message: str) -> None:
+    with grpc.insecure_channel(
+        bench.services["recognizer"].addr, options=[("grpc.max_send_message_length", -1)]
+    ) as channel:
+        stub = recognizer_pb2_grpc.RecognizerStub(channel)
+        error = rpc_error(getattr(stub, method), request_)
+    assert_refused(error, code, message)
 
 
 # -- CLI flags -------------------------------------------------------------------------------
@@ -632,10 +1055,70 @@ FLAGS = [
     ("detect_missing_file", ["detect", "/nonexistent/photo.jpg"], 2, "/nonexistent/photo.jpg"),
     ("detect_no_images", ["detect"], 2, "the following arguments are required: IMAGE"),
     ("search_overlong_tenant", ["search", "{jpeg}", "--tenant", LONG], 2, "invalid tenant 'tttt"),
+    (
+        "search_taken_after_word",
+        ["search", "{jpeg}", "--taken-after", "yesterday"],
+        2,
+        "'yesterday' is not an ISO date or date and time",
+    ),
     ("reindex_overlong_tenant", ["reindex", "--tenant", LONG], 2, "invalid tenant 'tttt"),
     ("reindex_no_tenant", ["reindex"], 2, "the following arguments are required: --tenant"),
     ("crawl_unsupported_scheme", ["crawl", "ftp://example.org/"], 2, "is not an http(s) URL"),
     ("serve_unknown_service", ["serve", "nosuch"], 2, "invalid choice: 'nosuch'"),
+    ("recognize_no_tenant", ["recognize", "{jpeg}"], 2, "the following arguments are required: --tenant"),
+    (
+        "recognize_candidates_huge",
+        ["recognize", "{jpeg}", "--tenant", "t1", "--candidates", "1000"],
+        2,
+        "1000 is not between 0 and 100",
+    ),
+    ("subjects_enrol_no_name", ["subjects", "enrol", "--tenant", "t1", "{jpeg}"], 2, "give --name NAME"),
+    (
+        "subjects_enrol_bad_meta",
+        ["subjects", "enrol", "--tenant", "t1", "--name", "x", "--meta", "novalue", "{jpeg}"],
+        2,
+        "--meta 'novalue' is not KEY=VALUE",
+    ),
+    ("subjects_no_action", ["subjects"], 2, "the following arguments are required: ACTION"),
+    (
+        "recognize_video_missing",
+        ["recognize", "--tenant", "t1", "--video", "/nonexistent/a.mp4"],
+        1,
+        "no video file",
+    ),
+    (
+        "recognize_video_and_image",
+        ["recognize", "{jpeg}", "--tenant", "t1", "--video", "{jpeg}"],
+        2,
+        "give IMAGE, or --video / --camera, not both",
+    ),
+    (
+        "recognize_bad_camera_id",
+        ["recognize", "--tenant", "t1", "--video", "{jpeg}", "--camera-id", "front door"],
+        2,
+        "invalid camera id 'front door'",
+    ),
+    (
+        "recognize_fast_without_video",
+        ["recognize", "{jpeg}", "--tenant", "t1", "--fast"],
+        2,
+        "--fast needs --video",
+    ),
+    (
+        "recognize_video_and_camera",
+        ["recognize", "--tenant", "t1", "--video", "{jpeg}", "--camera", "0"],
+        2,
+        "not allowed with argument",
+    ),
+    ("access_log_no_tenant", ["access-log"], 2, "the following arguments are required: --tenant"),
+    (
+        "access_log_bad_camera",
+        ["access-log", "--tenant", "t1", "--camera", "a.b"],
+        2,
+        "invalid camera id 'a.b'",
+    ),
+    ("access_log_bad_since", ["access-log", "--tenant", "t1", "--since", "soon"], 2, "is neither a duration"),
+    ("access_log_limit_zero", ["access-log", "--tenant", "t1", "--limit", "0"], 2, "0 is not between 1"),
     ("unknown_command", ["frobnicate"], 2, "invalid choice: 'frobnicate'"),
 ]
 

@@ -4,6 +4,7 @@ so the benchmark code keeps working as the code it measures changes."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -122,3 +123,48 @@ def test_bench_command_reports_a_missing_pack_without_a_traceback(tmp_path) -> N
     )
     assert proc.returncode == 1
     assert "model pack not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_persons_part_reclusters_and_assigns_on_a_real_store(bench_settings, tmp_path) -> None:
+    from bench import persons
+
+    result = persons.run(bench_settings, persons.Sizes.quick(), work_dir=tmp_path)
+    assert result["faces"] == 2000 and result["dim"] == 128
+    precision, recall, f1 = result["bcubed"]
+    assert f1 > 0.95  # the synthetic identities are well apart: the clustering finds them
+    assert 0 < result["p50_ms"] <= result["p99_ms"] and result["peak_mb"] > 0
+    assert result["joined_right"] >= 0.8
+    text = persons.report(result)
+    assert "2,000 synthetic faces x 128-d" in text and "BCubed" in text and "p99" in text
+
+
+def test_recognize_part_measures_one_camera_and_counts_cameras(bench_settings) -> None:
+    from bench import recognize
+
+    result = recognize.run(bench_settings, SHARED, seconds=3.0, max_cameras=2)
+    assert 0 < result["processed"] <= result["sent"] and result["fps"] > 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+    assert set(result["tried"]) <= {1, 2} and 0 <= result["cameras"] <= 2
+    text = recognize.report(result)
+    assert "one 640x480 camera" in text and "p50" in text and "cameras at 5 frames/s" in text
+
+
+def test_web_part_compares_rest_search_with_grpc_search(facepipe_home) -> None:
+    """`--only web --quick`: a local stack, REST and gRPC search on one photo, side by side."""
+    env = {**os.environ, "FACEPIPE_HOME": str(facepipe_home)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "web", "--quick"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = {line.split("  ")[0]: line for line in proc.stdout.splitlines()}
+    rest, grpc_ = lines["REST POST /api/v1/search"], lines["gRPC Indexer/Search"]
+    for line in (rest, grpc_):
+        p50, p99 = (float(x) for x in re.findall(r"p(?:50|99)\s+([\d.]+) ms", line))
+        assert 0 < p50 <= p99, line
+    assert "ratio REST / gRPC" in proc.stdout and "overhead at p50" in proc.stdout
+    assert "Traceback" not in proc.stderr

@@ -58,6 +58,15 @@ PAYLOAD_KEYS = {
     "model",
     "dim",
     "indexed_at",
+    # The photo library's (taken_at, lat and lon only when the photo gives them).
+    "has_gps",
+    "camera_make",
+    "camera_model",
+    "folder",
+    "folders",
+    "width",
+    "height",
+    "image_thumb_key",
 }
 
 

@@ -68,3 +68,39 @@ async def test_opt_outs_of_two_models_each_match_their_own_faces(nats_server) ->
         assert registry.match("acme", unit([0.0, 0.0, 1.0, 0.0, 0.0, 0.0]), 0.9, "new.onnx") is None
     finally:
         await nc.close()
+
+
+async def test_a_fresh_process_sees_every_opt_out_at_once(nats_server) -> None:
+    """What a new process lists, and what its watched copy holds once loaded, is every
+    opt-out stored. A watcher's end-of-values marker can arrive before the values that
+    are on their way, which once made ``optout list`` say "no opt-outs" now and then
+    (about one fresh connection in 300 here), and could let a starting embedder miss an
+    opt-out for a moment."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        writer = await OptOutRegistry.open(nc.jetstream())
+        stored = []
+        for i in range(12):
+            entry = OptOut(new_id(), "acme" if i % 3 else "other", [unit([1.0, i, 0.0]).tolist()], "m.onnx")
+            await writer.add(entry)
+            stored.append(entry)
+        gone = stored.pop(1)
+        await writer.remove(gone.tenant, gone.optout_id)
+        acme = sorted(e.optout_id for e in stored if e.tenant == "acme")
+        # Each pass is a new connection, as each `facepipe optout list` is. The server holds
+        # at most 1,000 consumers on a stream, and a watched copy's consumer stays five
+        # minutes after its process goes, so only every third pass starts one.
+        for n in range(900):
+            fresh_nc = await nats.connect(nats_server.url)
+            try:
+                fresh = await OptOutRegistry.open(fresh_nc.jetstream())
+                assert sorted(e.optout_id for e in await fresh.list("acme")) == acme
+                if n % 3 == 0:
+                    await fresh.start_watch()
+                    held = sorted(e.optout_id for e in fresh.entries.values() if e.tenant == "acme")
+                    await fresh.stop()
+                    assert held == acme
+            finally:
+                await fresh_nc.close()
+    finally:
+        await nc.close()

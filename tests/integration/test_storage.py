@@ -40,6 +40,7 @@ from facepipe.storage.vectors import (
     VectorStore,
     vector_store_from_env,
 )
+from facepipe.storage.vectors.base import Range
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -386,6 +387,62 @@ def test_filters(filled) -> None:
     assert len(store.scroll("tenant-a", limit=7)) == 7
 
 
+def test_search_many_matches_search_one_by_one(filled) -> None:
+    store, a, b = filled
+    queries = np.stack([np.asarray(p.vector) for p in a[:6] + b[:2]])
+    batched = store.search_many(queries, "tenant-a", top_k=5)
+    assert len(batched) == len(queries)
+    for query, hits in zip(queries, batched, strict=True):
+        single = store.search(query, "tenant-a", top_k=5)
+        assert [h.id for h in hits] == [h.id for h in single]
+        assert [h.payload for h in hits] == [h.payload for h in single]
+        assert [h.score for h in hits] == pytest.approx([h.score for h in single], abs=1e-5)
+    wide = store.search_many(queries, "tenant-a", top_k=5, hnsw_ef=128)
+    assert [[h.id for h in hits] for hits in wide] == [[h.id for h in hits] for hits in batched]
+    with pytest.raises(ValueError, match="hnsw_ef"):
+        store.search_many(queries, "tenant-a", hnsw_ef=0)
+    bare = store.search_many(queries[:2], "tenant-a", top_k=3, with_payload=False)
+    assert [h.id for h in bare[0]] == [h.id for h in batched[0][:3]] and bare[0][0].payload == {}
+    assert store.search_many(queries[:1], "tenant-b", top_k=50, filters={"site": "site0.example"})[0]
+    assert store.search_many(np.zeros((0, DIM)), "tenant-a") == []
+    with pytest.raises(ValueError, match="tenant_id is required"):
+        store.search_many(queries, "")
+    with pytest.raises(ValueError, match="two-dimensional"):
+        store.search_many(queries[0], "tenant-a")
+
+
+def test_vector_pages_list_every_vector_of_the_tenant(filled) -> None:
+    store, a, _ = filled
+    pages = list(store.vector_pages("tenant-a", page=7))
+    assert [len(p.ids) for p in pages][:-1] == [7] * (len(pages) - 1)
+    ids = [i for p in pages for i in p.ids]
+    assert sorted(ids) == sorted(p.id for p in a)
+    stored = {i: v for p in pages for i, v in zip(p.ids, p.vectors, strict=True)}
+    for p in a:
+        assert np.allclose(stored[p.id], p.vector, atol=1e-5)  # the points are unit vectors
+    site1 = [i for p in store.vector_pages("tenant-a", {"site": "site1.example"}) for i in p.ids]
+    assert len(site1) == 20
+    assert list(store.vector_pages("tenant-c")) == []
+    with pytest.raises(ValueError, match="tenant_id is required"):
+        list(store.vector_pages(""))
+
+
+def test_range_filters_on_capture_time(filled) -> None:
+    """Photos carry ``taken_at`` (ms); a range finds those inside it and never one without."""
+    store, a, _ = filled
+    dated = [FacePoint(p.id, p.vector, {**p.payload, "taken_at": 1_000 * i}) for i, p in enumerate(a[:10])]
+    store.upsert(dated)
+    inside = store.search(
+        a[0].vector, "tenant-a", top_k=100, filters={"taken_at": Range(gte=3_000, lt=6_000)}
+    )
+    assert {h.id for h in inside} == {p.id for p in a[3:6]}
+    after = store.scroll("tenant-a", {"taken_at": Range(gte=8_000)})
+    assert {p.id for p in after} == {p.id for p in a[8:10]}
+    before = store.scroll("tenant-a", {"taken_at": Range(lt=1_000), "site": "site0.example"})
+    assert [p.id for p in before] == [a[0].id]
+    assert len(store.scroll("tenant-a", {"taken_at": Range()})) == 10  # undated points never match
+
+
 def test_upsert_is_idempotent(filled) -> None:
     store, a, _ = filled
     changed = [FacePoint(p.id, p.vector, {**p.payload, "site": "moved.example"}) for p in a[:5]]
@@ -533,3 +590,26 @@ def test_vector_store_from_env(tmp_path: Path) -> None:
         vector_store_from_env({"FACEPIPE_VECTOR_STORE": "qdrant"})
     with pytest.raises(ValueError, match="expected 'edge' or 'qdrant'"):
         vector_store_from_env({"FACEPIPE_VECTOR_STORE": "milvus"})
+
+
+def test_set_payload_retrieve_and_vectors_stay_in_the_tenant(filled) -> None:
+    store, a, b = filled
+    person = {"person_id": "p" * 32, "person_pinned": True}
+    # Points of another tenant and unknown points are skipped, never changed.
+    unknown = "00000000-0000-0000-0000-000000000001"
+    changed = store.set_payload(
+        "tenant-a", {a[0].id: person, a[1].id: person, b[0].id: person, unknown: person}
+    )
+    assert changed == 2
+    assert {p.id for p in store.scroll("tenant-a", {"person_id": "p" * 32})} == {a[0].id, a[1].id}
+    assert store.scroll("tenant-b", {"person_id": "p" * 32}) == []
+    [got] = store.retrieve("tenant-a", [a[0].id])
+    assert got.payload["person_pinned"] is True and got.payload["site"] == a[0].payload["site"]
+    assert store.retrieve("tenant-b", [a[0].id]) == []
+    vectors = store.vectors("tenant-a", [a[2].id, b[1].id])
+    assert list(vectors) == [a[2].id] and np.allclose(vectors[a[2].id], a[2].vector, atol=1e-5)
+    # Other keys may change one point at a time; a point never moves to another tenant.
+    store.set_payload("tenant-a", {a[0].id: {"person_id": ""}})
+    assert store.retrieve("tenant-a", [a[0].id])[0].payload["person_id"] == ""
+    with pytest.raises(ValueError, match="another tenant"):
+        store.set_payload("tenant-a", {a[0].id: {"tenant_id": "tenant-b"}})

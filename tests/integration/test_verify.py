@@ -1,4 +1,6 @@
-"""``facepipe verify`` as its user meets it, and verification accuracy through it.
+"""``facepipe verify --local`` (the model pack in-process, no stack) as its user meets it,
+and verification accuracy through it. tests/e2e/test_recognition.py checks that the
+default, through the stack's recognizer, gives the same numbers.
 
 The accuracy test compares every pair of ``../shared/eval/faces`` with each pack through
 the real command (pairs files, one process per part) and prints, per part, the true
@@ -61,15 +63,21 @@ def test_two_images_of_one_person_and_of_two(local_env) -> None:
     threshold = pack_thresholds(Path(local_env["FACEPIPE_MODELS_DIR"]))["same_person_min_score"]
     nicole = sorted((SHARED_FACES / "nicole_kidman").glob("*.jpg"))
     brad = SHARED_FACES / "brad_pitt" / "brad_1.jpg"
-    same = json.loads(run_facepipe("verify", str(nicole[0]), str(nicole[1]), "--json", env=local_env).stdout)
+    same = json.loads(
+        run_facepipe("verify", "--local", str(nicole[0]), str(nicole[1]), "--json", env=local_env).stdout
+    )
     assert set(same) == {"verified", "similarity", "threshold"}
     assert same["verified"] is True and same["similarity"] >= same["threshold"] == threshold
-    other = json.loads(run_facepipe("verify", str(nicole[0]), str(brad), "--json", env=local_env).stdout)
+    other = json.loads(
+        run_facepipe("verify", "--local", str(nicole[0]), str(brad), "--json", env=local_env).stdout
+    )
     assert other["verified"] is False and other["similarity"] < threshold
-    text = run_facepipe("verify", str(nicole[0]), str(brad), env=local_env).stdout
+    text = run_facepipe("verify", "--local", str(nicole[0]), str(brad), env=local_env).stdout
     assert text.startswith(f"different people: similarity {other['similarity']:.3f} is below the threshold")
     # --threshold moves the bar; the similarity stays.
-    loose = run_facepipe("verify", str(nicole[0]), str(brad), "--json", "--threshold", "-1", env=local_env)
+    loose = run_facepipe(
+        "verify", "--local", str(nicole[0]), str(brad), "--json", "--threshold", "-1", env=local_env
+    )
     assert json.loads(loose.stdout) == {**other, "verified": True, "threshold": -1.0}
 
 
@@ -94,9 +102,11 @@ def test_the_face_nearest_the_centre_is_compared(tmp_path, local_env) -> None:
         return out
 
     group = side_by_side(nicole[0], brad)
-    doc = json.loads(run_facepipe("verify", str(group), str(nicole[1]), "--json", env=local_env).stdout)
+    doc = json.loads(
+        run_facepipe("verify", "--local", str(group), str(nicole[1]), "--json", env=local_env).stdout
+    )
     assert doc["verified"] is True
-    text = run_facepipe("verify", str(group), str(brad), env=local_env).stdout
+    text = run_facepipe("verify", "--local", str(group), str(brad), env=local_env).stdout
     assert text.splitlines()[0] == f"{group}: 2 faces, compared the one nearest the centre"
     assert "different people" in text.splitlines()[1]
 
@@ -116,7 +126,7 @@ def test_pairs_file_compares_each_pair_in_order(tmp_path, local_env) -> None:
         f"a photo.jpg\t{nicole[0]}\n"  # relative to the pairs file's folder, a space in the name
         f"{nicole[1]}\tblank.png\n"
     )
-    out = run_facepipe("verify", "--pairs", str(pairs), "--json", env=local_env, check=False)
+    out = run_facepipe("verify", "--local", "--pairs", str(pairs), "--json", env=local_env, check=False)
     assert out.returncode == 1, out.stderr  # one pair could not be compared
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [(d["a"], d["b"]) for d in lines] == [
@@ -134,9 +144,9 @@ def test_pairs_file_compares_each_pair_in_order(tmp_path, local_env) -> None:
         "error": f"no face found in {blank}",
     }
     # The same pair alone gives the same similarity.
-    alone = run_facepipe("verify", str(nicole[0]), str(nicole[1]), "--json", env=local_env).stdout
+    alone = run_facepipe("verify", "--local", str(nicole[0]), str(nicole[1]), "--json", env=local_env).stdout
     assert json.loads(alone)["similarity"] == lines[0]["similarity"]
-    text = run_facepipe("verify", "--pairs", str(pairs), env=local_env, check=False).stdout
+    text = run_facepipe("verify", "--local", "--pairs", str(pairs), env=local_env, check=False).stdout
     assert text.splitlines()[-1].endswith("2 same person, 0 different people, 1 not compared")
 
 
@@ -165,21 +175,26 @@ def test_mistakes_and_failures_end_in_one_line(tmp_path, local_env) -> None:
     a = str(nicole[0])
     cases = [
         # (arguments, environment, exit status, what the message says)
-        (["verify", a], local_env, 2, "give two images to compare (got 1)"),
-        (["verify", a, a, "--pairs", str(bad_pairs)], local_env, 2, "not both"),
-        (["verify", a, str(tmp_path / "missing.jpg")], local_env, 2, "no such file:"),
-        (["verify", "--pairs", str(tmp_path / "none.tsv")], local_env, 2, "no such pairs file"),
-        (["verify", "--pairs", str(bad_pairs)], local_env, 2, f"{bad_pairs}:1: expected two image paths"),
-        (["verify", a, str(blank)], local_env, 3, f"no face found in {blank}"),
-        (["verify", a, str(text)], local_env, 1, f"{text} is not a readable image"),
+        (["verify", "--local", a], local_env, 2, "give two images to compare (got 1)"),
+        (["verify", "--local", a, a, "--pairs", str(bad_pairs)], local_env, 2, "not both"),
+        (["verify", "--local", a, str(tmp_path / "missing.jpg")], local_env, 2, "no such file:"),
+        (["verify", "--local", "--pairs", str(tmp_path / "none.tsv")], local_env, 2, "no such pairs file"),
         (
-            ["verify", "--aligned", str(square), str(oblong)],
+            ["verify", "--local", "--pairs", str(bad_pairs)],
+            local_env,
+            2,
+            f"{bad_pairs}:1: expected two image paths",
+        ),
+        (["verify", "--local", a, str(blank)], local_env, 3, f"no face found in {blank}"),
+        (["verify", "--local", a, str(text)], local_env, 1, f"{text} is not a readable image"),
+        (
+            ["verify", "--local", "--aligned", str(square), str(oblong)],
             local_env,
             1,
             "is 100x112; a pre-aligned crop is square",
         ),
-        (["verify", a, a], env_for(uncalibrated), 1, "has no calibrated same_person_min_score"),
-        (["verify", a, a], env_for(tmp_path / "no-pack"), 1, "model pack not found at"),
+        (["verify", "--local", a, a], env_for(uncalibrated), 1, "has no calibrated same_person_min_score"),
+        (["verify", "--local", a, a], env_for(tmp_path / "no-pack"), 1, "model pack not found at"),
     ]
     for argv, env, code, message in cases:
         result = run_facepipe(*argv, env=env, check=False, timeout=120)
@@ -189,7 +204,7 @@ def test_mistakes_and_failures_end_in_one_line(tmp_path, local_env) -> None:
         assert result.stderr.startswith("error: ") and message in result.stderr, shown
         assert len(result.stderr.strip().splitlines()) == 1, shown
     # With --threshold the uncalibrated pack verifies.
-    ok = run_facepipe("verify", a, a, "--json", "--threshold", "0.5", env=env_for(uncalibrated))
+    ok = run_facepipe("verify", "--local", a, a, "--json", "--threshold", "0.5", env=env_for(uncalibrated))
     assert json.loads(ok.stdout)["similarity"] == pytest.approx(1.0, abs=1e-5)
 
 
@@ -208,7 +223,9 @@ def verify_all_pairs(tmp_path: Path, name: str, identities: tuple[str, ...], ali
     pairs = list(itertools.combinations(images, 2))
     pairs_file = tmp_path / f"{name}.tsv"
     pairs_file.write_text("".join(f"{a}\t{b}\n" for a, b in pairs))
-    out = run_facepipe("verify", "--pairs", str(pairs_file), "--json", *(["--aligned"] * aligned), env=env)
+    out = run_facepipe(
+        "verify", "--local", "--pairs", str(pairs_file), "--json", *(["--aligned"] * aligned), env=env
+    )
     docs = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(docs) == len(pairs)
     assert [(d["a"], d["b"]) for d in docs] == [(str(a), str(b)) for a, b in pairs]

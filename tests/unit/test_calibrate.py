@@ -106,7 +106,7 @@ def test_bcubed_scores_known_clusterings() -> None:
 
 def test_cluster_cut_separates_well_apart_identities_exactly() -> None:
     vectors, labels = noisy_identities(6, 5, 0.3)
-    cut = best_cluster_cut(vectors, labels)
+    cut = best_cluster_cut(vectors, labels)  # a perfect clustering: no stricter one is near it
     assert (cut.bcubed_f1, cut.clusters) == (1.0, 6)
     # The cut lies between the last merge within an identity and the first across two.
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -119,7 +119,7 @@ def test_cluster_cut_separates_well_apart_identities_exactly() -> None:
 
 def test_cluster_cut_is_the_best_of_every_possible_cut() -> None:
     vectors, labels = noisy_identities(8, 5, 1.1, seed=11)
-    cut = best_cluster_cut(vectors, labels)
+    cut = best_cluster_cut(vectors, labels, tolerance=0.0)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     merges = average_linkage(1.0 - unit @ unit.T)
     every_cut = [bcubed(clusters_after(len(labels), merges, k), labels)[2] for k in range(len(labels))]
@@ -127,3 +127,24 @@ def test_cluster_cut_is_the_best_of_every_possible_cut() -> None:
     # The stored distance gives that clustering: merges at or below it, none above.
     done = sum(h <= cut.distance for _, _, h in merges)
     assert bcubed(clusters_after(len(labels), merges, done), labels)[2] == pytest.approx(cut.bcubed_f1)
+
+
+def test_cluster_cut_is_the_strictest_within_the_tolerance_of_the_best() -> None:
+    vectors, labels = noisy_identities(8, 5, 1.1, seed=11)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    merges = average_linkage(1.0 - unit @ unit.T)
+    heights = [0.0] + [h for _, _, h in merges] + [2.0]
+    every_cut = {
+        k: bcubed(clusters_after(len(labels), merges, k), labels)[2]
+        for k in range(len(labels))
+        if heights[k + 1] > heights[k]
+    }
+    best = max(every_cut.values())
+    for tolerance in (0.0, 0.02, 0.05):
+        cut = best_cluster_cut(vectors, labels, tolerance=tolerance)
+        done = sum(h <= cut.distance for _, _, h in merges)
+        assert cut.bcubed_f1 >= best - tolerance
+        # No clustering with fewer merges is within the tolerance.
+        assert all(f1 < best - tolerance for k, f1 in every_cut.items() if k < done)
+    strict = best_cluster_cut(vectors, labels, tolerance=0.05)
+    assert strict.distance <= best_cluster_cut(vectors, labels, tolerance=0.0).distance

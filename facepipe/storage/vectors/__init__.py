@@ -20,6 +20,7 @@ from facepipe.storage.vectors.base import (
     SearchHit,
     StoredPoint,
     StoreLocked,
+    VectorPage,
     VectorStore,
 )
 from facepipe.storage.vectors.edge import EdgeVectorStore
@@ -39,6 +40,7 @@ __all__ = [
     "QdrantServerVectorStore",
     "SearchHit",
     "StoreLocked",
+    "VectorPage",
     "StoredPoint",
     "VectorStore",
     "open_vector_store",

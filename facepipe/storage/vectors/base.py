@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, runtime_checkable
@@ -23,13 +23,25 @@ from facepipe.echo import echo
 DEFAULT_COLLECTION = "faces"
 TENANT_FIELD = "tenant_id"
 # Keyword payload fields that filters and erasure look up.
-INDEXED_FIELDS = (TENANT_FIELD, "site", "phash_prefix", "image_sha256", "url")
+INDEXED_FIELDS = (TENANT_FIELD, "site", "phash_prefix", "image_sha256", "url", "folders", "person_id")
+# Integer payload fields that range filters look up (photo capture time, Unix ms).
+INTEGER_FIELDS = ("taken_at",)
 
 UPSERT_BATCH = 256
 PAGE = 1000
 _COLLECTION_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-FilterValue = str | int | bool
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric range condition, ``gte <= value < lt``; None leaves that side open.
+    A point without the field never matches."""
+
+    gte: float | None = None
+    lt: float | None = None
+
+
+FilterValue = str | int | bool | Range
 Conditions = list[tuple[str, FilterValue]]
 
 
@@ -51,6 +63,14 @@ class SearchHit:
 class StoredPoint:
     id: str
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class VectorPage:
+    """A page of stored points' ids and their (unit) vectors, row i for ``ids[i]``."""
+
+    ids: list[str]
+    vectors: np.ndarray  # float32 [len(ids), dim]
 
 
 class DimensionMismatch(ValueError):
@@ -84,9 +104,30 @@ class VectorStore(Protocol):
         self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None, limit: int = 1000
     ) -> list[StoredPoint]: ...
 
+    def search_many(
+        self,
+        vectors: np.ndarray,
+        tenant_id: str,
+        top_k: int = 10,
+        min_score: float | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+        with_payload: bool = True,
+        hnsw_ef: int | None = None,
+    ) -> list[list[SearchHit]]: ...
+
+    def vector_pages(
+        self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None, page: int = PAGE
+    ) -> Iterator[VectorPage]: ...
+
     def delete(self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None) -> list[dict]: ...
 
     def existing(self, ids: Sequence[str]) -> set[str]: ...
+
+    def retrieve(self, tenant_id: str, ids: Sequence[str]) -> list[StoredPoint]: ...
+
+    def set_payload(self, tenant_id: str, payloads: Mapping[str, Mapping[str, Any]]) -> int: ...
+
+    def vectors(self, tenant_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]: ...
 
     def count(self, tenant_id: str | None = None) -> int: ...
 
@@ -125,7 +166,8 @@ def check_vector(value: Sequence[float] | np.ndarray, dim: int | None) -> list[f
 def conditions(
     tenant_id: str | None, filters: Mapping[str, FilterValue] | None, *, require_tenant: bool = True
 ) -> Conditions:
-    """The exact-match conditions of a query: the tenant first, then the caller's filters."""
+    """The conditions of a query: the tenant first, then the caller's filters (exact
+    matches, or a :class:`Range`)."""
     conds: Conditions = []
     if tenant_id is not None or require_tenant:
         if not isinstance(tenant_id, str) or not tenant_id:
@@ -136,8 +178,8 @@ def conditions(
             raise ValueError(f"filter key {echo(key)} must be a non-empty string")
         if key == TENANT_FIELD:
             raise ValueError("pass the tenant as tenant_id, not in filters")
-        if not isinstance(value, str | int | bool):
-            raise ValueError(f"filter {key}={echo(value)}: only str, int or bool exact matches")
+        if not isinstance(value, str | int | bool | Range):
+            raise ValueError(f"filter {key}={echo(value)}: only str, int or bool exact matches, or a Range")
         conds.append((key, value))
     return conds
 
@@ -213,12 +255,39 @@ class BaseVectorStore(ABC):
         """One page of matching points and the offset of the next page (None at the end)."""
 
     @abstractmethod
+    def _native_search_many(
+        self,
+        queries: list[list[float]],
+        conds: Conditions,
+        top_k: int,
+        min_score: float | None,
+        with_payload: bool,
+        hnsw_ef: int | None,
+    ) -> list[list[SearchHit]]:
+        """Several searches (``hnsw_ef``: the engine's search breadth, None = its default)."""
+
+    @abstractmethod
+    def _native_vector_page(
+        self, conds: Conditions, offset: Any, limit: int
+    ) -> tuple[list[str], list[list[float]], Any]:
+        """One page of matching point ids with their vectors, and the next page's offset."""
+
+    @abstractmethod
     def _native_delete(self, ids: list[str]) -> None:
         """Deletes these point ids."""
 
     @abstractmethod
     def _native_existing(self, ids: list[str]) -> set[str]:
         """Which of these point ids are stored."""
+
+    @abstractmethod
+    def _native_retrieve(self, ids: list[str], with_vector: bool) -> list[tuple[StoredPoint, Any]]:
+        """The stored points among these ids with their payloads, and their vectors
+        (a list of floats) when ``with_vector``, else None."""
+
+    @abstractmethod
+    def _native_set_payload(self, ids: list[str], payload: dict[str, Any]) -> None:
+        """Merges ``payload`` into the payload of these point ids."""
 
     @abstractmethod
     def _native_count(self, conds: Conditions) -> int:
@@ -269,6 +338,53 @@ class BaseVectorStore(ABC):
         with self._lock:
             return self._scroll(conds, limit)
 
+    def search_many(
+        self,
+        vectors: np.ndarray,
+        tenant_id: str,
+        top_k: int = 10,
+        min_score: float | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+        with_payload: bool = True,
+        hnsw_ef: int | None = None,
+    ) -> list[list[SearchHit]]:
+        """:meth:`search` for each row of ``vectors``, in one call. ``hnsw_ef`` widens the
+        approximate (HNSW) search past the engine's default, for callers that need the
+        true nearest neighbours more than speed."""
+        conds = conditions(tenant_id, filters)
+        if top_k <= 0:
+            raise ValueError(f"top_k must be positive, got {top_k}")
+        if hnsw_ef is not None and hnsw_ef <= 0:
+            raise ValueError(f"hnsw_ef must be positive, got {hnsw_ef}")
+        rows = np.asarray(vectors, dtype=np.float32)
+        if rows.ndim != 2:
+            raise ValueError(f"vectors must be two-dimensional [n, dim], got shape {rows.shape}")
+        queries = [check_vector(row, self._dim) for row in rows]
+        with self._lock:
+            if not queries or not self._collection_exists():
+                return [[] for _ in queries]
+            return self._native_search_many(queries, conds, top_k, min_score, with_payload, hnsw_ef)
+
+    def vector_pages(
+        self, tenant_id: str, filters: Mapping[str, FilterValue] | None = None, page: int = PAGE
+    ) -> Iterator[VectorPage]:
+        """Every matching point's id and vector, a page at a time. The lock is held per
+        page only, so writes go on meanwhile (a point written during the walk may or may
+        not be listed)."""
+        conds = conditions(tenant_id, filters)
+        if page <= 0:
+            raise ValueError(f"page must be positive, got {page}")
+        offset = None
+        while True:
+            with self._lock:
+                if not self._collection_exists():
+                    return
+                ids, vectors, offset = self._native_vector_page(conds, offset, page)
+            if ids:
+                yield VectorPage(ids, np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1))
+            if offset is None or not ids:
+                return
+
     def _scroll(self, conds: Conditions, limit: int | None) -> list[StoredPoint]:
         """Every matching point (up to ``limit``), page by page; the caller holds the lock."""
         if not self._collection_exists():
@@ -304,9 +420,66 @@ class BaseVectorStore(ABC):
                 found |= self._native_existing(list(batch))
             return found
 
+    def set_payload(self, tenant_id: str, payloads: Mapping[str, Mapping[str, Any]]) -> int:
+        """Merges payload keys into points of the tenant, point id -> keys to set; points
+        not stored, or of another tenant, are skipped. Returns the points updated. Points
+        given the same keys are written in one call."""
+        conds = conditions(tenant_id, None)
+        wanted: dict[str, dict[str, Any]] = {}
+        for id_, keys in payloads.items():
+            if TENANT_FIELD in keys:
+                raise ValueError("set_payload cannot move a point to another tenant")
+            wanted[point_id(id_)] = dict(keys)
+        groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+        with self._lock:
+            if not wanted or not self._collection_exists():
+                return 0
+            owned: list[str] = []
+            for batch in batches(list(wanted), PAGE):
+                owned += [p.id for p, _ in self._native_retrieve(list(batch), False) if _owned(p, conds)]
+            for id_ in owned:
+                keys = wanted[id_]
+                groups.setdefault(repr(sorted(keys.items())), (keys, []))[1].append(id_)
+            for keys, ids in groups.values():
+                for batch in batches(ids, PAGE):
+                    self._native_set_payload(list(batch), keys)
+        return len(owned)
+
+    def retrieve(self, tenant_id: str, ids: Sequence[str]) -> list[StoredPoint]:
+        """The stored points among ``ids`` that are the tenant's, with their payloads."""
+        conds = conditions(tenant_id, None)
+        wanted = [point_id(i) for i in ids]
+        out: list[StoredPoint] = []
+        with self._lock:
+            if not wanted or not self._collection_exists():
+                return out
+            for batch in batches(wanted, PAGE):
+                out += [p for p, _ in self._native_retrieve(list(batch), False) if _owned(p, conds)]
+        return out
+
+    def vectors(self, tenant_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these points of the tenant (others are left out)."""
+        conds = conditions(tenant_id, None)
+        wanted = [point_id(i) for i in ids]
+        out: dict[str, np.ndarray] = {}
+        with self._lock:
+            if not wanted or not self._collection_exists():
+                return out
+            for batch in batches(wanted, PAGE):
+                for p, vector in self._native_retrieve(list(batch), True):
+                    if _owned(p, conds) and vector is not None:
+                        out[p.id] = np.asarray(vector, dtype=np.float32)
+        return out
+
     def count(self, tenant_id: str | None = None) -> int:
         conds = conditions(tenant_id, None, require_tenant=False)
         with self._lock:
             if not self._collection_exists():
                 return 0
             return self._native_count(conds)
+
+
+def _owned(point: StoredPoint, conds: Conditions) -> bool:
+    """Whether a retrieved point matches the tenant condition (the first of ``conds``)."""
+    key, value = conds[0]
+    return point.payload.get(key) == value

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 # The collection of a recognizer: faces_<first 16 hex digits of its file's sha256>_<dim>d.
 MODEL_COLLECTION_RE = re.compile(r"^faces_[0-9a-f]{16}_[0-9]+d$")
+# The recognizer service's gallery of enrolled subjects, kept apart from the faces
+# collections: subjects_<first 16 hex digits of the recognizer's sha256>_<dim>d.
+SUBJECTS_PREFIX = "subjects_"
+SUBJECTS_COLLECTION_RE = re.compile(r"^subjects_[0-9a-f]{16}_[0-9]+d$")
 SHA_DIGITS = 16
 # Beside the face collections: what was made, and each tenant's reindex state.
 STATE_COLLECTION = "facepipe_state"
@@ -57,6 +61,12 @@ def model_collection(recognizer_sha256: str, dim: int) -> str:
     return f"faces_{sha[:SHA_DIGITS]}_{int(dim)}d"
 
 
+def subjects_collection(recognizer_sha256: str, dim: int) -> str:
+    """The gallery of enrolled subjects for the recognizer with this sha256 and ``dim``-d
+    vectors: its own collection, never one search or erasure of indexed faces reads."""
+    return SUBJECTS_PREFIX + model_collection(recognizer_sha256, dim).removeprefix("faces_")
+
+
 @dataclass(frozen=True)
 class Recognizer:
     """What names a model's collection: the recognizer file and its vectors' size."""
@@ -68,6 +78,10 @@ class Recognizer:
     @property
     def collection(self) -> str:
         return model_collection(self.sha256, self.dim)
+
+    @property
+    def subjects_collection(self) -> str:
+        return subjects_collection(self.sha256, self.dim)
 
 
 def active_recognizer(settings: Settings) -> Recognizer:
@@ -193,7 +207,11 @@ class VectorCollections:
             return {
                 p.name
                 for p in root.iterdir()
-                if (p / "segments").is_dir() and p.name != STATE_COLLECTION and _valid(p.name)
+                if (p / "segments").is_dir()
+                and p.name != STATE_COLLECTION
+                # The recognizer service owns (and holds open) the subject galleries.
+                and not p.name.startswith(SUBJECTS_PREFIX)
+                and _valid(p.name)
             }
         client = getattr(self.active, "client", None)
         if client is None:

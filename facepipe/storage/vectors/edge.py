@@ -16,11 +16,14 @@ import qdrant_edge as edge
 from facepipe.storage.vectors.base import (
     DEFAULT_COLLECTION,
     INDEXED_FIELDS,
+    INTEGER_FIELDS,
     TENANT_FIELD,
     BaseVectorStore,
     CollectionMissing,
     Conditions,
     DimensionMismatch,
+    FilterValue,
+    Range,
     SearchHit,
     StoredPoint,
     StoreLocked,
@@ -59,10 +62,23 @@ def _lock_dir(path: Path) -> IO[str]:
     return f
 
 
+def _edge_condition(key: str, value: FilterValue) -> edge.FieldCondition:
+    if isinstance(value, Range):
+        return edge.FieldCondition(key=key, range=edge.RangeFloat(gte=value.gte, lt=value.lt))
+    return edge.FieldCondition(key=key, match=edge.MatchValue(value))
+
+
 def _edge_filter(conds: Conditions) -> edge.Filter | None:
     if not conds:
         return None
-    return edge.Filter(must=[edge.FieldCondition(key=k, match=edge.MatchValue(v)) for k, v in conds])
+    return edge.Filter(must=[_edge_condition(k, v) for k, v in conds])
+
+
+def _plain_vector(vector: Any) -> Any:
+    """The unnamed vector of a record (Edge returns a list, or a dict of named vectors)."""
+    if isinstance(vector, dict):
+        return vector.get("") if "" in vector else next(iter(vector.values()), None)
+    return vector
 
 
 class EdgeVectorStore(BaseVectorStore):
@@ -133,6 +149,11 @@ class EdgeVectorStore(BaseVectorStore):
                         else edge.PayloadSchemaType.Keyword
                     )
                     self._shard.update(edge.UpdateOperation.create_field_index(name, schema))
+            for name in INTEGER_FIELDS:
+                if name not in present:
+                    self._shard.update(
+                        edge.UpdateOperation.create_field_index(name, edge.PayloadSchemaType.Integer)
+                    )
             self._dim = dim
 
     def _native_point(self, id_: str, vector: list[float], payload: dict[str, Any]) -> edge.Point:
@@ -165,11 +186,62 @@ class EdgeVectorStore(BaseVectorStore):
         )
         return [StoredPoint(str(r.id), dict(r.payload or {})) for r in records], next_offset
 
+    def _native_search_many(
+        self,
+        queries: list[list[float]],
+        conds: Conditions,
+        top_k: int,
+        min_score: float | None,
+        with_payload: bool,
+        hnsw_ef: int | None,
+    ) -> list[list[SearchHit]]:
+        flt = _edge_filter(conds)
+        params = edge.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None else None
+        # One planned batch shares a pass over the segments.
+        results = self._writable().query_batch(
+            edge.QueryBatchRequest(
+                [
+                    edge.QueryRequest(
+                        limit=top_k,
+                        query=edge.Query.Nearest(query),
+                        filter=flt,
+                        score_threshold=min_score,
+                        with_payload=with_payload,
+                        params=params,
+                    )
+                    for query in queries
+                ]
+            )
+        )
+        return [
+            [SearchHit(str(h.id), float(h.score), dict(h.payload or {})) for h in hits] for hits in results
+        ]
+
+    def _native_vector_page(
+        self, conds: Conditions, offset: Any, limit: int
+    ) -> tuple[list[str], list[list[float]], Any]:
+        records, next_offset = self._writable().scroll(
+            edge.ScrollRequest(
+                offset=offset, limit=limit, filter=_edge_filter(conds), with_payload=False, with_vector=True
+            )
+        )
+        return [str(r.id) for r in records], [list(r.vector) for r in records], next_offset
+
     def _native_delete(self, ids: list[str]) -> None:
         self._writable().update(edge.UpdateOperation.delete_points(ids))
 
     def _native_existing(self, ids: list[str]) -> set[str]:
         return {str(r.id) for r in self._writable().retrieve(ids, False, False)}
+
+    def _native_retrieve(self, ids: list[str], with_vector: bool) -> list[tuple[StoredPoint, Any]]:
+        records = self._writable().retrieve(ids, True, with_vector)
+        return [
+            (StoredPoint(str(r.id), dict(r.payload or {})), _plain_vector(r.vector) if with_vector else None)
+            for r in records
+        ]
+
+    def _native_set_payload(self, ids: list[str], payload: dict[str, Any]) -> None:
+        self._writable().update(edge.UpdateOperation.set_payload(ids, payload))
 
     def _native_count(self, conds: Conditions) -> int:
         return int(self._writable().count(edge.CountRequest(exact=True, filter=_edge_filter(conds))))

@@ -13,10 +13,13 @@ from qdrant_client import models as qm
 from facepipe.storage.vectors.base import (
     DEFAULT_COLLECTION,
     INDEXED_FIELDS,
+    INTEGER_FIELDS,
     TENANT_FIELD,
     BaseVectorStore,
     Conditions,
     DimensionMismatch,
+    FilterValue,
+    Range,
     SearchHit,
     StoredPoint,
     check_collection,
@@ -24,10 +27,16 @@ from facepipe.storage.vectors.base import (
 )
 
 
+def _server_condition(key: str, value: FilterValue) -> qm.FieldCondition:
+    if isinstance(value, Range):
+        return qm.FieldCondition(key=key, range=qm.Range(gte=value.gte, lt=value.lt))
+    return qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
+
+
 def _server_filter(conds: Conditions) -> qm.Filter | None:
     if not conds:
         return None
-    return qm.Filter(must=[qm.FieldCondition(key=k, match=qm.MatchValue(value=v)) for k, v in conds])
+    return qm.Filter(must=[_server_condition(k, v) for k, v in conds])
 
 
 class QdrantServerVectorStore(BaseVectorStore):
@@ -91,6 +100,10 @@ class QdrantServerVectorStore(BaseVectorStore):
                         else qm.PayloadSchemaType.KEYWORD
                     )
                     self.client.create_payload_index(self.collection, name, field_schema=schema, wait=True)
+                for name in INTEGER_FIELDS:
+                    self.client.create_payload_index(
+                        self.collection, name, field_schema=qm.PayloadSchemaType.INTEGER, wait=True
+                    )
             self._dim = dim
             self._exists = True
 
@@ -126,12 +139,69 @@ class QdrantServerVectorStore(BaseVectorStore):
         )
         return [StoredPoint(str(r.id), dict(r.payload or {})) for r in records], next_offset
 
+    def _native_search_many(
+        self,
+        queries: list[list[float]],
+        conds: Conditions,
+        top_k: int,
+        min_score: float | None,
+        with_payload: bool,
+        hnsw_ef: int | None,
+    ) -> list[list[SearchHit]]:
+        flt = _server_filter(conds)
+        # Local mode searches exactly (and warns about search parameters).
+        params = qm.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef is not None and self.url else None
+        responses = self.client.query_batch_points(
+            self.collection,
+            requests=[
+                qm.QueryRequest(
+                    query=query,
+                    filter=flt,
+                    limit=top_k,
+                    score_threshold=min_score,
+                    with_payload=with_payload,
+                    params=params,
+                )
+                for query in queries
+            ],
+        )
+        return [
+            [SearchHit(str(h.id), float(h.score), dict(h.payload or {})) for h in response.points]
+            for response in responses
+        ]
+
+    def _native_vector_page(
+        self, conds: Conditions, offset: Any, limit: int
+    ) -> tuple[list[str], list[list[float]], Any]:
+        records, next_offset = self.client.scroll(
+            self.collection,
+            scroll_filter=_server_filter(conds),
+            limit=limit,
+            offset=offset,
+            with_payload=False,
+            with_vectors=True,
+        )
+        return [str(r.id) for r in records], [list(r.vector) for r in records], next_offset
+
     def _native_delete(self, ids: list[str]) -> None:
         self.client.delete(self.collection, points_selector=qm.PointIdsList(points=ids), wait=True)
 
     def _native_existing(self, ids: list[str]) -> set[str]:
         records = self.client.retrieve(self.collection, ids=ids, with_payload=False, with_vectors=False)
         return {str(r.id) for r in records}
+
+    def _native_retrieve(self, ids: list[str], with_vector: bool) -> list[tuple[StoredPoint, Any]]:
+        records = self.client.retrieve(self.collection, ids=ids, with_payload=True, with_vectors=with_vector)
+        out = []
+        for r in records:
+            vector = r.vector if with_vector else None
+            if isinstance(vector, dict):
+                vector = vector.get("") if "" in vector else next(iter(vector.values()), None)
+            out.append((StoredPoint(str(r.id), dict(r.payload or {})), vector))
+        return out
+
+    def _native_set_payload(self, ids: list[str], payload: dict[str, Any]) -> None:
+        self.client.set_payload(self.collection, payload=payload, points=ids, wait=True)
 
     def _native_count(self, conds: Conditions) -> int:
         return int(self.client.count(self.collection, count_filter=_server_filter(conds), exact=True).count)

@@ -152,7 +152,8 @@ forces. Returns YAML; callers use `fromYaml`. Takes (dict "root" $ "name" "detec
 {{- $root := .root }}
 {{- $own := ternary $root.Values.inferenceNodes (index $root.Values.services .name | default dict) (eq .name "node") }}
 {{- $c := mergeOverwrite (deepCopy $root.Values.serviceDefaults) (deepCopy $own) }}
-{{- if and (eq .name "indexer") (eq $root.Values.vectorStore "edge") }}
+{{- /* Qdrant Edge: one process per shard folder, the indexer's faces and the recognizer's gallery. */}}
+{{- if and (has .name (list "indexer" "recognizer")) (eq $root.Values.vectorStore "edge") }}
 {{- $_ := set $c.persistence "enabled" true }}
 {{- end }}
 {{- if $c.persistence.enabled }}

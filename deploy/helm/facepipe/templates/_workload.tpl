@@ -41,6 +41,11 @@ Services listen on loopback unless told otherwise; in a pod they must listen on 
 {{- $_ := set $env "FACEPIPE_HOME" "/var/lib/facepipe" }}
 {{- end }}
 {{- $_ := set $env "FACEPIPE_SERVICE_KEY_FILE" "/etc/facepipe/keys/service.key" }}
+{{- /* The recognizer enrols from a person's faces through the persons service, when the release runs one. */}}
+{{- if and (eq .name "recognizer") (has "persons" (include "facepipe.components" $root | fromYamlArray)) }}
+{{- $persons := include "facepipe.component" (dict "root" $root "name" "persons") | fromYaml }}
+{{- $_ := set $env "FACEPIPE_RECOGNIZER_PERSONS_ADDR" (printf "%s:%v" (include "facepipe.componentName" (dict "root" $root "name" "persons")) $persons.port) }}
+{{- end }}
 {{- if $v.natsCredentials.existingSecret }}
 {{- /* The URL carries the component's NATS user: it comes from the Secret, not the ConfigMap. */}}
 {{- $_ := unset $env "FACEPIPE_NATS_URL" }}
@@ -57,6 +62,10 @@ Services listen on loopback unless told otherwise; in a pod they must listen on 
 {{- $_ := set $env "FACEPIPE_NATS_TLS_CERT" "/etc/facepipe/tls/tls.crt" }}
 {{- $_ := set $env "FACEPIPE_NATS_TLS_KEY" "/etc/facepipe/tls/tls.key" }}
 {{- end }}
+{{- end }}
+{{- if eq .name "persons" }}
+{{- $indexer := include "facepipe.component" (dict "root" $root "name" "indexer") | fromYaml }}
+{{- $_ := set $env "FACEPIPE_PERSONS_INDEXER_ADDR" (printf "%s:%v" (include "facepipe.componentName" (dict "root" $root "name" "indexer")) $indexer.port) }}
 {{- end }}
 {{- if and $v.inferenceNodes.enabled (has .name $v.inferenceNodes.clients) }}
 {{- $_ := set $env "FACEPIPE_INFERENCE_NODES" (include "facepipe.inferenceNodes" $root) }}
