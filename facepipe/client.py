@@ -4,6 +4,7 @@ them, search and erase."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -176,11 +177,13 @@ async def ingest(
     )
     log = options.log
     watching = options.watch_every_s > 0
-    nc = sub = None
+    nc = None
+    events = _DoneEvents()
     try:
         if log is not None and log.pending(tenant):
             nc = await bus.connect(nats_url, "cli")
             await _settle(nc.jetstream(), log, tenant)
+            run.earlier = _awaitable(log.pending(tenant), time.time())
         if log is not None and not options.rescan:
             run.handled = log.handled(tenant)
         todo = run.plan(list_sources(sources))
@@ -190,19 +193,18 @@ async def ingest(
             js = run.js = nc.jetstream()
             await bus.ensure_topology(js)
             if wait or watching:
-                sub = await js.subscribe(
-                    f"{bus.SUBJECT_DONE}.{run.summary.batch_id}",
-                    stream=bus.EVENTS_STREAM,
-                    ordered_consumer=True,
-                )
+                await events.follow(js, run.summary.batch_id)
             await run.publish(todo)
-        if watching and sub is not None:
-            await run.watch(sub, sources)
-        elif sub is not None:
-            await _collect(sub, run.expected, run.summary, wait_s, progress, run.on_done)
+            if wait or watching:
+                # The earlier messages of files published again: their outcomes may be the files'.
+                for batch_id in sorted({run.earlier[path].batch_id for path in run.resumed_paths()}):
+                    await events.follow(js, batch_id)
+        if watching and events.following:
+            await run.watch(events, sources)
+        elif events.following:
+            await run.collect(events, wait_s)
     finally:
-        if sub is not None:
-            await sub.unsubscribe()
+        await events.close()
         if nc is not None:
             await nc.close()
     run.summary.seconds = time.monotonic() - started
@@ -276,6 +278,15 @@ class _ImportRun:
     handled: dict[str, FileState] = field(default_factory=dict)
     published: dict[str, FileState] = field(default_factory=dict)
     files: dict[str, tuple[str, FileState]] = field(default_factory=dict)  # message id -> file
+    seen: set[str] = field(default_factory=set)  # message ids whose outcome counted
+    # Files an earlier import published whose outcome it did not see, by path. Published
+    # again, such a file may be reported a duplicate of its own earlier message, still in
+    # the stack: then the earlier message's outcome is the file's, and the run waits for it.
+    earlier: dict[str, importlog.Pending] = field(default_factory=dict)
+    resumed: dict[str, str] = field(default_factory=dict)  # message id -> earlier message id
+    earlier_ids: set[str] = field(default_factory=set)  # the values of ``resumed``
+    earlier_done: dict[str, pipeline_pb2.ImageDone] = field(default_factory=dict)
+    awaiting: dict[str, str] = field(default_factory=dict)  # earlier message id -> message id
 
     def unchanged(self, path: str, state: FileState) -> bool:
         return self.handled.get(path) == state or self.published.get(path) == state
@@ -347,42 +358,78 @@ class _ImportRun:
         if local is not None:
             self.published[local[0]] = local[1]
             self.files[message_id] = local
+            earlier = self.earlier.get(local[0])
+            if earlier is not None and earlier.state == local[1]:
+                self.resumed[message_id] = earlier.message_id
+                self.earlier_ids.add(earlier.message_id)
             if log is not None:
                 log.published(self.tenant, local[0], local[1], summary.batch_id, message_id)
 
-    def on_done(self, done: pipeline_pb2.ImageDone) -> None:
-        """Records a local file's outcome in the resume log."""
-        local = self.files.get(done.message_id)
+    def resumed_paths(self) -> list[str]:
+        return [self.files[mid][0] for mid in self.resumed]
+
+    def take(self, done: pipeline_pb2.ImageDone) -> None:
+        """Counts one completion event: of a message of this run, or of the earlier
+        message of a file this run published again."""
+        mid = done.message_id
+        if mid in self.awaiting:
+            self._count(self.awaiting.pop(mid), done)
+            return
+        if mid not in self.expected:
+            if mid in self.earlier_ids:
+                self.earlier_done.setdefault(mid, done)
+            return
+        if mid in self.seen:
+            return  # redelivered stages may repeat an event
+        earlier = self.resumed.get(mid)
+        if earlier is not None and done.status == pipeline_pb2.IMAGE_STATUS_DUPLICATE:
+            if earlier in self.earlier_done:
+                self._count(mid, self.earlier_done[earlier])
+            else:
+                self.awaiting[earlier] = mid
+            return
+        self._count(mid, done)
+
+    def _count(self, mid: str, done: pipeline_pb2.ImageDone) -> None:
+        """``done`` is the outcome of message ``mid``'s image; recorded in the resume log."""
+        if mid in self.seen:
+            return
+        self.seen.add(mid)
+        self.summary.add_done(done)
+        local = self.files.get(mid)
         if local is not None and self.options.log is not None:
             self.options.log.done(self.tenant, local[0], local[1], outcome(done), done.image_sha256)
+        if self.progress:
+            self.progress("done", len(self.seen), len(self.expected))
 
-    async def watch(self, sub, sources: list[str]) -> None:
+    async def collect(self, events: _DoneEvents, wait_s: float) -> None:
+        """Takes completion events until every published image has its outcome, or for
+        at most ``wait_s`` seconds; the rest are pending."""
+        deadline = time.monotonic() + wait_s
+        while len(self.seen) < len(self.expected):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            done = await events.next(min(remaining, 5.0))
+            if done is not None:
+                self.take(done)
+        self.summary.pending = len(self.expected - self.seen)
+
+    async def watch(self, events: _DoneEvents, sources: list[str]) -> None:
         """Collects outcomes and polls the sources for new or changed files until stopped."""
         stop = self.options.stop or asyncio.Event()
-        seen: set[str] = set()
         while not stop.is_set():
             deadline = time.monotonic() + self.options.watch_every_s
             while not stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
-                msg = await _next(sub, min(remaining, 0.25))
-                if msg is not None:
-                    self._take(msg, seen)
+                done = await events.next(min(remaining, 0.25))
+                if done is not None:
+                    self.take(done)
             if not stop.is_set():
                 await self.publish(self.plan(list_sources(sources), WATCH_SETTLED_S, again=True))
         # Outcomes that already arrived still count; the rest stay pending in the log.
-        while (msg := await _next(sub, 0.2)) is not None:
-            self._take(msg, seen)
-        self.summary.pending = len(self.expected - seen)
-
-    def _take(self, msg, seen: set[str]) -> None:
-        done = pipeline_pb2.ImageDone()
-        done.ParseFromString(msg.data)
-        if done.message_id not in self.expected or done.message_id in seen:
-            return
-        seen.add(done.message_id)
-        self.summary.add_done(done)
-        self.on_done(done)
-        if self.progress:
-            self.progress("done", len(seen), len(self.expected))
+        while (done := await events.next(0.2)) is not None:
+            self.take(done)
+        self.summary.pending = len(self.expected - self.seen)
 
 
 def outcome(done: pipeline_pb2.ImageDone) -> str:
@@ -475,34 +522,52 @@ def _request_for(
     )
 
 
-async def _collect(
-    sub,
-    expected: set[str],
-    summary: IngestSummary,
-    wait_s: float,
-    progress,
-    on_done: Callable[[pipeline_pb2.ImageDone], None] | None = None,
-) -> None:
-    seen: set[str] = set()
-    deadline = time.monotonic() + wait_s
-    while seen != expected:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        msg = await _next(sub, min(remaining, 5.0))
-        if msg is None:
-            continue
-        done = pipeline_pb2.ImageDone()
-        done.ParseFromString(msg.data)
-        if done.message_id not in expected or done.message_id in seen:
-            continue  # redelivered stages may repeat an event
-        seen.add(done.message_id)
-        summary.add_done(done)
-        if on_done is not None:
-            on_done(done)
-        if progress:
-            progress("done", len(seen), len(expected))
-    summary.pending = len(expected - seen)
+class _DoneEvents:
+    """The completion events of one or more batches, replayed from the events stream
+    and then followed, merged into one queue."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[pipeline_pb2.ImageDone] = asyncio.Queue()
+        self.subs: list = []
+
+    @property
+    def following(self) -> bool:
+        return bool(self.subs)
+
+    async def follow(self, js, batch_id: str) -> None:
+        async def put(msg) -> None:
+            done = pipeline_pb2.ImageDone()
+            done.ParseFromString(msg.data)
+            self.queue.put_nowait(done)
+
+        self.subs.append(
+            await js.subscribe(
+                f"{bus.SUBJECT_DONE}.{batch_id}", stream=bus.EVENTS_STREAM, ordered_consumer=True, cb=put
+            )
+        )
+
+    async def next(self, wait_s: float) -> pipeline_pb2.ImageDone | None:
+        """The next event, or None after ``wait_s`` seconds."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), wait_s)
+        except TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        for sub in self.subs:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()
+        self.subs.clear()
+
+
+def _awaitable(pending: list[importlog.Pending], now_s: float) -> dict[str, importlog.Pending]:
+    """The pending files whose earlier message can still report an outcome: published
+    within the time the events stream keeps events (and with a batch id it can name)."""
+    return {
+        p.path: p
+        for p in pending
+        if BATCH_ID_RE.match(p.batch_id) and now_s - p.published_ms / 1000 < bus.EVENTS_MAX_AGE_S
+    }
 
 
 async def _next(sub, wait_s: float):

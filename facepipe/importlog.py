@@ -7,7 +7,8 @@ A file is recorded as handled only once the stack reported it done (indexed, no 
 duplicate, or failed for good). A file published without waiting for its outcome is
 recorded as pending with its batch and message id; the next import settles it from
 the completion events the stack keeps, or publishes it again (the stack's duplicate
-check keeps it from being indexed twice).
+check keeps it from being indexed twice, and a copy reported a duplicate of the earlier
+message, still in flight, takes that message's outcome once it comes).
 
 One SQLite file in the data dir, written by the CLI only."""
 
@@ -59,6 +60,7 @@ class Pending:
     state: FileState
     batch_id: str
     message_id: str
+    published_ms: int
 
 
 class ImportLog:
@@ -86,10 +88,14 @@ class ImportLog:
 
     def pending(self, tenant: str) -> list[Pending]:
         rows = self._db.execute(
-            "SELECT path, size, mtime_ns, batch_id, message_id FROM files WHERE tenant = ? AND outcome = ?",
+            "SELECT path, size, mtime_ns, batch_id, message_id, updated_ms FROM files "
+            "WHERE tenant = ? AND outcome = ?",
             (tenant, PENDING),
         )
-        return [Pending(path, FileState(size, mtime), batch, mid) for path, size, mtime, batch, mid in rows]
+        return [
+            Pending(path, FileState(size, mtime), batch, mid, published_ms)
+            for path, size, mtime, batch, mid, published_ms in rows
+        ]
 
     def published(self, tenant: str, path: str, state: FileState, batch_id: str, message_id: str) -> None:
         self._db.execute(

@@ -29,6 +29,8 @@ log = logging.getLogger("facepipe.bus")
 STREAM = "FACEPIPE"
 DLQ_STREAM = "FACEPIPE_DLQ"
 EVENTS_STREAM = "FACEPIPE_EVENTS"
+# How long the events stream keeps a completion event.
+EVENTS_MAX_AGE_S = 24 * 3600.0
 AUDIT_STREAM = "FACEPIPE_AUDIT"
 ACCESS_STREAM = "FACEPIPE_ACCESS"
 
@@ -197,7 +199,7 @@ async def ensure_topology(js: JetStreamContext, dedup_ttl: float = 7 * 24 * 3600
             subjects=[f"{SUBJECT_DONE}.>"],
             retention=js_api.RetentionPolicy.LIMITS,
             storage=js_api.StorageType.FILE,
-            max_age=24 * 3600.0,
+            max_age=EVENTS_MAX_AGE_S,
         ),
     )
     # Created when missing, never changed here: each stage applies its own settings

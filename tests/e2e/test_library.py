@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import EVAL_FACES, EVAL_LFW, SHARED_FACES, VENV_BIN, run_facepipe, stack_channel
 from PIL import Image
-from stackfaults import connect, distinct_photos
+from stackfaults import connect, distinct_photos, pid_of
 
 from facepipe import bus
 from facepipe.importlog import FileState, ImportLog
@@ -316,6 +316,10 @@ def test_unchanged_files_are_skipped_unread_and_rescan_reads_them(stack, tmp_pat
 
 
 def test_a_killed_import_resumes_and_imports_every_file_once(stack, tmp_path) -> None:
+    """The import is killed while the stack still holds most of its images (the indexer is
+    stopped meanwhile, so they stay in flight). The resumed import publishes them again,
+    the stack calls each copy a duplicate of its earlier message, and the import waits for
+    those messages' outcomes: when it returns, every file is indexed, once."""
     photos = distinct_photos(tmp_path / "photos", 36, max_side=200, salt="resume")
     folder = photos[0].parent
     t = tenant()
@@ -326,18 +330,37 @@ def test_a_killed_import_resumes_and_imports_every_file_once(stack, tmp_path) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    indexer = pid_of(stack, "indexer")
     try:
         deadline = time.monotonic() + 300
         while handled_count(stack, t) < 4 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        os.kill(indexer, signal.SIGSTOP)
+        try:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            at_kill = handled_count(stack, t)
+            assert 4 <= at_kill < len(photos), f"{at_kill} of {len(photos)} handled when killed"
+            resumed = subprocess.Popen(
+                [*command, "--data-dir", str(stack["dir"])],
+                env=stack["env"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(8)  # no earlier message can finish while the indexer is stopped
+            returned_early = resumed.poll() is not None
+        finally:
+            os.kill(indexer, signal.SIGCONT)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    at_kill = handled_count(stack, t)
-    assert 4 <= at_kill < len(photos), f"{at_kill} of {len(photos)} handled when killed"
-
-    second = cli_json(stack, "ingest", str(folder), "--tenant", t, "--wait")
+        if proc.poll() is None:
+            proc.kill()
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert not returned_early, f"the resumed import returned with its earlier messages in flight: {out}"
+    second = json.loads(out)
     assert second["skipped"] >= at_kill and second["failed"] == 0 and second["pending"] == 0, second
+    assert second["duplicates"] == 0 and second["images_indexed"] == second["images"] > 0, second
     assert handled_count(stack, t) == len(photos)
     third = cli_json(stack, "ingest", str(folder), "--tenant", t, "--wait")
     assert (third["images"], third["skipped"]) == (0, len(photos))
