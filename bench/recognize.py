@@ -43,18 +43,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _scene(photo: Path, left: bool) -> bytes:
-    """A 640x480 JPEG frame: a grey wall with the photo's centre on it."""
+def scene(photo: Path | None, left: bool) -> np.ndarray:
+    """A 640x480 frame: a grey wall, and the photo's centre (where LFW's labelled face is,
+    without the people behind it) on the left or right; ``None``: the empty wall."""
     frame = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
-    image = cv2.imread(str(photo))
-    h, w = image.shape[:2]
-    side = int(min(h, w) * 0.64)
-    top, left_px = (h - side) // 2, (w - side) // 2
-    face = cv2.resize(image[top : top + side, left_px : left_px + side], (PHOTO_SIDE, PHOTO_SIDE))
-    x = 60 if left else WIDTH - 60 - PHOTO_SIDE
-    y = (HEIGHT - PHOTO_SIDE) // 2
-    frame[y : y + PHOTO_SIDE, x : x + PHOTO_SIDE] = face
-    return cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    if photo is not None:
+        image = cv2.imread(str(photo))
+        h, w = image.shape[:2]
+        side = int(min(h, w) * 0.64)
+        top, left_px = (h - side) // 2, (w - side) // 2
+        face = cv2.resize(image[top : top + side, left_px : left_px + side], (PHOTO_SIDE, PHOTO_SIDE))
+        x = 60 if left else WIDTH - 60 - PHOTO_SIDE
+        y = (HEIGHT - PHOTO_SIDE) // 2
+        frame[y : y + PHOTO_SIDE, x : x + PHOTO_SIDE] = face
+    return frame
+
+
+def _scene(photo: Path, left: bool) -> bytes:
+    """:func:`scene` as the JPEG a camera sends."""
+    return cv2.imencode(".jpg", scene(photo, left), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
 @dataclass

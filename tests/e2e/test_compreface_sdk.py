@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import EVAL_FACES, EVAL_LFW, ROOT, VENV_BIN, run_facepipe, stack_web
+from conftest import EVAL_FACES, EVAL_LFW, ROOT, VENV_BIN, create_key, stack_web
 from PIL import Image
 
 SDK_DIR = ROOT / ".venv" / "compreface-sdk"
@@ -44,19 +44,7 @@ def sdk_run(shared_stack, tmp_path_factory) -> dict:
         pytest.fail(f"the CompreFace SDK is not installed in {SDK_DIR}: run `make compreface-sdk`")
     web = stack_web(shared_stack)
     tenant = f"cf-{uuid.uuid4().hex[:8]}"
-    created = run_facepipe(
-        "keys",
-        "create",
-        "--tenant",
-        tenant,
-        "--role",
-        "writer",
-        "--json",
-        "--data-dir",
-        str(shared_stack["dir"]),
-        env=shared_stack["env"],
-    )
-    key = json.loads(created.stdout)["key"]
+    key = create_key(shared_stack, tenant, "writer")
     enrol, probes = {}, []
     for name in EVAL_LFW:
         photos = photos_of(name)

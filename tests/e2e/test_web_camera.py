@@ -10,7 +10,6 @@ tests/artifacts/web-recognition/ (ignored by git)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EVAL_FACES, EVAL_LFW, ROOT, run_facepipe, stack_web
+from conftest import EVAL_FACES, EVAL_LFW, ROOT, create_key, stack_web
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -81,25 +80,13 @@ def site(shared_stack, tmp_path_factory) -> dict:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     web = stack_web(shared_stack)
     tenant = f"cam{uuid.uuid4().hex[:8]}"
-    created = run_facepipe(
-        "keys",
-        "create",
-        "--tenant",
-        tenant,
-        "--role",
-        "writer",
-        "--json",
-        "--data-dir",
-        str(shared_stack["dir"]),
-        env=shared_stack["env"],
-    )
     photos = sorted((EVAL_FACES / PERSON).glob("*.jpg"))
     video = tmp_path_factory.mktemp("camera") / "camera.y4m"
     write_y4m(video, photos[ENROLLED : ENROLLED + 2], seconds_each=2.0)
     return {
         "web": web,
         "tenant": tenant,
-        "key": json.loads(created.stdout)["key"],
+        "key": create_key(shared_stack, tenant, "writer"),
         "enrol": photos[:ENROLLED],
         "video": video,
     }

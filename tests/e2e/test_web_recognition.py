@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EVAL_FACES, EVAL_LFW, run_facepipe, stack_web
+from conftest import EVAL_FACES, EVAL_LFW, create_key, stack_web
 from openapi_spec_validator import validate
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -23,22 +23,6 @@ SESSION_COOKIE = "facepipe_session"
 
 SUBJECT_PHOTOS = sorted((EVAL_FACES / EVAL_LFW[0]).glob("*.jpg"))
 OTHER_PHOTOS = sorted((EVAL_FACES / EVAL_LFW[1]).glob("*.jpg"))
-
-
-def make_key(stack: dict, tenant: str, role: str) -> str:
-    created = run_facepipe(
-        "keys",
-        "create",
-        "--tenant",
-        tenant,
-        "--role",
-        role,
-        "--json",
-        "--data-dir",
-        str(stack["dir"]),
-        env=stack["env"],
-    )
-    return json.loads(created.stdout)["key"]
 
 
 def photo(path: Path, field: str = "image") -> tuple[str, tuple[str, bytes, str]]:
@@ -50,9 +34,9 @@ def env(shared_stack) -> dict:
     web = stack_web(shared_stack)
     tenant, other = f"rw-{uuid.uuid4().hex[:8]}", f"ro-{uuid.uuid4().hex[:8]}"
     keys = {
-        "writer": make_key(shared_stack, tenant, "writer"),
-        "reader": make_key(shared_stack, tenant, "reader"),
-        "other": make_key(shared_stack, other, "writer"),
+        "writer": create_key(shared_stack, tenant, "writer"),
+        "reader": create_key(shared_stack, tenant, "reader"),
+        "other": create_key(shared_stack, other, "writer"),
     }
     with web.client(keys["writer"], params={"tenant": tenant}) as http:
         created = http.post(

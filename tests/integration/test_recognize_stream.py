@@ -19,35 +19,19 @@ import numpy as np
 import pytest
 from conftest import EVAL_FACES, EVAL_LFW, run_facepipe
 
+from bench.recognize import HEIGHT, WIDTH, scene
 from facepipe.cli.stream_cmds import JPEG_QUALITY
 from facepipe.v1 import common_pb2, detector_pb2, detector_pb2_grpc, recognizer_pb2, recognizer_pb2_grpc
 
 TENANT = "office"
 ENROLLED = EVAL_LFW[:4]
 NOT_ENROLLED = EVAL_LFW[6:8]
-WIDTH, HEIGHT, FPS = 640, 480, 10
+FPS = 10
 SHOWN_S, GAP_S = 2.0, 1.5  # each appearance, and the empty scene between two (> the track TTL)
-PHOTO_SIDE = 240
 
 
 def photos(identity: str) -> list[Path]:
     return sorted((EVAL_FACES / identity).glob("*.jpg"))
-
-
-def scene(photo: Path | None, left: bool) -> np.ndarray:
-    """A 640x480 frame: a grey wall, and the photo's centre (where LFW's labelled face is,
-    without the people behind it) on the left or right."""
-    frame = np.full((HEIGHT, WIDTH, 3), 128, np.uint8)
-    if photo is not None:
-        image = cv2.imread(str(photo))
-        h, w = image.shape[:2]
-        side = int(min(h, w) * 0.64)
-        top, left_px = (h - side) // 2, (w - side) // 2
-        face = cv2.resize(image[top : top + side, left_px : left_px + side], (PHOTO_SIDE, PHOTO_SIDE))
-        x = 60 if left else WIDTH - 60 - PHOTO_SIDE
-        y = (HEIGHT - PHOTO_SIDE) // 2
-        frame[y : y + PHOTO_SIDE, x : x + PHOTO_SIDE] = face
-    return frame
 
 
 def write_video(path: Path, appearances: list[Path]) -> None:

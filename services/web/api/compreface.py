@@ -638,6 +638,14 @@ async def add_face(
     return {"image_id": newest.face_id, "subject": response.subject.name}
 
 
+async def _subjects_with_faces(backend: Backend, subject: str | None) -> list[recognizer_pb2.Subject]:
+    """The named subject with its faces (none when there is no such subject), or every subject."""
+    if not subject:
+        return await backend.all_with_faces()
+    found = await backend.subject_named(subject)
+    return [await backend.with_faces(found.subject_id)] if found else []
+
+
 @router.get("/recognition/faces", summary="List example faces (CompreFace)")
 async def list_faces(
     request: Request,
@@ -647,11 +655,7 @@ async def list_faces(
     caller: KeyCaller = KeyCallerDep,
 ) -> dict[str, Any]:
     backend = await Backend.open(request, caller)
-    if subject:
-        found = await backend.subject_named(subject)
-        subjects = [await backend.with_faces(found.subject_id)] if found else []
-    else:
-        subjects = await backend.all_with_faces()
+    subjects = await _subjects_with_faces(backend, subject)
     faces = [{"image_id": f.face_id, "subject": s.name} for s in subjects for f in s.faces]
     return {
         "faces": faces[page * size : (page + 1) * size],
@@ -670,11 +674,7 @@ async def delete_faces(
 ) -> dict[str, Any]:
     """Removes faces and keeps the subjects, as CompreFace does."""
     backend = await Backend.open(request, caller)
-    if subject:
-        found = await backend.subject_named(subject)
-        subjects = [await backend.with_faces(found.subject_id)] if found else []
-    else:
-        subjects = await backend.all_with_faces()
+    subjects = await _subjects_with_faces(backend, subject)
     deleted = 0
     for s in subjects:
         if s.faces:
