@@ -55,7 +55,7 @@ echo "== the stack keeps running; 'facepipe status' shows it and 'facepipe down'
 web_url=$($FP status --json "${stack_args[@]}" | python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
-print(next((f"http://{r["address"]}/" for r in rows if r["name"] == "web"), ""))
+print(next(("http://%s/" % r["address"] for r in rows if r["name"] == "web"), ""))
 ' || true)
 key_file="${FACEPIPE_DATA_DIR:-${FACEPIPE_HOME:-$HOME/.facepipe}/stack}/admin.key"
 echo "== web UI: $web_url (tenant '$TENANT'; log in with the key in $key_file)"

@@ -350,6 +350,11 @@ def test_demo_finds_every_held_out_person_and_is_idempotent(stack) -> None:
 
     first = run_demo(stack, tenant)
     assert "the local stack is already running" in first.stdout
+    # The web UI's address, from `facepipe status --json`, and nothing on stderr about it.
+    assert re.search(r"^== web UI: http://127\.0\.0\.1:\d+/ \(tenant 'demo'", first.stdout, re.M), (
+        first.stdout
+    )
+    assert "Error" not in first.stderr, first.stderr
     assert demo_matches(first.stdout) == expected, first.stdout
     indexed = points(stack, tenant)
     assert indexed > 0
